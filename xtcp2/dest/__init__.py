@@ -1,0 +1,35 @@
+"""Destinations: where marshalled batches go. One module per scheme."""
+from __future__ import annotations
+
+import importlib
+
+from ..config import Config
+from ..errors import DestinationError
+from .base import Destination, register, registry
+
+# scheme -> module that registers it. Imported lazily so that an optional client
+# library (confluent-kafka, nats-py, ...) is only needed when its scheme is used.
+MODULES = {
+    "null": "null",
+    "stdout": "stdout",
+    "file": "file",
+}
+
+
+def known_schemes() -> set[str]:
+    return set(MODULES)
+
+
+def open_destination(spec: str, config: Config) -> Destination:
+    """Build the destination named by a -dest value such as "file:/tmp/x.bin"."""
+    scheme, _, address = spec.partition(":")
+    if scheme not in MODULES:
+        raise DestinationError(f"unknown destination scheme {scheme!r} in {spec!r}; valid: {', '.join(sorted(MODULES))}")
+    try:
+        importlib.import_module(f"{__name__}.{MODULES[scheme]}")
+    except ImportError as e:
+        raise DestinationError(f"destination {scheme!r} needs a library that is not installed: {e}") from None
+    return registry()[scheme](address, config)
+
+
+__all__ = ["Destination", "DestinationError", "open_destination", "known_schemes", "register"]

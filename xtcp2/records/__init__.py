@@ -1,0 +1,1 @@
+"""Records: the XtcpFlatRecord schema, the columnar encoder and envelope batching."""

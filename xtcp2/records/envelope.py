@@ -1,0 +1,29 @@
+"""An encoded Envelope as it travels from the encoder to marshallers and destinations."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+
+
+@dataclass
+class EncodedEnvelope:
+    """`body` is a serialized Envelope (repeated XtcpFlatRecord row = 10), no length prefix.
+
+    The columnar encoder writes it directly; formats that need message objects
+    (protoJson, protoText, msgpack, the gRPC stream) parse it once via message().
+    """
+
+    body: bytes
+    rows: int
+    _msg: pb.Envelope | None = field(default=None, repr=False, compare=False)
+
+    def message(self) -> pb.Envelope:
+        if self._msg is None:
+            self._msg = pb.Envelope.FromString(self.body)
+        return self._msg
+
+    @classmethod
+    def from_records(cls, records: list[pb.XtcpFlatRecord]) -> "EncodedEnvelope":
+        env = pb.Envelope(row=records)
+        return cls(env.SerializeToString(), len(records), env)
