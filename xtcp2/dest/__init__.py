@@ -13,6 +13,14 @@ MODULES = {
     "null": "null",
     "stdout": "stdout",
     "file": "file",
+    "kafka": "kafka",
+    "nats": "nats",
+    "nsq": "nsq",
+    "valkey": "valkey",
+    "udp": "udp",
+    "unix": "unix",
+    "unixgram": "unix",
+    "s3parquet": "s3parquet",
 }
 
 
@@ -27,6 +35,10 @@ def open_destination(spec: str, config: Config) -> Destination:
         raise DestinationError(f"unknown destination scheme {scheme!r} in {spec!r}; valid: {', '.join(sorted(MODULES))}")
     try:
         importlib.import_module(f"{__name__}.{MODULES[scheme]}")
+    except ModuleNotFoundError as e:
+        if e.name == f"{__name__}.{MODULES[scheme]}":
+            raise DestinationError(f"destination {scheme!r} is not available in this build") from None
+        raise DestinationError(f"destination {scheme!r} needs a library that is not installed: {e.name}") from None
     except ImportError as e:
         raise DestinationError(f"destination {scheme!r} needs a library that is not installed: {e}") from None
     return registry()[scheme](address, config)
