@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: GPL-2.0
+/* xtcp2 --mode bpf kernel side.
+ *
+ * inet_sock_set_state -> one ring buffer event per interesting TCP transition
+ * (ESTABLISHED, LISTEN, CLOSE). The CLOSE event carries the final tcp_sock
+ * counters, read with CO-RE, so a connection that lived a millisecond still
+ * leaves a final record when the sock_diag destroy broadcast is lost.
+ * sched_process_fork / sys_exit(unshare, setns) -> an event the first time a
+ * network namespace is seen, so the daemon reconciles at once.
+ *
+ * User space (xtcp2/ebpf/loader.py) loads either the tp_btf program (preferred:
+ * real socket cookie) or the classic tracepoint fallback, never both. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "xtcp2_events.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define NR_unshare 272 /* x86_64 */
+#define NR_setns 308
+
+/* Read by the loader to check that its numpy dtype matches this layout. */
+const volatile __u32 xtcp2_event_size = sizeof(struct xtcp2_event);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20); /* resized by the loader before load */
+} events SEC(".maps");
+
+/* [0] ring buffer reservation failures, [1] events submitted */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+/* sock pointer -> ktime of the first state seen (SYN_SENT / SYN_RECV / ESTABLISHED) */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} opened SEC(".maps");
+
+/* net cookies already reported (cookies are never reused, inodes are) */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} netns_seen SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline struct xtcp2_event *reserve(void)
+{
+	struct xtcp2_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(0);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	return e;
+}
+
+static __always_inline void submit(struct xtcp2_event *e)
+{
+	bpf_ringbuf_submit(e, 0);
+	count(1);
+}
+
+static __always_inline void fill_counters(struct xtcp2_event *e, const struct sock *sk)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+
+	e->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
+	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	e->bytes_sent = BPF_CORE_READ(tp, bytes_sent);
+	e->bytes_retrans = BPF_CORE_READ(tp, bytes_retrans);
+	e->segs_in = BPF_CORE_READ(tp, segs_in);
+	e->segs_out = BPF_CORE_READ(tp, segs_out);
+	e->data_segs_in = BPF_CORE_READ(tp, data_segs_in);
+	e->data_segs_out = BPF_CORE_READ(tp, data_segs_out);
+	/* same scaling as tcp_get_info(): srtt_us is <<3, mdev_us is <<2 */
+	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	e->rttvar_us = BPF_CORE_READ(tp, mdev_us) >> 2;
+	e->min_rtt_us = BPF_CORE_READ(tp, rtt_min.s[0].v);
+	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
+	e->snd_cwnd = BPF_CORE_READ(tp, snd_cwnd);
+	e->delivered = BPF_CORE_READ(tp, delivered);
+	e->snd_mss = BPF_CORE_READ(tp, mss_cache);
+	e->rcv_wnd = BPF_CORE_READ(tp, rcv_wnd);
+	e->snd_wnd = BPF_CORE_READ(tp, snd_wnd);
+	e->reordering = BPF_CORE_READ(tp, reordering);
+	e->flags |= XTCP2_F_COUNTERS;
+}
+
+static __always_inline int on_state(const struct sock *sk, int oldstate, int newstate, __u64 cookie,
+				    __u16 cookie_flags)
+{
+	struct xtcp2_event *e;
+	__u64 key = (__u64)sk;
+	__u64 now, *start;
+	struct net *net;
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV) {
+		bpf_map_update_elem(&opened, &key, &now, BPF_ANY);
+		return 0;
+	}
+	if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE && newstate != TCP_LISTEN)
+		return 0;
+	if (newstate == TCP_ESTABLISHED)
+		bpf_map_update_elem(&opened, &key, &now, BPF_NOEXIST);
+
+	e = reserve();
+	if (!e)
+		return 0;
+	e->kind = XTCP2_EV_STATE;
+	e->ktime_ns = now;
+	e->cookie = cookie;
+	e->flags = cookie_flags;
+	e->oldstate = oldstate;
+	e->newstate = newstate;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	e->netns_ino = BPF_CORE_READ(net, ns.inum);
+	e->net_cookie = BPF_CORE_READ(net, net_cookie);
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (e->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+	}
+	if (newstate == TCP_CLOSE) {
+		start = bpf_map_lookup_elem(&opened, &key);
+		if (start) {
+			e->duration_ns = now - *start;
+			e->flags |= XTCP2_F_DURATION;
+			bpf_map_delete_elem(&opened, &key);
+		}
+		if (oldstate != TCP_LISTEN)
+			fill_counters(e, sk);
+	}
+	submit(e);
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(xtcp2_state_btf, const struct sock *sk, const int oldstate, const int newstate)
+{
+	return on_state(sk, oldstate, newstate, bpf_get_socket_cookie((void *)sk), 0);
+}
+
+/* Fallback when tp_btf cannot attach: the classic tracepoint gives the sock
+ * address only, so the cookie is read from sk->__sk_common.skc_cookie (0 if inet_diag or
+ * a cookie helper never generated one yet). */
+SEC("tracepoint/sock/inet_sock_set_state")
+int xtcp2_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	const struct sock *sk = ctx->skaddr;
+	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+
+	return on_state(sk, ctx->oldstate, ctx->newstate, cookie, cookie ? 0 : XTCP2_F_NOCOOKIE);
+}
+
+static __always_inline int report_netns(struct net *net)
+{
+	struct xtcp2_event *e;
+	__u64 nc;
+	__u8 one = 1;
+
+	if (!net)
+		return 0;
+	nc = BPF_CORE_READ(net, net_cookie);
+	if (bpf_map_lookup_elem(&netns_seen, &nc))
+		return 0;
+	bpf_map_update_elem(&netns_seen, &nc, &one, BPF_ANY);
+	e = reserve();
+	if (!e)
+		return 0;
+	e->kind = XTCP2_EV_NETNS;
+	e->ktime_ns = bpf_ktime_get_ns();
+	e->net_cookie = nc;
+	e->netns_ino = BPF_CORE_READ(net, ns.inum);
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	submit(e);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(xtcp2_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct net *pn = BPF_CORE_READ(parent, nsproxy, net_ns);
+	struct net *cn = BPF_CORE_READ(child, nsproxy, net_ns);
+
+	if (pn == cn)
+		return 0;
+	return report_netns(cn);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(xtcp2_sys_exit, struct pt_regs *regs, long ret)
+{
+	long id;
+
+	if (ret < 0)
+		return 0;
+	id = BPF_CORE_READ(regs, orig_ax);
+	if (id != NR_unshare && id != NR_setns)
+		return 0;
+	return report_netns(BPF_CORE_READ(bpf_get_current_task_btf(), nsproxy, net_ns));
+}

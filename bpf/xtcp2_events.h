@@ -1,0 +1,53 @@
+/* Event layout shared by the BPF programs (tcp_events.bpf.c) and the Python
+ * consumer (xtcp2/ebpf/events.py mirrors it as a numpy dtype; keep both in step:
+ * the loader checks sizeof via the .rodata constant xtcp2_event_size).
+ * Fixed-size, naturally aligned, no implicit padding. */
+#ifndef XTCP2_EVENTS_H
+#define XTCP2_EVENTS_H
+
+#define XTCP2_EV_STATE 1   /* TCP state change (ESTABLISHED, LISTEN, CLOSE) */
+#define XTCP2_EV_NETNS 2   /* a task entered a network namespace not seen before */
+
+/* flags */
+#define XTCP2_F_COUNTERS 1 /* final counters below are valid (newstate == CLOSE) */
+#define XTCP2_F_NOCOOKIE 2 /* classic tracepoint and the socket never got a cookie */
+#define XTCP2_F_DURATION 4 /* duration_ns is valid (the open was seen) */
+
+struct xtcp2_event {
+	__u64 ktime_ns;
+	__u64 cookie;           /* == inet_diag idiag_cookie */
+	__u64 net_cookie;       /* never reused, unlike the inode */
+	__u32 netns_ino;
+	__u16 kind;
+	__u16 family;           /* AF_INET / AF_INET6 */
+	__u8  oldstate;
+	__u8  newstate;
+	__u16 flags;
+	__u16 sport;            /* host order */
+	__u16 dport;            /* host order */
+	__u8  saddr[16];        /* 4 bytes used for AF_INET */
+	__u8  daddr[16];
+	__u32 pid;              /* tgid of the current task (often the kernel's softirq) */
+	/* final counters from struct tcp_sock, valid with XTCP2_F_COUNTERS */
+	__u64 bytes_acked;
+	__u64 bytes_received;
+	__u64 bytes_sent;
+	__u64 bytes_retrans;
+	__u64 duration_ns;      /* since SYN_SENT/SYN_RECV/ESTABLISHED, with XTCP2_F_DURATION */
+	__u32 segs_in;
+	__u32 segs_out;
+	__u32 data_segs_in;
+	__u32 data_segs_out;
+	__u32 srtt_us;          /* smoothed RTT, microseconds (tcp_info_rtt) */
+	__u32 rttvar_us;
+	__u32 min_rtt_us;
+	__u32 total_retrans;
+	__u32 snd_cwnd;
+	__u32 delivered;
+	__u32 snd_mss;
+	__u32 rcv_wnd;
+	__u32 snd_wnd;
+	__u32 reordering;
+};
+
+#endif
