@@ -28,6 +28,7 @@ struct xtcp2_event {
 	__u8  saddr[16];        /* 4 bytes used for AF_INET */
 	__u8  daddr[16];
 	__u32 pid;              /* tgid of the current task (often the kernel's softirq) */
+	__u32 _pad0;
 	/* final counters from struct tcp_sock, valid with XTCP2_F_COUNTERS */
 	__u64 bytes_acked;
 	__u64 bytes_received;
