@@ -1,0 +1,173 @@
+"""Final tcp_info of every freed TCP socket: the sock_diag destroy broadcast groups.
+
+The kernel multicasts an inet_diag message (inet_diag_msg + INET_DIAG_INFO tcp_info)
+for every TCP socket it frees to NETLINK_SOCK_DIAG sockets joined to
+SKNLGRP_INET_TCP_DESTROY / SKNLGRP_INET6_TCP_DESTROY (what `ss -E` shows). The
+broadcast goes to the freed socket's namespace only, so one subscriber per namespace.
+If the receive buffer overflows the kernel drops messages and the next recv fails
+with ENOBUFS: counted, and reported to the caller, which answers with a resync.
+
+A subscriber socket pins its namespace: close it as soon as the namespace is gone
+from every discovery source (DestroyWatcher.remove).
+"""
+from __future__ import annotations
+
+import array
+import errno
+import select
+import socket
+from typing import Callable, Hashable
+
+from prometheus_client import Counter, Gauge
+
+from . import constants as c
+from .decode import Columns, decode_messages
+
+SKNLGRP_INET_TCP_DESTROY = 1
+SKNLGRP_INET6_TCP_DESTROY = 3
+_GROUPS = (1 << (SKNLGRP_INET_TCP_DESTROY - 1)) | (1 << (SKNLGRP_INET6_TCP_DESTROY - 1))
+SO_RCVBUFFORCE = 33
+DEFAULT_RCVBUF = 32 << 20
+
+DESTROY_MESSAGES = Counter("xtcp2_destroy_messages_total", "Final socket records received from the sock_diag destroy groups")
+DESTROY_OVERRUNS = Counter("xtcp2_destroy_overruns_total",
+                           "ENOBUFS on a destroy-group socket: broadcasts were lost (answered with a resync)")
+DESTROY_ERRORS = Counter("xtcp2_destroy_errors_total", "Destroy-group sockets that failed (open, recv)", ["kind"])
+DESTROY_SOCKETS = Gauge("xtcp2_destroy_sockets", "Open destroy-group subscriber sockets (one per namespace)")
+
+
+class DestroySubscriber:
+    """One sock_diag socket joined to both TCP destroy groups, in the namespace it was opened in."""
+
+    def __init__(self, sock: socket.socket, buf_size: int = 1 << 20) -> None:
+        self.sock = sock
+        self.buf = bytearray(buf_size)
+        self._mv = memoryview(self.buf)
+        self._words = self._mv.cast("I")
+
+    @classmethod
+    def open(cls, rcvbuf: int = DEFAULT_RCVBUF) -> "DestroySubscriber":
+        """Subscribe in the calling thread's current network namespace (needs CAP_NET_ADMIN)."""
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK,
+                          c.NETLINK_SOCK_DIAG)
+        try:
+            try:  # beyond net.core.rmem_max; needs CAP_NET_ADMIN, else the capped size
+                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+            except OSError:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            s.bind((0, _GROUPS))
+        except OSError:
+            s.close()
+            raise
+        DESTROY_SOCKETS.inc()
+        return cls(s)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def netns_cookie(self) -> int:
+        import struct
+        return struct.unpack("=Q", self.sock.getsockopt(socket.SOL_SOCKET, c.SO_NETNS_COOKIE, 8))[0]
+
+    def read(self, max_messages: int = 65536) -> tuple[Columns, bool]:
+        """Drain what is queued without blocking: (decoded columns, overrun?).
+
+        overrun is True if the kernel reported ENOBUFS (some broadcasts were lost)."""
+        offsets = array.array("I")
+        used = 0
+        overrun = False
+        size = len(self.buf)
+        while len(offsets) < max_messages and size - used >= 65536:
+            try:
+                n = self.sock.recv_into(self._mv[used:used + 65536])
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    overrun = True
+                    DESTROY_OVERRUNS.inc()
+                    continue  # the queue is still there; keep reading what survived
+                DESTROY_ERRORS.labels("recv").inc()
+                break
+            end = used + n
+            off = used
+            words = self._words
+            while off + 16 <= end:
+                ln = words[off >> 2]
+                if ln < 16 or off + ln > end:
+                    DESTROY_ERRORS.labels("truncated").inc()
+                    break
+                if words[(off >> 2) + 1] & 0xFFFF == c.SOCK_DIAG_BY_FAMILY:
+                    offsets.append(off)
+                off += (ln + 3) & ~3
+            used = (end + 7) & ~7
+        if not offsets:
+            return {"_n": 0}, overrun
+        cols = decode_messages(self.buf, offsets, used=used)
+        DESTROY_MESSAGES.inc(cols["_n"])
+        return cols, overrun
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.sock.close()
+            DESTROY_SOCKETS.dec()
+
+
+class DestroyWatcher:
+    """Destroy subscribers for many namespaces behind one epoll.
+
+    `opener(key)` must return a DestroySubscriber opened inside that namespace (the
+    daemon runs DestroySubscriber.open through its namespace-entering thread).
+    """
+
+    def __init__(self) -> None:
+        self._ep = select.epoll()
+        self._subs: dict[Hashable, DestroySubscriber] = {}
+        self._by_fd: dict[int, Hashable] = {}
+
+    def keys(self) -> list[Hashable]:
+        return list(self._subs)
+
+    def add(self, key: Hashable, opener: Callable[[], DestroySubscriber]) -> bool:
+        if key in self._subs:
+            return True
+        try:
+            sub = opener()
+        except OSError:
+            DESTROY_ERRORS.labels("open").inc()
+            return False
+        self._subs[key] = sub
+        self._by_fd[sub.fileno()] = key
+        self._ep.register(sub.fileno(), select.EPOLLIN)
+        return True
+
+    def remove(self, key: Hashable) -> None:
+        sub = self._subs.pop(key, None)
+        if sub is None:
+            return
+        self._by_fd.pop(sub.fileno(), None)
+        try:
+            self._ep.unregister(sub.fileno())
+        except OSError:
+            pass
+        sub.close()
+
+    def fileno(self) -> int:
+        return self._ep.fileno()
+
+    def poll(self, timeout: float = 0.0) -> list[tuple[Hashable, Columns, bool]]:
+        """(key, columns, overrun) for every namespace with something queued."""
+        out = []
+        for fd, _ in self._ep.poll(timeout):
+            key = self._by_fd.get(fd)
+            if key is None:
+                continue
+            cols, overrun = self._subs[key].read()
+            if cols["_n"] or overrun:
+                out.append((key, cols, overrun))
+        return out
+
+    def close(self) -> None:
+        for key in list(self._subs):
+            self.remove(key)
+        self._ep.close()
