@@ -64,6 +64,7 @@ class Config:
     envelope_flush_threshold_rows: int = 10000
     envelope_flush_threshold_bytes: int = 768 * 1024
     capture_path: str = ""
+    write_files: int = 10
     kafka_compression: str = ""
     # record metadata
     hostname: str = ""
@@ -98,6 +99,7 @@ class Config:
         need(1 <= self.netlinkers <= 256, "netlinkers", "must be between 1 and 256")
         need(0 <= self.nlmsg_seq < 2**32, "nlmsg_seq", "must fit in uint32")
         need(4096 <= self.packet_size <= 16 * 1024 * 1024, "packet_size", "must be between 4096 and 16 MiB")
+        need(self.write_files >= 0, "write_files", "must be >= 0")
         need(self.modulus >= 1, "modulus", "must be >= 1")
         need(0 <= self.poll_jitter_pct <= 100, "poll_jitter_pct", "must be between 0 and 100")
         need(self.reconcile_frequency >= 0, "reconcile_frequency", "must be >= 0")

@@ -92,6 +92,7 @@ class DiagSocket:
         self.sock = sock
         self.recv_size = recv_size
         self.seq = 0
+        self.capture = None  # callable(bytes, outgoing: bool): -capturePath writer
         sock.settimeout(timeout_ms / 1000 if timeout_ms else None)
 
     @classmethod
@@ -129,7 +130,10 @@ class DiagSocket:
         Raises DumpAborted on timeout / ENOBUFS, NetlinkError on NLMSG_ERROR.
         """
         seq = self._next_seq()
-        self.sock.send(build_request(family, ext, states, seq, sockid))
+        req = build_request(family, ext, states, seq, sockid)
+        self.sock.send(req)
+        if self.capture:
+            self.capture(req, True)
         buf = chunk.buf
         mv = memoryview(buf)
         words = mv.cast("I")
@@ -137,13 +141,11 @@ class DiagSocket:
         if len(buf) < 2 * want:
             raise ValueError("chunk buffer must hold at least two recv windows")
         done = False
-        offsets = chunk.offsets
         single = sockid is not None
         while not done:
             if len(buf) - chunk.used < want:
                 yield chunk
                 chunk.reset()
-                offsets = chunk.offsets
             start = chunk.used
             try:
                 n = self.sock.recv_into(mv[start:start + want])
@@ -155,34 +157,47 @@ class DiagSocket:
                 raise DumpAborted("error", f"recv failed: {e.strerror}") from None
             chunk.recvs += 1
             end = start + n
-            off = start
-            while off + 16 <= end:
-                w = off >> 2
-                ln = words[w]
-                if ln < 16 or off + ln > end:
-                    raise DumpAborted("truncated", f"bad nlmsg_len {ln} at offset {off - start} of a {n}-byte reply")
-                kind = words[w + 1] & 0xFFFF
-                if kind == c.SOCK_DIAG_BY_FAMILY:
-                    offsets.append(off)
-                elif kind == c.NLMSG_DONE:
-                    if words[w + 1] >> 16 & c.NLM_F_DUMP_INTR:
-                        chunk.interrupted = True
-                    done = True
-                    break
-                elif kind == c.NLMSG_ERROR:
-                    err = -_ERRNO.unpack_from(buf, off + 16)[0]
-                    if err == 0:   # an ACK
-                        done = True
-                        break
-                    if single and err == errno.ENOENT:
-                        done = True  # exact lookup: the socket is gone
-                        break
-                    raise NetlinkError(err, f"sock_diag request failed: {errno.errorcode.get(err, err)}")
-                off += (ln + 3) & ~3
-            if single and offsets:
+            if self.capture:
+                self.capture(bytes(mv[start:end]), False)
+            done = walk_batch(buf, words, start, end, chunk, single)
+            if single and chunk.offsets:
                 done = True  # an exact lookup answers with one message, no NLMSG_DONE
             chunk.used = (end + _ALIGN - 1) & ~(_ALIGN - 1)
         yield chunk
+
+
+def walk_batch(buf, words, start: int, end: int, chunk: Chunk, single: bool = False) -> bool:
+    """Record the offsets of the socket messages in buf[start:end]; True at end of dump.
+
+    Only headers are read (one word per message). Requests (NLM_F_REQUEST, seen in
+    captures of both directions) are skipped. Raises DumpAborted on a length that does
+    not fit, NetlinkError for an NLMSG_ERROR other than an ACK.
+    """
+    offsets = chunk.offsets
+    off = start
+    while off + 16 <= end:
+        w = off >> 2
+        ln = words[w]
+        if ln < 16 or off + ln > end:
+            raise DumpAborted("truncated", f"bad nlmsg_len {ln} at offset {off - start} of a {end - start}-byte reply")
+        kind = words[w + 1] & 0xFFFF
+        flags = words[w + 1] >> 16
+        if kind == c.SOCK_DIAG_BY_FAMILY:
+            if not flags & c.NLM_F_REQUEST:
+                offsets.append(off)
+                if flags & c.NLM_F_DUMP_INTR:
+                    chunk.interrupted = True
+        elif kind == c.NLMSG_DONE:
+            if flags & c.NLM_F_DUMP_INTR:
+                chunk.interrupted = True
+            return True
+        elif kind == c.NLMSG_ERROR:
+            err = -_ERRNO.unpack_from(buf, off + 16)[0] if ln >= 20 else 0
+            if err == 0 or (single and err == errno.ENOENT):
+                return True   # an ACK, or an exact lookup of a socket that is gone
+            raise NetlinkError(err, f"sock_diag request failed: {errno.errorcode.get(err, err)}")
+        off += (ln + 3) & ~3
+    return False
 
 
 def new_chunk(size: int = 4 << 20) -> Chunk:

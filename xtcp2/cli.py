@@ -1,0 +1,170 @@
+"""Command line: upstream's Go-style flags (-frequency 10s; --frequency works too).
+
+    xtcp2 [flags]                  run the daemon
+    xtcp2 decode [--format F] PCAP decode a netlink capture to records
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import signal
+import sys
+from typing import Sequence
+
+from . import __version__
+from .config import MARSHALLERS, MODES, Config, parse_deserializers
+from .errors import Xtcp2Error
+
+log = logging.getLogger("xtcp2")
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Go duration syntax ("10s", "1m30s", "250ms") or plain seconds, as float seconds."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNIT[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 10s, 1m30s, 250ms)")
+    return total
+
+
+def _bool(text: str) -> bool:
+    t = text.lower()
+    if t in ("1", "true", "t", "yes"):
+        return True
+    if t in ("0", "false", "f", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
+
+
+# (flag, Config field, type, help)
+FLAGS = [
+    ("frequency", "poll_frequency", parse_duration, "poll frequency (Go duration, e.g. 10s)"),
+    ("timeout", "poll_timeout", parse_duration, "poll timeout per namespace"),
+    ("nltimeout", "nl_timeout_milliseconds", int, "netlink socket timeout in milliseconds, 0 = none"),
+    ("maxLoops", "max_loops", int, "stop after this many polls, 0 = forever"),
+    ("netlinkers", "netlinkers", int, "parallel netlink readers (namespaces dumped at once)"),
+    ("nlmsgSeq", "nlmsg_seq", int, "first netlink sequence number"),
+    ("packetSize", "packet_size", int, "netlink recv window in bytes"),
+    ("modulus", "modulus", int, "report every Nth socket"),
+    ("pollJitterPct", "poll_jitter_pct", int, "poll schedule jitter, percent of -frequency"),
+    ("reconcileFrequency", "reconcile_frequency", parse_duration, "namespace reconcile period when not reconciling before every poll"),
+    ("reconcileBeforePoll", "reconcile_before_poll", _bool, "reconcile namespaces before every poll"),
+    ("populateNsid", "populate_nsid", _bool, "fill nsid from rtnetlink"),
+    ("marshal", "marshal_to", str, f"wire format: {', '.join(MARSHALLERS)}"),
+    ("dest", "dest", str, "destination scheme:address (null, stdout, file:PATH, kafka:HOST:PORT, ...)"),
+    ("topic", "topic", str, "Kafka / NSQ topic"),
+    ("envelopeFlushRows", "envelope_flush_threshold_rows", int, "max records per envelope"),
+    ("envelopeFlushBytes", "envelope_flush_threshold_bytes", int, "max envelope size in bytes"),
+    ("kafkaCompression", "kafka_compression", str, "kafka compression codec"),
+    ("capturePath", "capture_path", str, "write raw netlink replies as pcap files into this directory"),
+    ("writeFiles", "write_files", int, "how many pcap files -capturePath writes"),
+    ("hostname", "hostname", str, "hostname stamped on records"),
+    ("location", "location", str, "location stamped on records"),
+    ("label", "label", str, "label stamped on records"),
+    ("tag", "tag", str, "tag stamped on records"),
+    ("promListen", "prom_listen", str, "Prometheus listen address"),
+    ("promPath", "prom_path", str, "Prometheus path"),
+    ("grpcPort", "grpc_port", int, "gRPC port"),
+    ("d", "debug_level", int, "debug level"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xtcp2", allow_abbrev=False,
+                                description="Per-socket TCP telemetry for every network namespace.")
+    defaults = Config()
+    for flag, field, typ, help_ in FLAGS:
+        p.add_argument(f"-{flag}", f"--{flag}", dest=field, type=typ, default=None,
+                       help=f"{help_} (default {getattr(defaults, field)!r})")
+    p.add_argument("-deserializers", "--deserializers", default=None,
+                   help="attribute decoders: default, all, '' or a comma list")
+    p.add_argument("--mode", "-mode", choices=MODES, default=None, help="poll, bpf or auto (default poll)")
+    p.add_argument("--once", "-once", action="store_true", help="one poll of the selected namespaces, then exit")
+    p.add_argument("--netns", "-netns", action="append", default=None, metavar="NAME",
+                   help="only this namespace (repeatable; 'self' = our own)")
+    p.add_argument("--grpc-listen", "-grpcListen", dest="grpc_listen", default=None, help="gRPC bind address")
+    p.add_argument("-v", "--version", action="store_true", help="show version and exit")
+    p.add_argument("-conf", "--conf", action="store_true", help="show the effective config and exit")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    changes = {field: getattr(args, field) for _, field, _, _ in FLAGS if getattr(args, field) is not None}
+    if args.deserializers is not None:
+        changes["enabled_deserializers"] = parse_deserializers(args.deserializers)
+    if args.mode:
+        changes["mode"] = args.mode
+    if args.netns:
+        changes["netns"] = args.netns
+    if args.grpc_listen:
+        changes["grpc_listen"] = args.grpc_listen
+    changes["once"] = args.once
+    return Config(**changes).validate()
+
+
+def _setup_logging(level: int) -> None:
+    lvl = logging.DEBUG if level >= 1000 else logging.INFO if level >= 10 else logging.WARNING
+    logging.basicConfig(level=lvl, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_daemon(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.version:
+        print(f"xtcp2 {__version__}")
+        return 0
+    cfg = config_from_args(args)
+    if args.conf:
+        print(json.dumps(cfg.as_dict(), indent=2, default=list))
+        return 0
+    _setup_logging(cfg.debug_level)
+    if cfg.mode == "bpf":
+        raise Xtcp2Error("--mode bpf is not available yet in this build; use --mode poll")
+    if cfg.mode == "auto":
+        log.info("mode auto: using poll (bpf mode is not available in this build)")
+    from .daemon import Daemon
+    daemon = Daemon(cfg)
+    try:
+        if cfg.once:
+            stats = daemon.poll_once()
+            print(f"xtcp2: {stats.summary()}", file=sys.stderr)
+            return 0
+        signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+        signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+        log.info("xtcp2 %s: polling every %.3gs to %s as %s", __version__, cfg.poll_frequency, cfg.dest, cfg.marshal_to)
+        daemon.run()
+        return 0
+    finally:
+        daemon.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "decode":
+            from .decode_cmd import main as decode_main
+            return decode_main(argv[1:])
+        return run_daemon(argv)
+    except Xtcp2Error as e:
+        print(f"xtcp2: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""pcap files of netlink traffic (LINKTYPE_NETLINK = 253), as nlmon / the fixtures write them.
+
+Each packet: a 16-byte cooked header (pkttype, ARPHRD_NETLINK, ..., protocol), then
+the netlink bytes of one send() or recv(). Reading yields those netlink bytes; the
+writer produces files in the same format, so `-capturePath` output can become a test
+fixture for any kernel.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import time
+from typing import Iterator
+
+from ..errors import DecodeError
+from . import constants as c
+
+LINKTYPE_NETLINK = 253
+COOKED_LEN = 16
+_GLOBAL = struct.Struct("<IHHiIII")
+_RECORD = struct.Struct("<IIII")
+_COOKED = struct.Struct(">HHIQ")  # pkttype, ARPHRD_NETLINK, padding, ..., netlink protocol in last 2 bytes
+_MAGICS = {0xA1B2C3D4: ("<", 1_000), 0xA1B23C4D: ("<", 1), 0xD4C3B2A1: (">", 1_000), 0x4D3CB2A1: (">", 1)}
+PACKET_HOST, PACKET_OUTGOING = 0, 4
+ARPHRD_NETLINK = 0x0338
+
+
+def read_packets(path: str) -> Iterator[tuple[int, bytes]]:
+    """Yield (timestamp_ns, netlink bytes) per packet. Raises DecodeError on a corrupt file."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise DecodeError(f"{path}: {e.strerror}") from None
+    if len(data) < _GLOBAL.size:
+        raise DecodeError(f"{path}: not a pcap file (only {len(data)} bytes)")
+    magic = struct.unpack_from("<I", data)[0]
+    if magic not in _MAGICS:
+        raise DecodeError(f"{path}: not a pcap file (magic {magic:#010x})")
+    endian, ns_per_unit = _MAGICS[magic]
+    glob = struct.Struct(endian + "IHHiIII")
+    rec = struct.Struct(endian + "IIII")
+    linktype = glob.unpack_from(data)[6] & 0x0FFFFFFF
+    if linktype != LINKTYPE_NETLINK:
+        raise DecodeError(f"{path}: link type {linktype}, expected {LINKTYPE_NETLINK} (netlink)")
+    off = glob.size
+    index = 0
+    while off < len(data):
+        if off + rec.size > len(data):
+            raise DecodeError(f"{path}: packet {index} header truncated at byte {off}")
+        sec, frac, incl, _orig = rec.unpack_from(data, off)
+        off += rec.size
+        if off + incl > len(data):
+            raise DecodeError(f"{path}: packet {index} truncated ({incl} bytes announced, {len(data) - off} left)")
+        if incl < COOKED_LEN:
+            raise DecodeError(f"{path}: packet {index} shorter than the cooked header")
+        yield sec * 1_000_000_000 + frac * ns_per_unit, data[off + COOKED_LEN:off + incl]
+        off += incl
+        index += 1
+
+
+class PcapWriter:
+    """Append netlink packets to a new pcap file."""
+
+    def __init__(self, path: str, snaplen: int = 262144) -> None:
+        self.path = path
+        self._fh = open(path, "wb")
+        self._fh.write(_GLOBAL.pack(0xA1B2C3D4, 2, 4, 0, 0, snaplen, LINKTYPE_NETLINK))
+        self.packets = 0
+
+    def write(self, payload: bytes, outgoing: bool = False) -> None:
+        now = time.time_ns()
+        cooked = struct.pack(">HH4x6xH", PACKET_OUTGOING if outgoing else PACKET_HOST, ARPHRD_NETLINK,
+                             c.NETLINK_SOCK_DIAG)
+        self._fh.write(_RECORD.pack(now // 1_000_000_000, (now // 1000) % 1_000_000,
+                                    len(payload) + COOKED_LEN, len(payload) + COOKED_LEN))
+        self._fh.write(cooked)
+        self._fh.write(payload)
+        self.packets += 1
+
+    def __call__(self, payload: bytes, outgoing: bool = False) -> None:
+        self.write(payload, outgoing)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def capture_file_name(directory: str, netns: str, family: int) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in netns)
+    return os.path.join(directory, f"xtcp2_{safe}_{family}_{time.time_ns()}.pcap")

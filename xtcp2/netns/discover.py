@@ -1,0 +1,83 @@
+"""Find every network namespace on the host: bind mounts, docker's, processes', our own.
+
+Identity is (st_dev, st_ino) of the nsfs file; the same namespace reached through
+several paths (a bind mount and the processes inside it) is reported once, under the
+most descriptive name: a bind-mount file name beats "pid:<n>".
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+NETNS_DIRS = ("/run/netns", "/run/docker/netns")
+
+
+@dataclass
+class NetnsRef:
+    """One namespace as discovered. `path` is what to open to enter it."""
+
+    name: str
+    path: str
+    inode: int
+    dev: int
+    source: str  # "netns", "docker", "proc", "self"
+    pids: list[int] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.dev, self.inode)
+
+
+def _stat_ns(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # vanished, or not a namespace we may look at
+    return st
+
+
+def discover(include_proc: bool = True, dirs=NETNS_DIRS) -> dict[tuple[int, int], NetnsRef]:
+    found: dict[tuple[int, int], NetnsRef] = {}
+    st = _stat_ns("/proc/self/ns/net")
+    if st:
+        found[(st.st_dev, st.st_ino)] = NetnsRef("self", "/proc/self/ns/net", st.st_ino, st.st_dev, "self", [os.getpid()])
+    for d in dirs:
+        source = "docker" if "docker" in d else "netns"
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(d, name)
+            st = _stat_ns(path)
+            if st is None or st.st_ino == 0:
+                continue
+            key = (st.st_dev, st.st_ino)
+            ref = found.get(key)
+            if ref is None or ref.source in ("proc", "self"):
+                pids = ref.pids if ref else []
+                found[key] = NetnsRef(name, path, st.st_ino, st.st_dev, source, pids)
+    if include_proc:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            path = f"/proc/{entry.name}/ns/net"
+            st = _stat_ns(path)
+            if st is None:
+                continue
+            key = (st.st_dev, st.st_ino)
+            pid = int(entry.name)
+            ref = found.get(key)
+            if ref is None:
+                found[key] = NetnsRef(f"pid:{pid}", path, st.st_ino, st.st_dev, "proc", [pid])
+            else:
+                ref.pids.append(pid)
+    return found
+
+
+def select(found: dict[tuple[int, int], NetnsRef], names: list[str]) -> dict[tuple[int, int], NetnsRef]:
+    """Restrict to --netns NAME values ("self" = the daemon's own namespace)."""
+    if not names:
+        return found
+    wanted = set(names)
+    return {k: r for k, r in found.items() if r.name in wanted or (r.source == "self" and "self" in wanted)}

@@ -1,0 +1,118 @@
+"""The namespaces the daemon watches, each with its open sock_diag socket.
+
+reconcile() brings the table in line with discovery: a new namespace gets a socket
+opened inside it (via NetnsEnterer); a namespace no discovery source lists any more
+has its socket closed at once, because an open socket keeps a deleted namespace
+alive. Identity is the nsfs inode plus the netns cookie of the socket, so a reused
+inode number is recognised as a different namespace.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from .. import metrics
+from ..netlink.diag import DiagSocket
+from .discover import NetnsRef, discover, select
+from .enter import NetnsEnterer
+from .nsid import get_nsid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Namespace:
+    ref: NetnsRef
+    diag: DiagSocket
+    cookie: int
+    nsid: int
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one dump at a time per socket
+    broken: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @property
+    def inode(self) -> int:
+        return self.ref.inode
+
+
+class NamespaceTable:
+    def __init__(self, names: list[str] | None = None, recv_size: int = 65536, timeout_ms: int = 1000,
+                 populate_nsid: bool = True, include_proc: bool = True) -> None:
+        self.names = list(names or [])
+        self.recv_size = recv_size
+        self.timeout_ms = timeout_ms
+        self.populate_nsid = populate_nsid
+        self.include_proc = include_proc
+        self.by_key: dict[tuple[int, int], Namespace] = {}
+        self._enter = NetnsEnterer()
+        self._lock = threading.Lock()
+
+    def _open(self, ref: NetnsRef) -> Namespace | None:
+        def make() -> DiagSocket:
+            return DiagSocket.open(self.recv_size, self.timeout_ms)
+        try:
+            diag = make() if ref.source == "self" else self._enter.run_in(ref.path, make)
+        except (OSError, TimeoutError) as e:
+            metrics.NAMESPACE_ERRORS.labels("enter").inc()
+            log.warning("netns %s (inode %d): cannot open a socket inside: %s", ref.name, ref.inode, e)
+            return None
+        nsid = get_nsid(ref.path) if self.populate_nsid and ref.source != "self" else -1
+        return Namespace(ref, diag, diag.netns_cookie(), max(nsid, 0))
+
+    def reconcile(self) -> tuple[int, int]:
+        """Returns (added, removed)."""
+        with self._lock:
+            found = select(discover(self.include_proc), self.names)
+            added = removed = 0
+            for key in list(self.by_key):
+                ns = self.by_key[key]
+                if key not in found or ns.broken:
+                    self._close(key, "broken socket, reopening" if ns.broken and key in found else "gone")
+                    removed += 1
+            for key, ref in found.items():
+                known = self.by_key.get(key)
+                if known is not None:
+                    known.ref.name, known.ref.pids = ref.name, ref.pids
+                    continue
+                ns = self._open(ref)
+                if ns is None:
+                    continue
+                self.by_key[key] = ns
+                added += 1
+                metrics.NAMESPACES_ADDED.inc()
+                log.info("netns %s: watching (inode %d, cookie %d, nsid %d)", ref.name, ref.inode, ns.cookie, ns.nsid)
+            metrics.NAMESPACES.set(len(self.by_key))
+            return added, removed
+
+    def _close(self, key, why: str) -> None:
+        ns = self.by_key.pop(key)
+        with ns.lock:
+            ns.diag.close()
+        if why != "shutdown":
+            metrics.NAMESPACES_REMOVED.inc()
+        log.info("netns %s: %s, socket closed (inode %d)", ns.name, why, ns.inode)
+
+    def namespaces(self) -> list[Namespace]:
+        with self._lock:
+            return list(self.by_key.values())
+
+    def by_inode(self, inode: int) -> Namespace | None:
+        with self._lock:
+            for ns in self.by_key.values():
+                if ns.inode == inode:
+                    return ns
+        return None
+
+    def enter(self) -> NetnsEnterer:
+        return self._enter
+
+    def close(self) -> None:
+        with self._lock:
+            for key in list(self.by_key):
+                self._close(key, "shutdown")
+        metrics.NAMESPACES.set(0)
+        self._enter.close()
