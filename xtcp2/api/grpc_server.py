@@ -1,0 +1,160 @@
+"""The gRPC control plane: ConfigService, XTCPFlatRecordService, health, reflection.
+
+Runs a grpc.aio server on one dedicated thread with its own event loop. One thread
+serves every client, so however many stream clients connect, the collector competes
+with a single thread for the interpreter, and a stalled client only stalls its own
+coroutine.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import _async as health_async
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..config import Config
+from ..errors import Xtcp2Error
+from ..gen.xtcp_config.v1 import xtcp_config_pb2, xtcp_config_pb2_grpc
+from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2
+from .config_service import ConfigService
+from .flat_record_service import DEFAULT_MAX_CLIENTS, SERVICE as RECORD_SERVICE, FlatRecordService
+from .record_fanout import DEFAULT_QUEUE_ROWS, FanOut, Subscriber
+
+log = logging.getLogger(__name__)
+
+CONFIG_SERVICE = xtcp_config_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
+_ = xtcp_flat_record_pb2  # registers the record service descriptor for reflection
+
+
+def listen_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+@dataclass
+class GrpcServer:
+    """Handle of a running server: `port` is the bound port (useful with grpc_port 0)."""
+
+    address: str
+    port: int
+    fanout: FanOut
+    config_service: ConfigService
+    _loop: asyncio.AbstractEventLoop
+    _thread: threading.Thread
+    _server: grpc.aio.Server
+    _records: FlatRecordService
+    _daemon: object
+    _executor: ThreadPoolExecutor
+    _stopped: bool = field(default=False)
+
+    def subscribers(self) -> list[Subscriber]:
+        return self.fanout.subscribers()
+
+    def stop(self, grace: float = 1.0) -> None:
+        """Stop serving; stream clients get their stream ended. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            self._daemon.remove_listener(self.fanout.publish)
+        except Exception as e:
+            log.debug("remove_listener: %s", e)
+        self.config_service.bursts.stop()
+
+        async def shutdown() -> None:
+            self._records.stopping.set()
+            self.fanout.close_all()
+            await self._server.stop(grace)
+            # cancelled streams can leave handler tasks behind; end them before the loop stops
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:
+                t.cancel()
+            if rest:
+                await asyncio.wait(rest, timeout=2)
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=grace + 5)
+        except Exception as e:
+            log.warning("gRPC server shutdown: %s", e)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE_ROWS,
+                      max_clients: int = DEFAULT_MAX_CLIENTS, poll_grace: float | None = None) -> GrpcServer:
+    """Bind config.grpc_listen:config.grpc_port and serve until .stop().
+
+    Raises Xtcp2Error with a one-line reason when the address cannot be bound.
+    `queue_rows` bounds each stream client's queue (records); `max_clients` bounds the
+    number of concurrent stream clients (further ones get RESOURCE_EXHAUSTED).
+    """
+    address = listen_address(config.grpc_listen, config.grpc_port)
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    result: dict = {}
+
+    async def build() -> None:
+        server = grpc.aio.server(options=[
+            ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
+            ("grpc.max_concurrent_streams", max_clients + 16),
+        ])
+        executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="xtcp2-grpc-call")
+        fanout = FanOut(loop, queue_rows)
+        config_service = ConfigService(daemon, executor)
+        records = FlatRecordService(daemon, fanout, max_clients, poll_grace)
+        xtcp_config_pb2_grpc.add_ConfigServiceServicer_to_server(config_service, server)
+        server.add_generic_rpc_handlers((records.handler(),))
+        health = health_async.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        for name in ("", CONFIG_SERVICE, RECORD_SERVICE):
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            (CONFIG_SERVICE, RECORD_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), server)
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as e:
+            raise Xtcp2Error(f"gRPC: cannot listen on {address}: {e}") from None
+        if not port:
+            raise Xtcp2Error(f"gRPC: cannot listen on {address} (address in use or not local)")
+        await server.start()
+        result.update(server=server, port=port, fanout=fanout, config_service=config_service,
+                      records=records, executor=executor)
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(build())
+        except BaseException as e:
+            result["error"] = e
+            started.set()
+            loop.close()
+            return
+        started.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name="xtcp2-grpc", daemon=True)
+    thread.start()
+    started.wait()
+    if "error" in result:
+        thread.join()
+        err = result["error"]
+        if isinstance(err, Xtcp2Error):
+            raise err
+        raise Xtcp2Error(f"gRPC: could not start on {address}: {err}") from None
+    handle = GrpcServer(address=address, port=result["port"], fanout=result["fanout"],
+                        config_service=result["config_service"], _loop=loop, _thread=thread,
+                        _server=result["server"], _records=result["records"], _daemon=daemon,
+                        _executor=result["executor"])
+    daemon.add_listener(handle.fanout.publish)
+    log.info("gRPC API listening on %s", listen_address(config.grpc_listen, handle.port))
+    return handle

@@ -1,0 +1,197 @@
+"""Fan-out of live records from the collector thread to gRPC stream clients.
+
+The collector calls `FanOut.publish(env)` for every envelope. It must never wait, so
+publish only appends a reference to each client's bounded queue (or counts a drop when
+that queue is full) and wakes the gRPC event loop once. All per-record work happens
+later on the event loop thread: an Envelope body is a run of `row` (field 10) entries
+and a Flat/PollFlatRecordsResponse is the same record bytes under field 1, so a
+response is made by rewriting one tag byte, without parsing the record, once per
+envelope however many clients receive it.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import threading
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter, Gauge
+
+from ..records.envelope import EncodedEnvelope
+
+STREAM_CLIENTS = Gauge("xtcp2_grpc_stream_clients", "Connected live-record stream clients", ["method"])
+STREAM_SENT = Counter("xtcp2_grpc_stream_sent_records_total", "Records written to stream clients")
+STREAM_DROPS = Counter(
+    "xtcp2_grpc_stream_dropped_records_total",
+    "Records a stream client did not get because its queue was full (slow client)",
+)
+STREAM_QUEUED = Gauge("xtcp2_grpc_stream_queued_records", "Records waiting in all stream clients' queues")
+
+DEFAULT_QUEUE_ROWS = 20_000
+_ROW_TAG = 0x52  # field 10 (Envelope.row), wire type 2
+_RESPONSE_TAG = b"\x0a"  # field 1 (FlatRecordsResponse.xtcp_flat_record), wire type 2
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def envelope_responses(body: bytes) -> list[bytes]:
+    """Serialized FlatRecordsResponse messages, one per row of a serialized Envelope.
+
+    Fields other than `row` are skipped. Raises ValueError on a truncated body.
+    """
+    out: list[bytes] = []
+    mv = memoryview(body)
+    pos, end = 0, len(body)
+    while pos < end:
+        key, p = _varint(body, pos)
+        wt = key & 7
+        if wt == 2:
+            n, start = _varint(body, p)
+            stop = start + n
+            if stop > end:
+                raise ValueError("truncated envelope")
+            if key == _ROW_TAG:
+                out.append(_RESPONSE_TAG + body[p:stop])  # length varint + record, as is
+            pos = stop
+        elif wt == 0:
+            _, pos = _varint(body, p)
+        elif wt == 1:
+            pos = p + 8
+        elif wt == 5:
+            pos = p + 4
+        else:
+            raise ValueError(f"unexpected wire type {wt}")
+    del mv
+    return out
+
+
+class _Batch:
+    """One envelope shared by every queue it was put in; responses built on first use."""
+
+    __slots__ = ("env", "_responses")
+
+    def __init__(self, env: EncodedEnvelope) -> None:
+        self.env = env
+        self._responses: list[bytes] | None = None
+
+    def responses(self) -> list[bytes]:
+        # Only the event loop thread calls this, so no lock is needed.
+        if self._responses is None:
+            self._responses = envelope_responses(self.env.body)
+        return self._responses
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One stream client: a queue bounded in records and its own counters."""
+
+    method: str
+    peer: str
+    max_rows: int
+    id: int = 0
+    queue: collections.deque = field(default_factory=collections.deque)
+    queued_rows: int = 0
+    sent_records: int = 0
+    dropped_records: int = 0
+    waiting: asyncio.Event | None = None
+    closed: bool = False
+
+
+class FanOut:
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue_rows: int = DEFAULT_QUEUE_ROWS) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()  # held only for O(clients) appends, never across I/O
+        self._subs: list[Subscriber] = []
+        self._ids = itertools.count(1)
+        self.queue_rows = queue_rows
+        self.published_envelopes = 0
+
+    # ---- collector thread ------------------------------------------------------
+    def publish(self, env: EncodedEnvelope) -> None:
+        """Listener for Daemon.add_listener: O(clients), never blocks, never raises."""
+        if not self._subs or env.rows <= 0:
+            return
+        batch = _Batch(env)
+        wake = []
+        dropped = 0
+        with self._lock:
+            self.published_envelopes += 1
+            for s in self._subs:
+                if s.queued_rows + env.rows > s.max_rows:
+                    s.dropped_records += env.rows
+                    dropped += env.rows
+                    continue
+                s.queue.append(batch)
+                s.queued_rows += env.rows
+                STREAM_QUEUED.inc(env.rows)
+                if s.waiting is not None:
+                    wake.append(s.waiting)
+        if dropped:
+            STREAM_DROPS.inc(dropped)
+        if wake:
+            try:
+                self._loop.call_soon_threadsafe(_set_all, wake)
+            except RuntimeError:  # loop already closed during shutdown
+                pass
+
+    # ---- event loop thread -----------------------------------------------------
+    def subscribe(self, method: str, peer: str) -> Subscriber:
+        s = Subscriber(method=method, peer=peer, max_rows=self.queue_rows, id=next(self._ids))
+        s.waiting = asyncio.Event()
+        with self._lock:
+            self._subs.append(s)
+        STREAM_CLIENTS.labels(method).inc()
+        return s
+
+    def unsubscribe(self, s: Subscriber) -> None:
+        with self._lock:
+            if s in self._subs:
+                self._subs.remove(s)
+                STREAM_CLIENTS.labels(s.method).dec()
+            STREAM_QUEUED.dec(s.queued_rows)
+            s.queue.clear()
+            s.queued_rows = 0
+            s.closed = True
+
+    async def next_batch(self, s: Subscriber, timeout: float) -> list[bytes] | None:
+        """Responses of the next queued envelope, or None after `timeout` s with nothing."""
+        while True:
+            with self._lock:
+                if s.queue:
+                    batch = s.queue.popleft()
+                    s.queued_rows -= batch.env.rows
+                    STREAM_QUEUED.dec(batch.env.rows)
+                    break
+                s.waiting.clear()
+            try:
+                await asyncio.wait_for(s.waiting.wait(), timeout)
+            except asyncio.TimeoutError:
+                return None
+        return batch.responses()
+
+    def subscribers(self) -> list[Subscriber]:
+        with self._lock:
+            return list(self._subs)
+
+    def close_all(self) -> None:
+        for s in self.subscribers():
+            s.closed = True
+            if s.waiting is not None:
+                s.waiting.set()
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for e in events:
+        e.set()
