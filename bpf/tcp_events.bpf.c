@@ -140,7 +140,8 @@ static __always_inline int on_state(const struct sock *sk, int oldstate, int new
 	e->netns_ino = BPF_CORE_READ(net, ns.inum);
 	e->net_cookie = BPF_CORE_READ(net, net_cookie);
 	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	/* inet_sport, not skc_num: inet_put_port() has zeroed skc_num by TCP_CLOSE */
+	e->sport = __builtin_bswap16(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
 	e->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (e->family == AF_INET6) {
 		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
