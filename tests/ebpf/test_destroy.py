@@ -1,0 +1,80 @@
+"""sock_diag destroy groups: final tcp_info of every short connection, per namespace."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from xtcp2.netlink.destroy import DestroySubscriber, DestroyWatcher
+from xtcp2.netns.enter import NetnsEnterer
+
+pytestmark = pytest.mark.root
+
+
+def _collect(w: DestroyWatcher, want: int, timeout: float = 10.0):
+    got = {}
+    overrun = False
+    deadline = time.monotonic() + timeout
+    while sum(c["_n"] for c in got.values()) < want and time.monotonic() < deadline:
+        for key, cols, ov in w.poll(0.1):
+            overrun |= ov
+            got[key] = _concat([got[key], cols]) if key in got else cols
+    return got, overrun
+
+
+def _concat(parts):
+    if len(parts) == 1:
+        return parts[0]
+    out = {"_n": sum(p["_n"] for p in parts)}
+    for k in ("inet_diag_msg_socket_source_port", "inet_diag_msg_socket_destination_port",
+              "tcp_info_bytes_acked", "tcp_info_bytes_received", "inet_diag_msg_state", "inet_diag_msg_socket_cookie"):
+        out[k] = np.concatenate([p[k] for p in parts])
+    return out
+
+
+def test_short_connections_final_tcp_info_per_namespace(netns):
+    a, b = netns(), netns()
+    enter = NetnsEnterer()
+    w = DestroyWatcher()
+    try:
+        assert w.add("a", lambda: enter.run_in(a.path, DestroySubscriber.open))
+        assert w.add("b", lambda: enter.run_in(b.path, DestroySubscriber.open))
+        conns = a.generate(300, procs=2)
+        assert len(conns) == 300
+        got, overrun = _collect(w, 601)  # 300 client + 300 server sockets + the listener
+        assert not overrun
+        assert "b" not in got  # the broadcast stays in the freed socket's namespace
+        cols = got["a"]
+        assert cols["_n"] == 601
+        assert (cols["inet_diag_msg_state"] == 7).all()
+        assert (cols["inet_diag_msg_socket_destination_port"] == 0).sum() == 1
+        assert len(set(cols["inet_diag_msg_socket_cookie"].tolist())) == 601
+        by_port = {int(p): i for i, p in enumerate(cols["inet_diag_msg_socket_source_port"])}
+        for cport, sport, sent, received in conns:
+            i = by_port[cport]  # client side: its own ephemeral port
+            assert cols["inet_diag_msg_socket_destination_port"][i] == sport
+            # tcp_info counts the SYN (active opener) and the FIN in bytes_acked, the FIN in bytes_received
+            assert cols["tcp_info_bytes_acked"][i] == sent + 2
+            assert cols["tcp_info_bytes_received"][i] == received + 1
+        w.remove("a")
+        assert w.keys() == ["b"]
+    finally:
+        w.close()
+        enter.close()
+
+
+def test_enobufs_is_reported_as_overrun(netns):
+    ns = netns()
+    enter = NetnsEnterer()
+    try:
+        sub = enter.run_in(ns.path, lambda: DestroySubscriber.open(rcvbuf=4096))
+        try:
+            ns.generate(400, procs=2)
+            time.sleep(0.2)
+            cols, overrun = sub.read()
+            assert overrun and cols["_n"] < 800
+        finally:
+            sub.close()
+    finally:
+        enter.close()
