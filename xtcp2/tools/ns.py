@@ -11,26 +11,25 @@ namespace assigned to it (RTM_GETNSID), -1 if none.
 """
 from __future__ import annotations
 
-import ctypes
-import errno
+import fcntl
 import json
 import os
 import socket
-import struct
 import sys
-import threading
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence, TypeVar
 
 from ..netlink import constants as nlc
 from ..netlink.diag import DiagSocket, DumpAborted, NetlinkError, new_chunk
+from ..netns.discover import NETNS_DIRS
+from ..netns.discover import discover as daemon_discover
+from ..netns.enter import NetnsEnterer
+from ..netns.nsid import get_nsid
 from .tcp_server import GoFlagParser
 
 CLONE_NEWNET = 0x40000000
-NAMED_DIRS = (("netns", "/run/netns"), ("docker", "/run/docker/netns"))
+NAMED_DIRS = tuple(("docker" if "docker" in d else "netns", d) for d in NETNS_DIRS)
 T = TypeVar("T")
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass
@@ -45,64 +44,40 @@ class Namespace:
     sockets: dict = field(default_factory=dict)       # {"inet": {"LISTEN": 3, ...}, "inet6": {...}}
     total_sockets: int = 0
     error: str = ""
+    path: str = ""                                     # what was opened to enter it
 
     @property
     def key(self) -> tuple[int, int]:
         return (self.dev, self.inode)
 
 
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
 def run_in_netns(path: str, fn: Callable[[], T]) -> T:
-    """Run fn in a fresh thread that has joined the namespace at `path`.
-
-    setns only moves the calling thread, so the rest of the process stays where it is;
-    sockets fn creates stay bound to the namespace after the thread leaves.
-    """
-    result: list = []
-
-    def worker() -> None:
-        try:
-            target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            result.append(e)
-            return
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target)
-            try:
-                result.append(("ok", fn()))
-            finally:
-                _setns(home)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
-            result.append(e)
-        finally:
-            os.close(target)
-            os.close(home)
-
-    t = threading.Thread(target=worker, name="ns-enter", daemon=True)
-    t.start()
-    t.join()
-    out = result[0]
-    if isinstance(out, BaseException):
-        raise out
-    return out[1]
+    """fn() run on the daemon's namespace-entering worker thread, inside the namespace at path."""
+    enterer = NetnsEnterer()
+    try:
+        return enterer.run_in(path, fn)
+    finally:
+        enterer.close()
 
 
 def discover() -> list[Namespace]:
-    """Every namespace reachable through named mounts, /proc or ourselves, grouped by inode."""
-    found: dict[tuple[int, int], Namespace] = {}
-
-    def get(st: os.stat_result) -> Namespace:
-        key = (st.st_dev, st.st_ino)
-        if key not in found:
-            found[key] = Namespace(dev=st.st_dev, inode=st.st_ino)
-        return found[key]
-
+    """The daemon's discovery (named mounts, docker's, /proc, self), as inspector rows."""
+    out = []
+    for ref in daemon_discover(include_proc=True, dirs=tuple(d for _, d in NAMED_DIRS)).values():
+        ns = Namespace(dev=ref.dev, inode=ref.inode, pids=sorted(set(ref.pids)), path=ref.path)
+        if ref.source == "self":
+            ns.own = True
+        elif ref.source in ("netns", "docker"):
+            if not _is_netns(ref.path):
+                continue  # a placeholder file left behind, not a mounted namespace
+            ns.names.append({"source": ref.source, "path": ref.path})
+        out.append(ns)
+    own = os.stat("/proc/self/ns/net")
+    for ns in out:
+        # The daemon's discovery names a namespace once; the inspector shows every path to it.
+        if ns.key == (own.st_dev, own.st_ino):
+            ns.own = True
+            ns.path = "/proc/self/ns/net" if not ns.names else ns.path
     for source, directory in NAMED_DIRS:
         try:
             entries = sorted(os.listdir(directory))
@@ -114,37 +89,22 @@ def discover() -> list[Namespace]:
                 st = os.stat(path)
             except OSError:
                 continue
-            # An unmounted placeholder file is not a namespace (inode of the tmpfs file).
-            if not _is_netns(path):
-                continue
-            get(st).names.append({"source": source, "path": path})
-    own = os.stat("/proc/self/ns/net")
-    get(own).own = True
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            st = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue  # process gone or kernel thread without access
-        get(st).pids.append(int(entry))
-    out = sorted(found.values(), key=lambda n: (not n.own, n.inode))
+            for ns in out:
+                if ns.key == (st.st_dev, st.st_ino) and not any(x["path"] == path for x in ns.names):
+                    ns.names.append({"source": source, "path": path})
     for ns in out:
-        ns.pids.sort()
-    return out
+        ns.pids = sorted(set(ns.pids))
+    return sorted(out, key=lambda n: (not n.own, n.inode))
 
 
 def _is_netns(path: str) -> bool:
-    """True if path is a network namespace (NS_GET_NSTYPE would need an ioctl; comparing the
-    magic of the filesystem is enough: nsfs files live on the nsfs superblock)."""
+    """True if path is a mounted network namespace (NS_GET_NSTYPE answers CLONE_NEWNET)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return False
     try:
-        # NS_GET_NSTYPE = _IO(0xb7, 0x3)
-        import fcntl
-        return fcntl.ioctl(fd, 0xB703) == CLONE_NEWNET
+        return fcntl.ioctl(fd, 0xB703) == CLONE_NEWNET  # NS_GET_NSTYPE = _IO(0xb7, 0x3)
     except OSError:
         return False
     finally:
@@ -184,41 +144,6 @@ def _count_sockets() -> tuple[int, dict]:
         diag.close()
 
 
-_RTM_GETNSID = 90
-_RTM_NEWNSID = 88
-_NETNSA_NSID = 1
-_NETNSA_FD = 3
-
-
-def get_nsid(path: str) -> int:
-    """The nsid our namespace assigned to the namespace at path, -1 if none."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)  # NETLINK_ROUTE
-    try:
-        s.settimeout(2)
-        body = struct.pack("=B3x", socket.AF_UNSPEC) + struct.pack("=HHI", 8, _NETNSA_FD, fd)
-        s.send(struct.pack("=IHHII", 16 + len(body), _RTM_GETNSID, 0x01, 1, 0) + body)
-        reply = s.recv(4096)
-    finally:
-        s.close()
-        os.close(fd)
-    ln, kind = struct.unpack_from("=IH", reply)
-    if kind == 2:  # NLMSG_ERROR
-        err = -struct.unpack_from("=i", reply, 16)[0]
-        raise OSError(err, f"RTM_GETNSID: {os.strerror(err)}")
-    if kind != _RTM_NEWNSID:
-        raise OSError(errno.EPROTO, f"RTM_GETNSID: unexpected reply type {kind}")
-    off = 16 + 4
-    while off + 4 <= ln:
-        alen, atype = struct.unpack_from("=HH", reply, off)
-        if alen < 4:
-            break
-        if atype == _NETNSA_NSID:
-            return struct.unpack_from("=i", reply, off + 4)[0]
-        off += (alen + 3) & ~3
-    return -1
-
-
 def inspect(ns: Namespace) -> Namespace:
     path = ns_path(ns)
     if path is None:
@@ -229,10 +154,7 @@ def inspect(ns: Namespace) -> Namespace:
         ns.total_sockets = sum(sum(v.values()) for v in ns.sockets.values())
     except (OSError, DumpAborted, NetlinkError) as e:
         ns.error = f"cannot inspect via {path}: {e}"
-    try:
-        ns.nsid = get_nsid(path)
-    except OSError as e:
-        ns.error = ns.error or f"nsid: {e}"
+    ns.nsid = get_nsid(path)
     return ns
 
 

@@ -1,0 +1,509 @@
+"""xtcp2-selftest: ten independent checks against a running xtcp2 daemon, one sentinel line each.
+
+    xtcp2-selftest                                  # daemon on 127.0.0.1:9088 / :8889
+    xtcp2-selftest -pid 1234 -metrics http://127.0.0.1:9188/metrics -grpcPort 8890
+
+Prints XTCP2_SELF_TEST_<NAME>_PASS or _FAIL for SYSTEMD, METRICS, NETLINK, BINARIES_HELP,
+GRPC_ROUNDTRIP, NS_INSPECT, NSTEST, NS_LIFECYCLE, NS_TRAFFIC, NS_DOCKER, preceded by one
+line saying what was seen, then XTCP2_SELF_TEST_OVERALL_PASS|FAIL. A failed check never
+stops the later ones. Exit status 0 only if all ten passed. Needs root (namespaces).
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .tcp_server import GoFlagParser, parse_duration, port_number, positive_int
+
+CHECK_NAMES = ("SYSTEMD", "METRICS", "NETLINK", "BINARIES_HELP", "GRPC_ROUNDTRIP",
+               "NS_INSPECT", "NSTEST", "NS_LIFECYCLE", "NS_TRAFFIC", "NS_DOCKER")
+SENTINEL = "XTCP2_SELF_TEST_{}_{}"
+CLONE_NEWNET = 0x40000000
+MNT_DETACH = 2
+MS_BIND = 4096
+DOCKER_NETNS_DIR = "/run/docker/netns"
+TRAFFIC_CONNECTIONS = 50   # 101 sockets: a step no idle host's noise hides
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class CheckFailed(Exception):
+    """Raised by a check with the one-line reason."""
+
+
+@dataclass
+class Options:
+    pid: int
+    unit: str
+    metrics_url: str
+    grpc_target: str
+    grpc_port: int
+    wait: float
+    bindir: str
+
+
+# ---------------------------------------------------------------- helpers
+
+def fetch_metrics(url: str) -> dict[str, float]:
+    """{sample name: value summed over label sets} of the daemon's xtcp2_* samples."""
+    from prometheus_client.parser import text_string_to_metric_families
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            if resp.status != 200:
+                raise CheckFailed(f"GET {url}: HTTP {resp.status}")
+            text = resp.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError) as e:
+        raise CheckFailed(f"GET {url}: {getattr(e, 'reason', e)}") from None
+    out: dict[str, float] = {}
+    try:
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name.startswith("xtcp2_"):
+                    out[s.name] = out.get(s.name, 0.0) + float(s.value)
+    except ValueError as e:
+        raise CheckFailed(f"unparsable metrics from {url}: {e}") from None
+    return out
+
+
+def metric(opts: Options, name: str) -> float:
+    values = fetch_metrics(opts.metrics_url)
+    if name not in values:
+        raise CheckFailed(f"metric {name} not exported by {opts.metrics_url}")
+    return values[name]
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if cond():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def wait_counter_above(opts: Options, name: str, base: float, what: str) -> float:
+    seen = [base]
+
+    def advanced() -> bool:
+        seen[0] = metric(opts, name)
+        return seen[0] > base
+
+    if not wait_for(advanced, opts.wait):
+        raise CheckFailed(f"{what}: {name} stayed at {seen[0]:g} for {opts.wait:g} s")
+    return seen[0]
+
+
+def find_tool(opts: Options, name: str) -> str:
+    for candidate in (os.path.join(opts.bindir, name), shutil.which(name)):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise CheckFailed(f"{name} not installed (looked in {opts.bindir} and PATH)")
+
+
+def run(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise CheckFailed(f"{' '.join(cmd)} did not finish within {timeout:g} s") from None
+
+
+def _one_line(text: str) -> str:
+    lines = [x for x in text.strip().splitlines() if x.strip()]
+    return lines[-1][:200] if lines else "(no output)"
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def in_new_thread(fn: Callable[[], object]) -> object:
+    """Run fn on a fresh thread (setns/unshare there leave the main thread alone)."""
+    box: list = []
+
+    def worker() -> None:
+        try:
+            box.append(("ok", fn()))
+        except BaseException as e:  # noqa: BLE001
+            box.append(("err", e))
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    t.join()
+    kind, value = box[0]
+    if kind == "err":
+        raise value
+    return value
+
+
+def ip(*args: str) -> None:
+    r = run(["ip", *args], timeout=30)
+    if r.returncode != 0:
+        raise CheckFailed(f"ip {' '.join(args)}: {_one_line(r.stderr)}")
+
+
+def daemon_pid(opts: Options) -> int:
+    if opts.pid:
+        return opts.pid
+    import psutil
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = p.info.get("cmdline") or []
+        if not cmd or p.info["pid"] == os.getpid():
+            continue
+        exe = os.path.basename(cmd[0])
+        argv1 = os.path.basename(cmd[1]) if len(cmd) > 1 else ""
+        is_py = exe.startswith("python")
+        if exe == "xtcp2" or (is_py and (argv1 == "xtcp2" or cmd[1:3] == ["-m", "xtcp2"]
+                                         or cmd[1:3] == ["-m", "xtcp2.cli"])):
+            return p.info["pid"]
+    raise CheckFailed("no xtcp2 daemon process found (give -pid)")
+
+
+# ---------------------------------------------------------------- checks
+
+def check_systemd(opts: Options) -> str:
+    if opts.unit and os.path.isdir("/run/systemd/system") and shutil.which("systemctl"):
+        state = [""]
+
+        def active() -> bool:
+            state[0] = run(["systemctl", "is-active", opts.unit], timeout=10).stdout.strip()
+            return state[0] == "active"
+
+        if wait_for(active, 30, 1):
+            return f"unit {opts.unit} is active"
+        raise CheckFailed(f"unit {opts.unit} is {state[0] or 'unknown'} after 30 s")
+    import psutil
+    pid = daemon_pid(opts)
+    try:
+        proc = psutil.Process(pid)
+        started = proc.create_time()
+        time.sleep(1.0)  # still the same live process a second later (not crash-looping)
+        if proc.status() == psutil.STATUS_ZOMBIE or proc.create_time() != started:
+            raise CheckFailed(f"daemon pid {pid} exited")
+        rss = proc.memory_info().rss
+    except psutil.NoSuchProcess:
+        raise CheckFailed(f"daemon pid {pid} is not running") from None
+    return f"no systemd here; daemon pid {pid} running, rss {rss / 2**20:.1f} MiB"
+
+
+def check_metrics(opts: Options) -> str:
+    values = fetch_metrics(opts.metrics_url)
+    if not values:
+        raise CheckFailed(f"{opts.metrics_url} has no xtcp2_* samples")
+    missing = [m for m in ("xtcp2_polls_total", "xtcp2_namespaces_added_total") if m not in values]
+    if missing:
+        raise CheckFailed(f"{opts.metrics_url} lacks {', '.join(missing)}")
+    return f"{len(values)} xtcp2_* series at {opts.metrics_url}"
+
+
+def check_netlink(opts: Options) -> str:
+    # A listener of our own guarantees the daemon's namespace has a socket to report.
+    with socket.socket() as ls:
+        ls.bind(("127.0.0.1", 0))
+        ls.listen()
+        polls0 = metric(opts, "xtcp2_polls_total")
+        socks0 = metric(opts, "xtcp2_sockets_total")
+        wait_counter_above(opts, "xtcp2_polls_total", polls0 + 1, "polling")
+        socks1 = wait_counter_above(opts, "xtcp2_sockets_total", socks0, "inet_diag readout")
+    return f"xtcp2_sockets_total {socks0:g} -> {socks1:g} while polling"
+
+
+def check_binaries_help(opts: Options) -> str:
+    from importlib.metadata import PackageNotFoundError, distribution
+    try:
+        names = sorted({ep.name for ep in distribution("xtcp2").entry_points if ep.group == "console_scripts"})
+    except PackageNotFoundError:
+        raise CheckFailed("xtcp2 is not installed as a package (no console scripts)") from None
+
+    def probe(name: str) -> str | None:
+        try:
+            exe = find_tool(opts, name)
+            r = run([exe, "-help"], timeout=120)
+        except CheckFailed as e:
+            return str(e)
+        if r.returncode != 0 or "usage" not in (r.stdout + r.stderr).lower():
+            return f"{name} -help exited {r.returncode}: {_one_line(r.stderr or r.stdout)}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        problems = [p for p in pool.map(probe, names) if p]
+    if problems:
+        raise CheckFailed(f"{len(problems)}/{len(names)} failed; first: {problems[0]}")
+    return f"{len(names)} binaries answer -help: {' '.join(names)}"
+
+
+def check_grpc_roundtrip(opts: Options) -> str:
+    exe = find_tool(opts, "xtcp2client")
+    cmd = [exe, "-target", opts.grpc_target, "-port", str(opts.grpc_port), "-poll", "-pollFrequency", "1s"]
+    # Keep a socket alive so the poll has at least one record to stream back.
+    with socket.socket() as ls:
+        ls.bind(("127.0.0.1", 0))
+        ls.listen()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines: list[str] = []
+
+        def reader() -> None:
+            for line in proc.stdout:
+                if line.strip():
+                    lines.append(line)
+                    return
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        t.join(opts.wait)
+        proc.terminate()
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+    if not lines:
+        raise CheckFailed(f"xtcp2client produced no output in {opts.wait:g} s: {_one_line(err or '')}")
+    return f"xtcp2client {opts.grpc_target}:{opts.grpc_port} streamed: {lines[0].strip()[:80]}"
+
+
+def check_ns_inspect(opts: Options) -> str:
+    exe = find_tool(opts, "ns")
+    r = run([exe, "--json"])
+    if r.returncode != 0:
+        raise CheckFailed(f"ns --json exited {r.returncode}: {_one_line(r.stderr)}")
+    try:
+        data = json.loads(r.stdout)
+    except ValueError:
+        raise CheckFailed("ns --json printed invalid JSON") from None
+    own = [n for n in data.get("namespaces", []) if n.get("own")]
+    if not own or not own[0].get("cookie"):
+        raise CheckFailed("ns did not report its own namespace with a cookie")
+    listed = {x["path"] for n in data["namespaces"] for x in n["names"]}
+    try:
+        named = {os.path.join("/run/netns", f) for f in os.listdir("/run/netns")}
+    except OSError:
+        named = set()
+    unlisted = sorted(p for p in named - listed if _is_mounted(p))
+    if unlisted:
+        raise CheckFailed(f"ns missed named namespaces: {', '.join(unlisted[:3])}")
+    return f"ns listed {data['count']} namespaces, own cookie {own[0]['cookie']}"
+
+
+def _is_mounted(path: str) -> bool:
+    try:
+        return os.stat(path).st_dev != os.stat(os.path.dirname(path)).st_dev
+    except OSError:
+        return False
+
+
+def check_nstest(opts: Options) -> str:
+    exe = find_tool(opts, "nsTest")
+    r = run([exe, "-help"])
+    if r.returncode != 0:
+        raise CheckFailed(f"nsTest -help exited {r.returncode}")
+    prefix = f"xtcp2st{uuid.uuid4().hex[:6]}"
+    r = run([exe, "-initial", "2", "-count", "3", "-sleep", "10ms", "-prefix", prefix, "-json"], timeout=120)
+    if r.returncode != 0:
+        raise CheckFailed(f"nsTest churn exited {r.returncode}: {_one_line(r.stderr)}")
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    left = [n for n in os.listdir("/run/netns") if n.startswith(prefix)] if os.path.isdir("/run/netns") else []
+    if summary.get("created") != 5 or summary.get("deleted") != 5 or left:
+        raise CheckFailed(f"nsTest churn: created {summary.get('created')} deleted {summary.get('deleted')} "
+                          f"left {len(left)}")
+    return "nsTest -help ok; churn of 5 namespaces created and cleaned up"
+
+
+def check_ns_lifecycle(opts: Options) -> str:
+    name = f"xtcp2-st-{uuid.uuid4().hex[:8]}"
+    added0 = metric(opts, "xtcp2_namespaces_added_total")
+    removed0 = metric(opts, "xtcp2_namespaces_removed_total")
+    ip("netns", "add", name)
+    try:
+        added1 = wait_counter_above(opts, "xtcp2_namespaces_added_total", added0, f"ip netns add {name}")
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    removed1 = wait_counter_above(opts, "xtcp2_namespaces_removed_total", removed0, f"ip netns del {name}")
+    return f"namespaces_added {added0:g}->{added1:g}, namespaces_removed {removed0:g}->{removed1:g}"
+
+
+def _sockets_per_poll(opts: Options, polls: int = 2) -> float:
+    p0, s0 = metric(opts, "xtcp2_polls_total"), metric(opts, "xtcp2_sockets_total")
+    wait_counter_above(opts, "xtcp2_polls_total", p0 + polls - 1, "polling")
+    p1, s1 = metric(opts, "xtcp2_polls_total"), metric(opts, "xtcp2_sockets_total")
+    return (s1 - s0) / (p1 - p0)
+
+
+def _traffic_in(path: str, n: int) -> list[socket.socket]:
+    def make() -> list[socket.socket]:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        socks: list[socket.socket] = []
+        try:
+            _setns(fd)
+            try:
+                ls = socket.socket()
+                socks.append(ls)
+                ls.bind(("127.0.0.1", 0))
+                ls.listen(n)
+                for _ in range(n):
+                    c = socket.create_connection(ls.getsockname(), timeout=5)
+                    a, _ = ls.accept()
+                    socks += [c, a]
+                    c.sendall(b"xtcp2 selftest\n")
+                    a.recv(64)
+            finally:
+                _setns(home)
+        except BaseException:
+            for s in socks:
+                s.close()
+            raise
+        finally:
+            os.close(fd)
+            os.close(home)
+        return socks
+
+    return in_new_thread(make)  # type: ignore[return-value]
+
+
+def check_ns_traffic(opts: Options) -> str:
+    name = f"xtcp2-st-{uuid.uuid4().hex[:8]}"
+    expect = 2 * TRAFFIC_CONNECTIONS + 1
+    before = _sockets_per_poll(opts)
+    ip("netns", "add", name)
+    socks: list[socket.socket] = []
+    try:
+        ip("-n", name, "link", "set", "lo", "up")
+        socks = _traffic_in(f"/run/netns/{name}", TRAFFIC_CONNECTIONS)
+        added = [0.0]
+
+        def grown() -> bool:
+            added[0] = _sockets_per_poll(opts) - before
+            return added[0] >= 0.75 * expect
+
+        if not wait_for(grown, opts.wait, 0):
+            raise CheckFailed(f"{expect} sockets in {name}, but sockets per poll grew only by {added[0]:.0f}")
+    finally:
+        for s in socks:
+            s.close()
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return f"{expect} sockets inside {name}: sockets per poll {before:.0f} -> {before + added[0]:.0f}"
+
+
+def _docker_style_netns(path: str) -> None:
+    """What docker's libnetwork does: unshare a thread's netns, bind-mount it onto a file."""
+    def make() -> None:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"unshare: {os.strerror(err)}")
+            try:
+                src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+                if _libc.mount(src, path.encode(), b"none", MS_BIND, None) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"bind mount onto {path}: {os.strerror(err)}")
+            finally:
+                _setns(home)
+        finally:
+            os.close(home)
+
+    in_new_thread(make)
+
+
+def check_ns_docker(opts: Options) -> str:
+    created_dir = not os.path.isdir(DOCKER_NETNS_DIR)
+    os.makedirs(DOCKER_NETNS_DIR, exist_ok=True)
+    path = os.path.join(DOCKER_NETNS_DIR, uuid.uuid4().hex[:12])
+    added0 = metric(opts, "xtcp2_namespaces_added_total")
+    removed0 = metric(opts, "xtcp2_namespaces_removed_total")
+    mounted = False
+    try:
+        open(path, "x").close()
+        _docker_style_netns(path)
+        mounted = True
+        added1 = wait_counter_above(opts, "xtcp2_namespaces_added_total", added0, f"docker-style {path}")
+    finally:
+        if mounted:
+            _libc.umount2(path.encode(), MNT_DETACH)
+        if os.path.exists(path):
+            os.unlink(path)
+        if created_dir:
+            try:
+                os.rmdir(DOCKER_NETNS_DIR)
+                os.rmdir(os.path.dirname(DOCKER_NETNS_DIR))
+            except OSError:
+                pass
+    removed1 = wait_counter_above(opts, "xtcp2_namespaces_removed_total", removed0, f"unmount {path}")
+    return f"{path}: namespaces_added {added0:g}->{added1:g}, namespaces_removed {removed0:g}->{removed1:g}"
+
+
+CHECKS: dict[str, Callable[[Options], str]] = {
+    "SYSTEMD": check_systemd, "METRICS": check_metrics, "NETLINK": check_netlink,
+    "BINARIES_HELP": check_binaries_help, "GRPC_ROUNDTRIP": check_grpc_roundtrip,
+    "NS_INSPECT": check_ns_inspect, "NSTEST": check_nstest, "NS_LIFECYCLE": check_ns_lifecycle,
+    "NS_TRAFFIC": check_ns_traffic, "NS_DOCKER": check_ns_docker,
+}
+
+
+def run_all(opts: Options, only: Sequence[str] = (), out=sys.stdout) -> bool:
+    ok_all = True
+    for name in CHECK_NAMES:
+        if only and name not in only:
+            continue
+        t0 = time.monotonic()
+        try:
+            detail = CHECKS[name](opts)
+            ok = True
+        except CheckFailed as e:
+            ok, detail = False, str(e)
+        except Exception as e:  # noqa: BLE001 - one check's bug must not stop the others
+            ok, detail = False, f"{type(e).__name__}: {e}"
+        ok_all &= ok
+        detail = " ".join(detail.split())
+        print(f"selftest: {name} {'ok' if ok else 'FAILED'} ({time.monotonic() - t0:.1f}s): {detail}", file=out)
+        print(SENTINEL.format(name, "PASS" if ok else "FAIL"), file=out, flush=True)
+    print(SENTINEL.format("OVERALL", "PASS" if ok_all else "FAIL"), file=out, flush=True)
+    return ok_all
+
+
+def build_parser() -> GoFlagParser:
+    p = GoFlagParser("xtcp2-selftest", __doc__.split("\n\n")[0])
+    p.flag("pid", type=positive_int, default=0, help="daemon pid (default: find the xtcp2 process)")
+    p.flag("unit", default="xtcp2", help="systemd unit to check when systemd runs (default xtcp2)")
+    p.flag("metrics", default="http://127.0.0.1:9088/metrics", help="daemon metrics URL")
+    p.flag("grpcTarget", default="127.0.0.1", help="daemon gRPC host (default 127.0.0.1)")
+    p.flag("grpcPort", type=port_number, default=8889, help="daemon gRPC port (default 8889)")
+    p.flag("wait", type=parse_duration, default=20.0, help="how long a check waits for the daemon to react (default 20s)")
+    p.flag("bindir", default=os.path.dirname(sys.executable), help="where the console scripts are (default: beside python)")
+    p.flag("only", default="", help="comma-separated subset of checks to run")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    only = [x.strip().upper() for x in args.only.split(",") if x.strip()]
+    unknown = [x for x in only if x not in CHECK_NAMES]
+    if unknown:
+        print(f"xtcp2-selftest: error: unknown check {unknown[0]}; valid: {', '.join(CHECK_NAMES)}", file=sys.stderr)
+        return 2
+    if not args.metrics.startswith(("http://", "https://")):
+        print(f"xtcp2-selftest: error: -metrics must be an http(s) URL, not {args.metrics!r}", file=sys.stderr)
+        return 2
+    opts = Options(pid=args.pid, unit=args.unit, metrics_url=args.metrics, grpc_target=args.grpcTarget,
+                   grpc_port=args.grpcPort, wait=args.wait, bindir=args.bindir)
+    return 0 if run_all(opts, only) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
