@@ -122,6 +122,15 @@ class Churner:
         made = self.live.popleft()
         for s in made.sockets:
             s.close()  # an open socket would keep the namespace alive after the unmount
+        if made.veth:
+            # Namespace teardown is asynchronous; delete our end now so nothing outlives us.
+            try:
+                with self.IPRoute() as ipr:
+                    idx = ipr.link_lookup(ifname=made.veth)
+                    if idx:
+                        ipr.link("del", index=idx[0])
+            except Exception as e:  # noqa: BLE001
+                self.stats.error(f"delete veth {made.veth}: {e}")
         try:
             self.netns.remove(made.name)
             self.stats.deleted += 1
