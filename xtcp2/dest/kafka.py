@@ -1,0 +1,199 @@
+"""kafka:HOST:PORT[,HOST:PORT...][?topic=xtcp&compression=zstd&key=hostname]
+
+One payload = one Kafka message (with protobufList: varint(len)+Envelope, what
+ClickHouse's Kafka engine reads with kafka_format='ProtobufList'). confluent-kafka
+(librdkafka) producer with acks=all and the idempotent producer on; delivery reports
+decide what counts as sent, and a message librdkafka gives up on is counted dropped.
+
+Options: topic (default -topic), compression none|gzip|snappy|lz4|zstd (default
+-kafkaCompression or none), key none|hostname (message key; hostname keeps a host's
+records in one partition), lingerMs (default 5), deliveryTimeoutMs (how long librdkafka
+keeps retrying one message, default 300000), stallTimeoutMs (see below, default
+30000), plus the common queue options.
+
+A broker that comes back without its state (disk lost, in-memory broker restarted)
+no longer knows the idempotent producer's id, and librdkafka then waits forever. When
+messages are outstanding and no delivery report arrived for stallTimeoutMs, the
+producer is replaced: its unsent messages are taken back into our queue (purged, not
+dropped) and sent again by a fresh producer, at the risk of a duplicate for what was in
+flight.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from ..errors import DestinationError
+from .base import register
+from .queued import Backpressure, Item, PermanentError, QueuedDestination, num_option, parse_options, split_host_port
+
+try:
+    from confluent_kafka import KafkaError, KafkaException, Producer
+except ImportError as e:  # surfaced by open_destination as "needs a library"
+    raise ImportError("confluent-kafka (pip install 'xtcp2[kafka]')") from e
+
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+class _DebugLog:
+    """librdkafka's own lines (one per failed reconnect) go to debug; the wrapper logs
+    one line per state change instead."""
+
+    _log = logging.getLogger("xtcp2.dest.kafka.librdkafka")
+
+    def log(self, level, fmt, *args) -> None:
+        self._log.debug(fmt, *args)
+
+
+_LIBRDKAFKA_LOG = _DebugLog()
+log = logging.getLogger(__name__)
+
+
+@register("kafka")
+class KafkaDestination(QueuedDestination):
+    acks_async = True
+
+    def __init__(self, address: str, config) -> None:
+        servers, _, query = address.partition("?")
+        opts = parse_options("kafka", query, {"topic", "compression", "key", "lingerMs", "deliveryTimeoutMs",
+                                              "stallTimeoutMs"})
+        super().__init__(address, config, opts)
+        if not servers:
+            raise DestinationError("kafka: needs host:port, e.g. kafka:127.0.0.1:9092")
+        self.bootstrap = ",".join(f"{h}:{p}" if ":" not in h else f"[{h}]:{p}"
+                                  for h, p in (split_host_port("kafka", s.strip()) for s in servers.split(",")))
+        self.topic = opts.get("topic", config.topic) or "xtcp"
+        self.compression = opts.get("compression", config.kafka_compression or "none") or "none"
+        if self.compression not in COMPRESSIONS:
+            raise DestinationError(f"kafka: compression {self.compression!r} unknown; valid: {', '.join(COMPRESSIONS)}")
+        key = opts.get("key", "none")
+        if key not in ("none", "hostname"):
+            raise DestinationError(f"kafka: key {key!r} unknown; valid: none, hostname")
+        self.key = config.hostname.encode() if key == "hostname" else None
+        self.linger_ms = num_option("kafka", opts, "lingerMs", 5, 0)
+        self.delivery_timeout_ms = num_option("kafka", opts, "deliveryTimeoutMs", 300000, 1000)
+        self.stall_timeout = num_option("kafka", opts, "stallTimeoutMs", 30000, 100) / 1000
+        self._producer: Producer | None = None
+        self._requeue_purged = False
+        self._last_progress = 0.0
+        self.producers_replaced = 0
+        self._fatal = ""
+        self._topic_ok = False
+        self.start()
+
+    def _make_producer(self) -> Producer:
+        return Producer({
+            "bootstrap.servers": self.bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": self.compression,
+            "linger.ms": self.linger_ms,
+            "message.timeout.ms": self.delivery_timeout_ms,
+            # librdkafka queues too while the broker is away: bound it like ours
+            "queue.buffering.max.messages": self.queue_max,
+            "logger": _LIBRDKAFKA_LOG,
+            # ClickHouse reads one Envelope per message; the default 1 MB cap is below
+            # the marshaller's 768 KiB flush threshold plus headroom only just.
+            "message.max.bytes": 8 << 20,
+            "error_cb": self._on_error,
+            "client.id": f"xtcp2-{self.config.hostname}",
+        })
+
+    def _on_error(self, err) -> None:
+        if err.fatal():
+            self._fatal = err.str()
+        elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._last_error = f"broker {self.bootstrap} unreachable: {err.str()}"
+
+    def _connect(self) -> None:
+        if self._producer is None or self._fatal:
+            if self._producer is not None:
+                self._abandon_producer(requeue=True)
+            self._fatal = ""
+            self._producer = self._make_producer()
+            self._topic_ok = False
+        if not self._topic_ok:
+            self._check_topic()
+            self._topic_ok = True
+
+    def _check_topic(self) -> None:
+        try:
+            md = self._producer.list_topics(self.topic, timeout=5)
+        except KafkaException as e:
+            raise DestinationError(f"kafka: broker {self.bootstrap} unreachable: {e.args[0].str()}") from None
+        t = md.topics.get(self.topic)
+        if t is not None and t.error is not None and t.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise DestinationError(f"kafka: topic {self.topic!r} does not exist on {self.bootstrap}")
+        if t is not None and t.error is not None and t.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            raise DestinationError(f"kafka: not authorized for topic {self.topic!r} on {self.bootstrap}")
+
+    def _abandon_producer(self, requeue: bool) -> None:
+        """The old producer can never deliver again (fatal error, stall) or we shut down.
+
+        Purging makes librdkafka report every message it holds as failed with
+        _PURGE_*; with requeue those go back into our queue, otherwise they count as drops.
+        """
+        p, self._producer = self._producer, None
+        self._topic_ok = False
+        self._requeue_purged = requeue
+        try:
+            p.purge(in_queue=True, in_flight=True)
+            p.flush(2)  # serves the purge's delivery reports
+        except Exception:  # noqa: BLE001
+            pass
+        finally:
+            self._requeue_purged = False
+
+    def _deliver(self, batch: list[Item]) -> None:
+        if self._fatal or self._producer is None:
+            self._connect()
+        if self._pending == sum(i.records for i in batch):
+            self._last_progress = time.monotonic()  # nothing was outstanding: start the stall clock
+        for item in batch:
+            cb = self._report(item)
+            try:
+                self._producer.produce(self.topic, item.payload, self.key, on_delivery=cb)
+            except BufferError:
+                # librdkafka's own queue is full: leave the item in ours, retry after back-off
+                raise Backpressure("kafka: producer queue full (broker slow or down)") from None
+            except KafkaException as e:
+                if e.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise PermanentError(f"kafka: message of {len(item.payload)} bytes too large") from None
+                raise DestinationError(f"kafka: produce failed: {e.args[0].str()}") from None
+        self._producer.poll(0)
+
+    def _report(self, item: Item):
+        def on_delivery(err, msg) -> None:
+            self._last_progress = time.monotonic()
+            if err is None:
+                self._ack(item)
+            elif self._requeue_purged and err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
+                self._requeue(item)
+            else:
+                self._nack(item, f"kafka: delivery failed: {err.str()}")
+        return on_delivery
+
+    def _poll_acks(self, timeout: float) -> None:
+        if self._producer is not None:
+            self._producer.poll(timeout)
+            if self._fatal:
+                self._last_error = self._fatal
+                log.warning("kafka %s: producer fatal error (%s); starting a new producer", self.where, self._fatal)
+                self._abandon_producer(requeue=True)
+            elif self._pending and time.monotonic() - self._last_progress > self.stall_timeout:
+                log.warning("kafka %s: no delivery report for %.0fs with %d records outstanding; "
+                            "starting a new producer", self.where, self.stall_timeout, self._pending)
+                self.producers_replaced += 1
+                self._abandon_producer(requeue=True)
+                self._last_progress = time.monotonic()
+
+    def _close_transport(self) -> None:
+        if self._producer is not None:
+            left = self._producer.flush(self.flush_timeout)
+            if left:
+                self._abandon_producer(requeue=False)
+
+    def _disconnect(self) -> None:
+        # librdkafka reconnects by itself and keeps queued messages: keep the producer
+        pass
+

@@ -1,0 +1,371 @@
+"""The behaviour every network destination shares, so transport modules stay small.
+
+QueuedDestination.send() never blocks: it appends the payload to a bounded in-memory
+queue and returns. One background thread per destination drains the queue in batches
+(rows / bytes / age, as the transport asks), delivers them with _deliver(), and on a
+failure disconnects, backs off (capped exponential) and retries the SAME batch, so a
+server outage only delays records. While the server is down the queue fills up to its
+bound; payloads beyond it are dropped and counted (xtcp2_dest_dropped_records_total,
+plus a rate-limited log line). close() flushes within a deadline and counts whatever
+is still queued as dropped. Invariant the tests check:
+
+    produced == sent + dropped        (once close() has returned)
+
+A transport subclass implements:
+    _connect()                open the connection (raise on failure)
+    _deliver(batch)           deliver a list of Item; raise to retry the whole batch,
+                              raise PermanentError to drop it (counted) and move on
+    _disconnect()             drop the connection (must not raise)
+and may set batch_max_items / batch_max_bytes / batch_max_seconds, and
+`acks_async = True` when delivery is confirmed later through _ack()/_nack()
+(Kafka delivery reports).
+
+Common address options (after "?"), shared by every queued destination:
+    queue=N           payloads kept while the server is slow or down (default 10000)
+    queueBytes=N      bytes kept likewise (default 256 MiB)
+    backoffMax=S      cap of the reconnect back-off in seconds (default 10)
+    flushTimeout=S    how long close() waits to drain the queue (default 10)
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+from ..errors import DestinationError
+from ..metrics import DEST_BYTES, DEST_DROPS, DEST_ERRORS, DEST_QUEUE, DEST_RECORDS, DEST_SECONDS
+from .base import Destination
+
+log = logging.getLogger(__name__)
+
+COMMON_OPTIONS = {"queue", "queueBytes", "backoffMax", "flushTimeout"}
+
+
+class PermanentError(DestinationError):
+    """A batch the server will never accept (too large, rejected): drop it, counted."""
+
+
+class Backpressure(DestinationError):
+    """The client library's own buffer is full: wait and retry, the connection is fine."""
+
+
+@dataclass
+class Item:
+    payload: bytes
+    records: int
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+def parse_options(scheme: str, query: str, allowed: set[str]) -> dict[str, str]:
+    """Parse "a=1&b=2" into {"a": "1", ...}; unknown names are a one-line error."""
+    opts = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()} if query else {}
+    unknown = set(opts) - allowed - COMMON_OPTIONS
+    if unknown:
+        valid = ", ".join(sorted(allowed | COMMON_OPTIONS))
+        raise DestinationError(f"{scheme}: unknown option(s) {', '.join(sorted(unknown))}; valid: {valid}")
+    return opts
+
+
+def num_option(scheme: str, opts: dict, name: str, default: float, minimum: float, kind=int):
+    raw = opts.get(name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise DestinationError(f"{scheme}: option {name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise DestinationError(f"{scheme}: option {name} must be >= {minimum}")
+    return value
+
+
+def split_host_port(scheme: str, hostport: str, default_port: int | None = None) -> tuple[str, int]:
+    """"host:port", "[v6]:port" or "host" (with a default port) -> (host, port)."""
+    host, port = hostport, None
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0:
+            raise DestinationError(f"{scheme}: bad address {hostport!r}: missing ']'")
+        host, rest = hostport[1:end], hostport[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise DestinationError(f"{scheme}: bad address {hostport!r}")
+            port = rest[1:]
+    elif hostport.count(":") == 1:
+        host, port = hostport.split(":")
+    if not host:
+        raise DestinationError(f"{scheme}: bad address {hostport!r}: expected host:port")
+    if port is None:
+        if default_port is None:
+            raise DestinationError(f"{scheme}: bad address {hostport!r}: expected host:port")
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise DestinationError(f"{scheme}: bad port in {hostport!r}: expected 1..65535")
+    return host, int(port)
+
+
+class QueuedDestination(Destination):
+    """Bounded queue + sender thread + reconnect + accounting around a transport."""
+
+    batch_max_items: int = 1
+    batch_max_bytes: int = 1 << 62
+    batch_max_seconds: float = 0.0
+    acks_async: bool = False
+    backoff_initial: float = 0.05
+    log_interval: float = 10.0
+
+    def __init__(self, address: str, config, opts: dict[str, str] | None = None) -> None:
+        super().__init__(address, config)
+        self.where = address.partition("?")[0]  # for log lines: the address without options
+        opts = opts or {}
+        s = self.scheme
+        self.queue_max = num_option(s, opts, "queue", 10000, 1)
+        self.queue_max_bytes = num_option(s, opts, "queueBytes", 256 << 20, 1024)
+        self.backoff_max = num_option(s, opts, "backoffMax", 10.0, 0.01, float)
+        self.flush_timeout = num_option(s, opts, "flushTimeout", 10.0, 0.0, float)
+        self._q: collections.deque[Item] = collections.deque()
+        self._q_bytes = 0
+        self._cv = threading.Condition()
+        self._inflight: list[Item] = []     # the batch the sender is working on
+        self._pending = 0                   # records handed over but not yet acked
+        self._stop = False
+        self._closed = False
+        self._connected = False
+        self._last_error = ""
+        self._drops_unlogged = 0
+        self._last_drop_log = 0.0
+        self._m_records = DEST_RECORDS.labels(s)
+        self._m_bytes = DEST_BYTES.labels(s)
+        self._m_errors = DEST_ERRORS.labels(s)
+        self._m_drops = DEST_DROPS.labels(s)
+        self._m_queue = DEST_QUEUE.labels(s)
+        self._m_seconds = DEST_SECONDS.labels(s)
+        # Plain counters too: the shutdown invariant is checked on these, per instance.
+        self.sent_records = 0
+        self.dropped_records = 0
+        self.errors = 0
+        self._thread: threading.Thread | None = None
+
+    # ---- the collector side -------------------------------------------------------
+    def start(self) -> None:
+        """Start the sender thread. Subclasses call this at the end of __init__."""
+        self._thread = threading.Thread(target=self._run, name=f"xtcp2-dest-{self.scheme}", daemon=True)
+        self._thread.start()
+
+    def send(self, payload: bytes, records: int) -> None:
+        with self._cv:
+            if self._closed:
+                self._drop(records, "destination closed")
+                return
+            if len(self._q) >= self.queue_max or self._q_bytes + len(payload) > self.queue_max_bytes:
+                self._drop(records, "queue full")
+                return
+            self._q.append(Item(payload, records))
+            self._q_bytes += len(payload)
+            self._m_queue.set(len(self._q))
+            self._cv.notify()
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until everything queued has been delivered (or timeout)."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            self._cv.notify_all()
+            while (self._q or self._inflight or self._pending) and not self._stop:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cv.wait(min(left, 0.05))
+
+    def close(self) -> None:
+        """Flush within flushTimeout, then stop; whatever is left is counted as dropped."""
+        if self._closed:
+            return
+        self.flush(self.flush_timeout)
+        with self._cv:
+            self._closed = True
+            self._stop = True
+            self._cv.notify_all()
+        if self._thread:
+            self._thread.join(self.flush_timeout + 5)
+        with self._cv:
+            left = sum(i.records for i in self._q) + sum(i.records for i in self._inflight)
+            self._q.clear()
+            self._inflight = []
+            self._q_bytes = 0
+            self._m_queue.set(0)
+        if left:
+            self._drop(left, "shutdown before delivery", force_log=True)
+        try:
+            self._close_transport()
+        finally:
+            if self._pending:
+                self._drop(self._pending, "shutdown: delivery not confirmed", force_log=True)
+                self._pending = 0
+            self._disconnect()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._q)
+
+    # ---- accounting ---------------------------------------------------------------
+    def _drop(self, records: int, why: str, force_log: bool = False) -> None:
+        self.dropped_records += records
+        self._m_drops.inc(records)
+        self._drops_unlogged += records
+        now = time.monotonic()
+        if force_log or now - self._last_drop_log >= self.log_interval:
+            log.warning("%s: dropped %d records (%s)%s", self.scheme, self._drops_unlogged, why,
+                        f"; last error: {self._last_error}" if self._last_error else "")
+            self._drops_unlogged = 0
+            self._last_drop_log = now
+
+    def _account_sent(self, records: int, nbytes: int, seconds: float) -> None:
+        self.sent_records += records
+        self._m_records.inc(records)
+        self._m_bytes.inc(nbytes)
+        self._m_seconds.observe(seconds)
+
+    def _ack(self, item: Item) -> None:
+        """Async transports: the server confirmed `item`."""
+        self._pending -= item.records
+        self._account_sent(item.records, len(item.payload), time.monotonic() - item.enqueued)
+
+    def _nack(self, item: Item, why: str) -> None:
+        """Async transports: `item` is lost for good."""
+        self._pending -= item.records
+        self.errors += 1
+        self._m_errors.inc()
+        self._last_error = why
+        self._drop(item.records, why)
+
+    def _requeue(self, item: Item) -> None:
+        """Async transports: `item` was taken back from the client library undelivered;
+        put it at the head of the queue to be sent again (it may arrive twice)."""
+        self._pending -= item.records
+        with self._cv:
+            self._q.appendleft(item)
+            self._q_bytes += len(item.payload)
+            self._m_queue.set(len(self._q))
+
+    def _error(self, e: BaseException) -> None:
+        self.errors += 1
+        self._m_errors.inc()
+        msg = str(e) or type(e).__name__
+        if self._connected or msg != self._last_error:
+            log.warning("%s %s: %s; retrying with back-off", self.scheme, self.where, msg)
+        self._last_error = msg
+
+    # ---- the sender thread --------------------------------------------------------
+    def _take_batch(self) -> list[Item]:
+        """Wait for items, then gather a batch within the transport's limits."""
+        with self._cv:
+            while not self._q and not self._stop:
+                self._cv.wait(0.05 if self.acks_async else 5.0)
+                if self.acks_async:
+                    break
+            if not self._q:
+                return []
+            first_at = self._q[0].enqueued
+            while (self.batch_max_seconds and len(self._q) < self.batch_max_items and not self._stop
+                   and self._q_bytes < self.batch_max_bytes):
+                left = first_at + self.batch_max_seconds - time.monotonic()
+                if left <= 0 or self._closed:
+                    break
+                self._cv.wait(left)
+            batch, size = [], 0
+            while self._q and len(batch) < self.batch_max_items:
+                it = self._q[0]
+                if batch and size + len(it.payload) > self.batch_max_bytes:
+                    break
+                self._q.popleft()
+                self._q_bytes -= len(it.payload)
+                batch.append(it)
+                size += len(it.payload)
+            self._inflight = batch
+            self._m_queue.set(len(self._q))
+            return batch
+
+    def _run(self) -> None:
+        backoff = self.backoff_initial
+        while True:
+            if self.acks_async:
+                self._poll_acks(0)
+            batch = self._take_batch()
+            if not batch:
+                if self._stop:
+                    return
+                continue
+            while batch:
+                if self._stop and self._closed and not self._connected:
+                    return  # shutting down with the server away: close() counts the rest
+                try:
+                    if not self._connected:
+                        self._connect()
+                        self._connected = True
+                        if self._last_error:
+                            log.warning("%s %s: connected again", self.scheme, self.where)
+                        self._last_error = ""
+                    t0 = time.monotonic()
+                    if self.acks_async:
+                        self._pending += sum(i.records for i in batch)
+                    self._deliver(batch)
+                    if not self.acks_async:
+                        took = time.monotonic() - t0
+                        for it in batch:
+                            self._account_sent(it.records, len(it.payload), took)
+                    backoff = self.backoff_initial
+                    with self._cv:
+                        self._inflight = []
+                        self._cv.notify_all()
+                    batch = []
+                except Backpressure as e:
+                    if self.acks_async:
+                        self._pending -= sum(i.records for i in batch)
+                    self._last_error = str(e)
+                    self._poll_acks(min(backoff, 0.2))
+                    with self._cv:
+                        if self._stop:
+                            return
+                    backoff = min(backoff * 2, 0.2)
+                except PermanentError as e:
+                    self._error(e)
+                    if self.acks_async:
+                        self._pending -= sum(i.records for i in batch)
+                    self._drop(sum(i.records for i in batch), str(e))
+                    with self._cv:
+                        self._inflight = []
+                        self._cv.notify_all()
+                    batch = []
+                except Exception as e:  # noqa: BLE001 - any transport failure means: reconnect and retry
+                    if self.acks_async:
+                        self._pending -= sum(i.records for i in batch)
+                    self._error(e)
+                    self._connected = False
+                    try:
+                        self._disconnect()
+                    except Exception:  # noqa: BLE001
+                        pass
+                    with self._cv:
+                        if self._stop:
+                            return
+                        self._cv.wait(backoff)
+                    backoff = min(backoff * 2, self.backoff_max)
+
+    # ---- transport hooks -------------------------------------------------------------
+    def _connect(self) -> None:
+        raise NotImplementedError
+
+    def _deliver(self, batch: list[Item]) -> None:
+        raise NotImplementedError
+
+    def _disconnect(self) -> None:
+        pass
+
+    def _poll_acks(self, timeout: float) -> None:
+        """Async transports: serve delivery reports for up to `timeout` seconds."""
+
+    def _close_transport(self) -> None:
+        """Last chance to push out in-flight data before the connection is dropped."""
