@@ -1,0 +1,118 @@
+"""Fixtures for the control-plane tests: a real Daemon polling a real namespace full of
+TCP sockets, the gRPC server in front of it, and an upstream-built client process."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from xtcp2.config import Config
+
+from . import upstream_proto
+
+HERE = pathlib.Path(__file__).resolve().parent
+RUNNER = HERE / "upstream_runner.py"
+
+HOLDER = r"""
+import socket, subprocess, sys, time
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+n = int(sys.argv[1])
+lst = socket.socket()
+lst.bind(("127.0.0.1", 5000))
+lst.listen(4096)
+keep = []
+for _ in range(n):
+    c = socket.create_connection(("127.0.0.1", 5000))
+    s, _ = lst.accept()
+    keep += [c, s]
+print("ready", flush=True)
+sys.stdin.read()  # hold the sockets until the test closes our stdin
+"""
+
+
+@pytest.fixture(scope="session")
+def upstream_gen(tmp_path_factory) -> pathlib.Path:
+    return upstream_proto.generate(tmp_path_factory.mktemp("upstream_client"))
+
+
+@pytest.fixture(scope="session")
+def run_upstream(upstream_gen):
+    """run_upstream(target, ops, timeout=60) -> results list, from a separate upstream-client process."""
+
+    def run(target: str, ops: list, timeout: float = 60) -> list:
+        proc = subprocess.run([sys.executable, str(RUNNER), str(upstream_gen), target],
+                              input=json.dumps(ops), capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise AssertionError(f"upstream client failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        return json.loads(proc.stdout)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def socket_netns():
+    """A fresh network namespace holding 50 established loopback connections + 1 listener."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for ip netns")
+    name = f"xtcp2api-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    holder = None
+    try:
+        holder = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", HOLDER, "50"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "ready"
+        yield {"name": name, "sockets": 101}
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+class RunningDaemon:
+    def __init__(self, config: Config, **server_kw) -> None:
+        from xtcp2.api.grpc_server import start_grpc_server
+        from xtcp2.daemon import Daemon
+
+        self.daemon = Daemon(config)
+        self.server = start_grpc_server(self.daemon, config, **server_kw)
+        self.target = f"127.0.0.1:{self.server.port}"
+        self.thread = threading.Thread(target=self.daemon.run, name="test-daemon", daemon=True)
+        self.thread.start()
+
+    def wait_loops(self, n: int, timeout: float = 10) -> int:
+        deadline = time.monotonic() + timeout
+        while self.daemon.loops < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.daemon.loops
+
+    def close(self) -> None:
+        self.server.stop()
+        self.daemon.stop()
+        self.thread.join(timeout=10)
+        self.daemon.close()
+
+
+@pytest.fixture
+def start_daemon(socket_netns):
+    """start_daemon(**config_changes) -> RunningDaemon polling the socket namespace."""
+    running: list[RunningDaemon] = []
+
+    def start(server_kw: dict | None = None, **changes) -> RunningDaemon:
+        base = dict(netns=[socket_netns["name"]], grpc_port=0, dest="null", poll_frequency=60.0,
+                    poll_timeout=0.5, reconcile_before_poll=False)
+        base.update(changes)
+        rd = RunningDaemon(Config(**base).validate(), **(server_kw or {}))
+        running.append(rd)
+        return rd
+
+    yield start
+    for rd in running:
+        rd.close()
