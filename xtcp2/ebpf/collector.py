@@ -1,0 +1,345 @@
+"""--mode bpf: kernel events drive targeted inet_diag reads.
+
+One thread runs the loop: ring buffer events -> Tracker -> exact lookups (or one
+filtered dump per namespace when many opens land together) -> OPEN records; destroy
+broadcasts -> CLOSE records at once; BPF close events that no broadcast covered
+within close_wait -> CLOSE records from the in-kernel counters. Live namespaces get
+a REFRESH dump every poll_frequency, every namespace a RESYNC at resync_frequency
+and whenever a drop was counted (ring buffer reservation failure, destroy ENOBUFS).
+"""
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+
+import numpy as np
+from prometheus_client import Counter, Gauge, Histogram
+
+from .. import SCHEMA_VERSION, __version__, metrics
+from ..config import Config
+from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+from ..netlink import constants as c
+from ..netlink.decode import Columns, decode_messages
+from ..netlink.destroy import DestroySubscriber, DestroyWatcher
+from ..netlink.diag import DumpAborted, NetlinkError, SockId, new_chunk
+from ..records.encode import encode_rows, take_rows
+from . import events as E
+from . import loader
+from .records import close_columns
+from .tracker import Tracker
+
+log = logging.getLogger(__name__)
+T = pb.XtcpFlatRecord
+
+BPF_EVENTS = Counter("xtcp2_bpf_events_total", "Events read from the BPF ring buffer", ["kind"])
+BPF_DROPS = Counter("xtcp2_bpf_ringbuf_drops_total", "BPF ring buffer reservation failures (events lost in the kernel)")
+BPF_LOOKUPS = Counter("xtcp2_bpf_lookups_total",
+                      "Targeted inet_diag reads after open events: found, gone (closed before the read), "
+                      "no_namespace (namespace could not be entered), error", ["result"])
+BPF_COALESCED = Counter("xtcp2_bpf_coalesced_dumps_total", "Per-namespace filtered dumps replacing many lookups")
+BPF_CLOSES = Counter("xtcp2_bpf_close_records_total", "Close records by source: destroy (sock_diag broadcast) or bpf (in-kernel counters)", ["source"])
+BPF_RESYNCS = Counter("xtcp2_bpf_resyncs_total", "Full resyncs by reason", ["reason"])
+BPF_PENDING = Gauge("xtcp2_bpf_pending_events", "Events waiting for a lookup or for their destroy broadcast")
+BPF_LATENCY = Histogram("xtcp2_bpf_event_to_record_seconds", "Kernel event to record handed to the emitter",
+                        buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+
+_LOOKUP_STATES = c.ALL_STATES & ~((1 << 6) | (1 << 3) | (1 << 12))  # no TIME_WAIT / SYN_RECV mini sockets
+
+
+def available() -> tuple[bool, str]:
+    """(True, how) if the BPF programs load and attach here, else (False, actionable reason)."""
+    return loader.available()
+
+
+class BpfCollector:
+    """Runs --mode bpf on top of the poll pipeline's namespace table, collector and emitter."""
+
+    def __init__(self, config: Config, table, emitter, poller, window: float = 0.005, close_wait: float = 0.1,
+                 coalesce_threshold: int = 16, load_options: loader.LoadOptions | None = None) -> None:
+        self.config = config
+        self.table = table
+        self.emitter = emitter
+        self.poller = poller
+        self.coalesce_threshold = coalesce_threshold
+        self.tracker = Tracker(window=window, close_wait=close_wait)
+        self.load_options = load_options or loader.LoadOptions(
+            ringbuf_bytes=int(getattr(config, "bpf_ringbuf_bytes", loader.DEFAULT_RINGBUF)))
+        self.bp: loader.BpfProgram | None = None
+        self.watcher = DestroyWatcher()
+        self._chunk = new_chunk(4 << 20)
+        self._ktimes: np.ndarray | None = None
+        self._counter = 0
+        self._drops_seen = 0
+        self._resync_reason = ""
+        self._reconcile_at: list[float] = []
+        self._last_reconcile = 0.0
+        self.latencies = np.zeros(1 << 16, np.float64)  # recent event->record latencies (seconds), a ring
+        self.latency_count = 0
+        self.stats = {"open": 0, "close_destroy": 0, "close_bpf": 0, "refresh": 0, "resync": 0}
+        self._ext = c.ext_mask(config.enabled_deserializers)
+        self._wanted = c.wanted_attrs(config.enabled_deserializers)
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def start(self) -> str:
+        """Load and attach; raises Xtcp2Error with the reason if BPF cannot run."""
+        self.bp = loader.load(self.load_options)
+        how = self.bp.attach_kind
+        if self.bp.fallback_reason:
+            how += f" (tp_btf unavailable: {self.bp.fallback_reason})"
+        self._drops_seen = self.bp.drop_counts()[0]
+        return how
+
+    def close(self) -> None:
+        self.watcher.close()
+        if self.bp is not None:
+            self.bp.close()
+            self.bp = None
+
+    def run(self, stop: threading.Event, max_seconds: float | None = None) -> None:
+        if self.bp is None:
+            self.start()
+        cfg = self.config
+        refresh_every = cfg.poll_frequency
+        resync_every = float(getattr(cfg, "resync_frequency", 0) or 10 * cfg.poll_frequency)
+        self._reconcile()
+        self._resync("start")
+        now = time.monotonic()
+        next_refresh, next_resync, next_drop_check = now + refresh_every, now + resync_every, now + 0.1
+        end = now + max_seconds if max_seconds else None
+        ep = select.epoll()
+        ep.register(self.bp.reader._ep.fileno(), select.EPOLLIN)
+        ep.register(self.watcher.fileno(), select.EPOLLIN)
+        reader = self.bp.reader
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if end and now >= end:
+                    break
+                deadlines = [next_refresh, next_resync, next_drop_check] + self._reconcile_at
+                d = self.tracker.next_deadline()
+                if d is not None:
+                    deadlines.append(d)
+                timeout = max(0.0, min(min(deadlines) - now, 0.25))
+                if not reader.wait(0):  # fences, then re-checks: no lost wakeup
+                    ep.poll(timeout)
+                self.step()
+                now = time.monotonic()
+                if now >= next_drop_check:
+                    self._check_drops()
+                    next_drop_check = now + 0.1
+                if self._reconcile_at and now >= min(self._reconcile_at):
+                    self._reconcile_at = [t for t in self._reconcile_at if t > now]
+                    self._reconcile()
+                if self._resync_reason or now >= next_resync:
+                    self._resync(self._resync_reason or "timer")
+                    next_resync = time.monotonic() + resync_every
+                    next_refresh = time.monotonic() + refresh_every
+                elif now >= next_refresh:
+                    self._refresh()
+                    next_refresh = time.monotonic() + refresh_every
+        finally:
+            ep.close()
+            self.flush_all()
+
+    # ---- one iteration -------------------------------------------------------------------
+    def step(self, force: bool = False) -> int:
+        """Read events and broadcasts, do due lookups and closes. Returns records emitted."""
+        now = time.monotonic()
+        emitted = 0
+        reader = self.bp.reader
+        for _ in range(8):  # bounded: timers and broadcasts must not starve under a flood
+            rec = reader.read(65536)
+            if not len(rec):
+                break
+            ev = rec["ev"]
+            BPF_EVENTS.labels("state").inc(int((ev["kind"] == E.EV_STATE).sum()))
+            BPF_EVENTS.labels("netns").inc(int((ev["kind"] == E.EV_NETNS).sum()))
+            self.tracker.ingest(ev, now)
+        if self.tracker.netns_seen:
+            self.tracker.netns_seen.clear()
+            t = time.monotonic()
+            # `ip netns add` unshares before it bind-mounts the name: look again shortly after
+            self._reconcile_at += [t, t + 0.3]
+        for key, cols, overrun in self.watcher.poll(0):
+            if overrun:
+                self._resync_reason = self._resync_reason or "destroy_enobufs"
+            emitted += self._emit_destroy(key, cols)
+        for ino, ev in self.tracker.due_opens(now, force):
+            emitted += self._lookup(ino, ev, now)
+        ev = self.tracker.due_closes(time.monotonic(), force)
+        if len(ev):
+            emitted += self._emit_bpf_closes(ev)
+        BPF_PENDING.set(self.tracker.pending())
+        if emitted:
+            self.emitter.flush()
+        return emitted
+
+    def flush_all(self) -> None:
+        """Emit everything pending now (shutdown, tests)."""
+        if self.bp is not None:
+            self.step(force=True)
+        self.emitter.flush()
+
+    # ---- records -------------------------------------------------------------------------
+    def _consts(self, ns, ino: int, trigger: int) -> dict:
+        cfg = self.config
+        out = {"schema_version": SCHEMA_VERSION, "daemon_version": __version__, "hostname": cfg.hostname,
+               "location": cfg.location, "label": cfg.label, "tag": cfg.tag, "trigger": trigger,
+               "timestamp_ns": time.time_ns(), "netns_inode": ino}
+        if ns is not None:
+            out.update(netns=ns.name, nsid=ns.nsid, socket_fd=ns.diag.fileno())
+        else:
+            out["netns"] = f"inode:{ino}"
+        return out
+
+    def _emit(self, cols: Columns, consts: dict, ktimes: np.ndarray | None = None) -> int:
+        n = cols.pop("_n", None)
+        if n is None:
+            n = len(next(iter(cols.values())))
+        if n == 0:
+            return 0
+        cols["record_counter"] = np.arange(self._counter + 1, self._counter + 1 + n, dtype=np.uint64)
+        self._counter += n
+        body, ends = encode_rows(cols, n, consts)
+        self.emitter.add_rows(body, ends)
+        metrics.RECORDS.inc(n)
+        if ktimes is not None and len(ktimes):
+            lat = (time.monotonic_ns() - ktimes.astype(np.int64)) / 1e9
+            for v in (np.percentile(lat, 50), lat.max()):
+                BPF_LATENCY.observe(max(0.0, float(v)))
+            k = len(lat)
+            idx = (self.latency_count + np.arange(k)) % len(self.latencies)
+            self.latencies[idx] = lat
+            self.latency_count += k
+        return n
+
+    def _emit_destroy(self, key, cols: Columns) -> int:
+        n = cols["_n"]
+        ns = self.table.by_key.get(key)
+        ino = key[1] if isinstance(key, tuple) else 0
+        self.tracker.destroyed(cols["inet_diag_msg_socket_cookie"], time.monotonic())
+        BPF_CLOSES.labels("destroy").inc(n)
+        self.stats["close_destroy"] += n
+        return self._emit(dict(cols), self._consts(ns, ino, T.TRIGGER_CLOSE))
+
+    def _emit_bpf_closes(self, ev: np.ndarray) -> int:
+        emitted = 0
+        for ino in np.unique(ev["netns_ino"]).tolist():
+            part = ev[ev["netns_ino"] == ino]
+            cols = close_columns(part, self.tracker.last_known)
+            BPF_CLOSES.labels("bpf").inc(len(part))
+            self.stats["close_bpf"] += len(part)
+            emitted += self._emit(cols, self._consts(self.table.by_inode(ino), ino, T.TRIGGER_CLOSE), part["ktime_ns"])
+        return emitted
+
+    # ---- targeted reads --------------------------------------------------------------------
+    def _lookup(self, ino: int, ev: np.ndarray, now: float) -> int:
+        ns = self.table.by_inode(ino)
+        if ns is None:
+            if now - ev["ktime_ns"].min() / 1e9 < 1.0 and time.monotonic() - self._last_reconcile > 0.05:
+                self._reconcile_at.append(time.monotonic())
+                self.tracker.requeue(ino, ev, time.monotonic() + 0.06)
+            else:
+                BPF_LOOKUPS.labels("no_namespace").inc(len(ev))
+            return 0
+        chunk = self._chunk
+        chunk.reset()
+        self._ktimes = ev["ktime_ns"]
+        emitted = found = 0
+        want = ev["cookie"]
+        order = {k: i for i, k in enumerate(want.tolist())}
+        try:
+            with ns.lock:
+                if len(ev) >= self.coalesce_threshold:
+                    BPF_COALESCED.inc()
+                    for fam in np.unique(ev["family"]).tolist():
+                        # the reader yields whenever the chunk fills: consume it before advancing
+                        for ch in ns.diag.dump(fam, self._ext, chunk, states=_LOOKUP_STATES):
+                            e, f = self._emit_lookup(ch, ns, ino, want, order)
+                            emitted, found = emitted + e, found + f
+                        chunk.reset()
+                else:
+                    for e in ev:
+                        fam = int(e["family"])
+                        alen = 16 if fam == c.AF_INET6 else 4
+                        sid = SockId(int(e["sport"]), int(e["dport"]), bytes(e["saddr"][:alen]),
+                                     bytes(e["daddr"][:alen]), cookie=int(e["cookie"]) or None)
+                        for _ in ns.diag.dump(fam, self._ext, chunk, sockid=sid):
+                            pass
+                    e, found = self._emit_lookup(chunk, ns, ino, want, order)
+                    emitted += e
+        except (DumpAborted, NetlinkError, OSError) as err:
+            BPF_LOOKUPS.labels("error").inc(len(ev))
+            log.warning("netns %s: targeted read failed: %s", ns.name, err)
+            return emitted
+        BPF_LOOKUPS.labels("found").inc(found)
+        BPF_LOOKUPS.labels("gone").inc(max(0, len(ev) - found))
+        return emitted
+
+    def _emit_lookup(self, chunk, ns, ino: int, want: np.ndarray, order: dict) -> tuple[int, int]:
+        """OPEN records for the sockets in `chunk` whose cookie is in `want`: (emitted, found)."""
+        cols = decode_messages(chunk.buf, chunk.offsets, self._wanted, used=chunk.used)
+        n = cols["_n"]
+        if not n:
+            return 0, 0
+        ck = cols["inet_diag_msg_socket_cookie"]
+        keep = np.flatnonzero(np.isin(ck, want))
+        if len(keep) != n:
+            cols = take_rows(cols, keep)
+            ck = cols["inet_diag_msg_socket_cookie"]
+            n = cols["_n"]
+        if not n:
+            return 0, 0
+        lk = self.tracker.last_known
+        uid = cols.get("inet_diag_msg_uid", np.zeros(n, np.uint32)).tolist()
+        inode = cols.get("inet_diag_msg_inode", np.zeros(n, np.uint32)).tolist()
+        cks = ck.tolist()
+        for k, u, i in zip(cks, uid, inode):
+            lk[k] = (int(u), int(i))
+        kt = self._ktimes[[order[k] for k in cks]] if self._ktimes is not None else None
+        self.stats["open"] += n
+        return self._emit(cols, self._consts(ns, ino, T.TRIGGER_OPEN), kt), n
+
+    # ---- namespaces, refresh, resync ------------------------------------------------------------
+    def _reconcile(self) -> None:
+        self._last_reconcile = time.monotonic()
+        self.table.reconcile()
+        keys = set(self.table.by_key)
+        for key in self.watcher.keys():
+            if key not in keys:
+                self.watcher.remove(key)  # the namespace is gone: do not pin it
+        for key, ns in list(self.table.by_key.items()):
+            if key in self.watcher.keys():
+                continue
+            if ns.ref.source == "self":
+                self.watcher.add(key, DestroySubscriber.open)
+            else:
+                self.watcher.add(key, lambda p=ns.ref.path: self.table.enter().run_in(p, DestroySubscriber.open))
+
+    def _check_drops(self) -> None:
+        fails, _ = self.bp.drop_counts()
+        if fails > self._drops_seen:
+            BPF_DROPS.inc(fails - self._drops_seen)
+            self._drops_seen = fails
+            self._resync_reason = self._resync_reason or "ringbuf_drops"
+
+    def _resync(self, reason: str) -> None:
+        """Full dump of every namespace: after a drop nothing else can be trusted."""
+        BPF_RESYNCS.labels(reason).inc()
+        if reason != "start":
+            log.info("bpf: resync (%s)", reason)
+        self._resync_reason = ""
+        self._reconcile()
+        stats = self.poller.poll(None, trigger=T.TRIGGER_RESYNC)
+        self.stats["resync"] += stats.records
+        by_name = {ns.name: ns.inode for ns in self.table.namespaces()}
+        self.tracker.reset_live({by_name[name]: k for name, k in stats.per_ns.items() if name in by_name})
+
+    def _refresh(self) -> None:
+        live = self.tracker.live_namespaces()
+        nss = [ns for ns in self.table.namespaces() if ns.inode in live]
+        if nss:
+            stats = self.poller.poll(nss, trigger=T.TRIGGER_REFRESH)
+            self.stats["refresh"] += stats.records

@@ -1,0 +1,63 @@
+"""XtcpFlatRecord columns for a close that only the BPF program saw (no destroy broadcast)."""
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+
+from ..netlink.decode import BytesColumn, Columns
+
+TCP_CLOSE = 7
+
+# event field -> record field (tcp_info names); values already in tcp_info units
+_COUNTERS = {
+    "bytes_acked": "tcp_info_bytes_acked",
+    "bytes_received": "tcp_info_bytes_received",
+    "bytes_sent": "tcp_info_bytes_sent",
+    "bytes_retrans": "tcp_info_bytes_retrans",
+    "segs_in": "tcp_info_segs_in",
+    "segs_out": "tcp_info_segs_out",
+    "data_segs_in": "tcp_info_data_segs_in",
+    "data_segs_out": "tcp_info_data_segs_out",
+    "srtt_us": "tcp_info_rtt",
+    "rttvar_us": "tcp_info_rtt_var",
+    "min_rtt_us": "tcp_info_min_rtt",
+    "total_retrans": "tcp_info_total_retrans",
+    "snd_cwnd": "tcp_info_snd_cwnd",
+    "delivered": "tcp_info_delivered",
+    "snd_mss": "tcp_info_snd_mss",
+    "rcv_wnd": "tcp_info_rcv_wnd",
+    "snd_wnd": "tcp_info_snd_wnd",
+    "reordering": "tcp_info_reordering",
+}
+
+
+def close_columns(ev: np.ndarray, last_known: dict[int, tuple[int, int]] | None = None) -> Columns:
+    """Columns of close records built from BPF close events (final counters via CO-RE),
+    merged with what the open lookup knew (uid, inode) when available."""
+    n = len(ev)
+    fam = ev["family"].astype(np.uint32)
+    alen = np.where(fam == socket.AF_INET6, 16, 4).astype(np.uint8)
+    cols: Columns = {
+        "_n": n,
+        "inet_diag_msg_family": fam,
+        "inet_diag_msg_state": np.full(n, TCP_CLOSE, np.uint32),
+        "tcp_info_state": np.full(n, TCP_CLOSE, np.uint32),
+        "inet_diag_msg_socket_source_port": ev["sport"].astype(np.uint32),
+        "inet_diag_msg_socket_destination_port": ev["dport"].astype(np.uint32),
+        "inet_diag_msg_socket_source": BytesColumn(np.ascontiguousarray(ev["saddr"]), alen),
+        "inet_diag_msg_socket_destination": BytesColumn(np.ascontiguousarray(ev["daddr"]), alen.copy()),
+        "inet_diag_msg_socket_cookie": ev["cookie"].astype(np.uint64),
+    }
+    for src, dst in _COUNTERS.items():
+        cols[dst] = ev[src].astype(np.uint64 if ev.dtype[src].itemsize == 8 else np.uint32)
+    if last_known:
+        uid = np.zeros(n, np.uint32)
+        ino = np.zeros(n, np.uint32)
+        for i, ck in enumerate(ev["cookie"].tolist()):
+            known = last_known.pop(ck, None)
+            if known:
+                uid[i], ino[i] = known
+        cols["inet_diag_msg_uid"] = uid
+        cols["inet_diag_msg_inode"] = ino
+    return cols

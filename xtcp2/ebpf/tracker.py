@@ -1,0 +1,139 @@
+"""What to read after which kernel events: pending opens per namespace, closes waiting
+for their destroy broadcast, live sockets per namespace. No I/O here.
+
+Everything works on numpy arrays of events (one batch per ring buffer read); Python
+loops run per namespace, never per event, except for the small per-socket memory
+kept for the close merge (`last_known`).
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from . import events as E
+
+_EMPTY_U64 = np.empty(0, np.uint64)
+
+
+class Tracker:
+    def __init__(self, window: float = 0.005, close_wait: float = 0.1, remember: float = 2.0) -> None:
+        self.window = window          # coalescing window for open lookups
+        self.close_wait = close_wait  # how long a BPF close waits for the destroy broadcast
+        self.remember = remember      # how long closed / destroyed cookies are remembered
+        self._opens: dict[int, list[np.ndarray]] = {}
+        self._open_due: dict[int, float] = {}
+        self._closes: deque[tuple[float, np.ndarray]] = deque()
+        self._closed: deque[tuple[float, np.ndarray]] = deque()      # cookies seen closing
+        self._destroyed: deque[tuple[float, np.ndarray]] = deque()   # cookies with a destroy record
+        self._closed_cat: np.ndarray | None = None
+        self._destroyed_cat: np.ndarray | None = None
+        self.live: dict[int, int] = {}       # netns inode -> open sockets seen (clamped at 0)
+        self.netns_seen: list[int] = []      # inodes from EV_NETNS, drained by the collector
+        self.last_known: dict[int, tuple[int, int]] = {}  # cookie -> (uid, inode) from an open lookup
+
+    # ---- input ---------------------------------------------------------------------
+    def ingest(self, ev: np.ndarray, now: float) -> None:
+        if not len(ev):
+            return
+        kinds = ev["kind"]
+        if (kinds == E.EV_NETNS).any():
+            self.netns_seen.extend(int(i) for i in ev["netns_ino"][kinds == E.EV_NETNS])
+        st = ev[kinds == E.EV_STATE]
+        ns_state = st["newstate"]
+        opens = st[(ns_state == E.TCP_ESTABLISHED) | (ns_state == E.TCP_LISTEN)]
+        closes = st[ns_state == E.TCP_CLOSE]
+        if len(closes):
+            self._closes.append((now + self.close_wait, closes))
+            self._closed.append((now, closes["cookie"].copy()))
+            self._closed_cat = None
+            inos, counts = np.unique(closes["netns_ino"][closes["oldstate"] != E.TCP_LISTEN], return_counts=True)
+            for ino, k in zip(inos.tolist(), counts.tolist()):
+                self.live[ino] = max(0, self.live.get(ino, 0) - k)
+        if len(opens):
+            inos = opens["netns_ino"]
+            for ino in np.unique(inos).tolist():
+                part = opens[inos == ino]
+                self._opens.setdefault(ino, []).append(part)
+                self._open_due.setdefault(ino, now + self.window)
+                self.live[ino] = self.live.get(ino, 0) + int((part["newstate"] == E.TCP_ESTABLISHED).sum())
+        self._expire(now)
+
+    def destroyed(self, cookies: np.ndarray, now: float) -> None:
+        """Cookies that got their final record from the destroy broadcast."""
+        if len(cookies):
+            self._destroyed.append((now, np.asarray(cookies, np.uint64).copy()))
+            self._destroyed_cat = None
+
+    # ---- output --------------------------------------------------------------------
+    def due_opens(self, now: float, force: bool = False) -> list[tuple[int, np.ndarray]]:
+        """(netns inode, open events still worth a lookup) for namespaces whose window ended."""
+        out = []
+        for ino in [i for i, due in self._open_due.items() if force or due <= now]:
+            del self._open_due[ino]
+            evs = self._opens.pop(ino)
+            ev = evs[0] if len(evs) == 1 else np.concatenate(evs)
+            closed = self._closed_cookies()
+            if len(closed):
+                ev = ev[~np.isin(ev["cookie"], closed)]   # opened and closed within the window
+            if len(ev):
+                _, first = np.unique(ev["cookie"], return_index=True)
+                out.append((ino, ev[np.sort(first)]))
+        return out
+
+    def requeue(self, ino: int, ev: np.ndarray, due: float) -> None:
+        """Put opens back (their namespace is not known yet)."""
+        self._opens.setdefault(ino, []).append(ev)
+        self._open_due[ino] = min(self._open_due.get(ino, due), due)
+
+    def due_closes(self, now: float, force: bool = False) -> np.ndarray:
+        """BPF close events whose wait is over and that no destroy broadcast covered."""
+        self._expire(now)
+        ready = []
+        while self._closes and (force or self._closes[0][0] <= now):
+            ready.append(self._closes.popleft()[1])
+        if not ready:
+            return np.empty(0, E.EVENT_DTYPE)
+        ev = ready[0] if len(ready) == 1 else np.concatenate(ready)
+        done = self._destroyed_cookies()
+        if len(done):
+            ev = ev[~np.isin(ev["cookie"], done) | (ev["cookie"] == 0)]
+        return ev
+
+    def next_deadline(self) -> float | None:
+        ds = list(self._open_due.values())
+        if self._closes:
+            ds.append(self._closes[0][0])
+        return min(ds) if ds else None
+
+    def pending(self) -> int:
+        return sum(len(a) for v in self._opens.values() for a in v) + sum(len(a) for _, a in self._closes)
+
+    def live_namespaces(self) -> set[int]:
+        return {ino for ino, k in self.live.items() if k > 0}
+
+    def reset_live(self, counts: dict[int, int]) -> None:
+        """After a resync: the dump's per-namespace socket counts are the truth."""
+        self.live = {ino: k for ino, k in counts.items() if k > 0}
+
+    # ---- internals -------------------------------------------------------------------
+    def _closed_cookies(self) -> np.ndarray:
+        if self._closed_cat is None:
+            self._closed_cat = np.concatenate([c for _, c in self._closed]) if self._closed else _EMPTY_U64
+        return self._closed_cat
+
+    def _destroyed_cookies(self) -> np.ndarray:
+        if self._destroyed_cat is None:
+            self._destroyed_cat = np.concatenate([c for _, c in self._destroyed]) if self._destroyed else _EMPTY_U64
+        return self._destroyed_cat
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.remember
+        while self._closed and self._closed[0][0] < horizon:
+            self._closed.popleft()
+            self._closed_cat = None
+        while self._destroyed and self._destroyed[0][0] < horizon:
+            self._destroyed.popleft()
+            self._destroyed_cat = None
+        if len(self.last_known) > 1_000_000:  # bounded: closes that were never seen
+            self.last_known.clear()
