@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from .records.encode import encode_rows, take_rows
 
 log = logging.getLogger(__name__)
 FAMILIES = ((c.AF_INET, "ipv4"), (c.AF_INET6, "ipv6"))
+CHUNKS_PER_WORKER = 3
 
 
 @dataclass
@@ -71,11 +73,68 @@ class PollCollector:
         }
         self._base = base
 
-    def _chunk(self) -> Chunk:
-        ch = getattr(self._local, "chunk", None)
-        if ch is None or len(ch.buf) < 2 * self.config.packet_size:
-            ch = self._local.chunk = new_chunk(max(4 << 20, 4 * self.config.packet_size))
-        return ch
+    def _free_chunks(self) -> queue.SimpleQueue:
+        """This worker's chunk buffers: one being read while another is decoded."""
+        free = getattr(self._local, "free", None)
+        size = max(4 << 20, 4 * self.config.packet_size)
+        if free is None or getattr(self._local, "size", 0) != size:
+            free = self._local.free = queue.SimpleQueue()
+            self._local.size = size
+            for _ in range(CHUNKS_PER_WORKER):
+                free.put(new_chunk(size))
+        return free
+
+    def _dump(self, ns: Namespace, family: int):
+        """Yield filled chunks of one dump; return each to the free queue after use.
+
+        A dump that fits one chunk (nearly every namespace) is read inline. A bigger
+        one continues on a reader thread, so the kernel fills the next chunk while
+        this thread decodes and encodes the previous one: recv releases the GIL, and
+        so do numpy's large loops.
+        """
+        free = self._free_chunks()
+
+        def source() -> Chunk:
+            ch = free.get()
+            ch.reset()
+            return ch
+
+        gen = ns.diag.dump(family, self.ext, source)
+        first = next(gen)
+        if first.final:
+            yield first
+            free.put(first)
+            return
+        full: queue.Queue = queue.Queue()
+
+        def reader() -> None:
+            try:
+                for ch in gen:
+                    full.put(ch)
+            except BaseException as e:  # handed to the consumer, raised there
+                full.put(e)
+            full.put(None)
+
+        t = threading.Thread(target=reader, name=f"{threading.current_thread().name}-reader", daemon=True)
+        t.start()
+        try:
+            yield first
+            free.put(first)
+            while (item := full.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                free.put(item)
+        finally:
+            # drain so the reader never blocks forever on a full queue or free chunk
+            while t.is_alive():
+                try:
+                    item = full.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if isinstance(item, Chunk):
+                    free.put(item)
+            t.join()
 
     def _next_counters(self, n: int) -> int:
         with self._counter_lock:
@@ -118,10 +177,8 @@ class PollCollector:
             for family, fname in FAMILIES:
                 writer = self._capture_writer(ns, family)
                 ns.diag.capture = writer
-                chunk = self._chunk()
-                chunk.reset()
                 try:
-                    for ch in ns.diag.dump(family, self.ext, chunk):
+                    for ch in self._dump(ns, family):
                         s, r = self._emit_chunk(ch, consts)
                         sockets += s
                         records += r
@@ -153,7 +210,7 @@ class PollCollector:
         return sockets, records, errors, interrupted
 
     def _emit_chunk(self, ch: Chunk, consts: dict) -> tuple[int, int]:
-        cols = decode_messages(ch.buf, ch.offsets, self.wanted, used=ch.used)
+        cols = decode_messages(ch.buf, ch.message_offsets(), self.wanted, used=ch.used)
         n = cols.pop("_n")
         if n == 0:
             return 0, 0

@@ -40,49 +40,59 @@ class BytesColumn:
 Columns = dict  # str -> np.ndarray | BytesColumn
 
 
-def _struct_dtype(fields, itemsize: int) -> np.dtype:
-    names, formats, offsets = [], [], []
+class _WordReader:
+    """Reads fields of 4-aligned structs at `base` word indices, one gather per word.
+
+    Fields narrower than a word share the gather of their word; a u64 is two words.
+    Gathering per field (k elements) beats gathering whole structs (k x struct words)
+    and splitting them, because most structs are read only partly.
+    """
+
+    def __init__(self, words: np.ndarray, base: np.ndarray) -> None:
+        self.words = words
+        self.base = base
+        self._cache: dict[int, np.ndarray] = {}
+
+    def word(self, i: int) -> np.ndarray:
+        w = self._cache.get(i)
+        if w is None:
+            w = self._cache[i] = self.words[self.base + i]
+        return w
+
+    def field(self, off: int, fmt: str) -> np.ndarray:
+        size = int(fmt[-1])
+        if size == 4:
+            return self.word(off >> 2)
+        if size == 8:
+            return self.word(off >> 2).astype(np.uint64) | (self.word((off >> 2) + 1).astype(np.uint64) << np.uint64(32))
+        shift = 8 * (off & 3)
+        if size == 2:
+            v = ((self.word(off >> 2) >> shift) & 0xFFFF).astype(np.uint16)
+            return v.byteswap() if fmt.startswith(">") else v
+        return ((self.word(off >> 2) >> shift) & 0xFF).astype(np.uint8)
+
+
+_NATIVE = {"1": np.uint8, "2": np.uint16, "4": np.uint32, "8": np.uint64}
+
+
+def _is_all_rows(rows, n: int) -> bool:
+    return isinstance(rows, slice) or (len(rows) == n and rows[0] == 0 and rows[-1] == n - 1
+                                       and bool((np.diff(rows) == 1).all()))
+
+
+def _scatter_fields(cols: Columns, n: int, fields, reader: _WordReader, rows, length: int) -> None:
+    """Columns for every field that lies entirely within `length` bytes."""
+    whole = _is_all_rows(rows, n)
     for name, off, fmt in fields:
-        if off + np.dtype(fmt).itemsize <= itemsize:
-            names.append(name)
-            formats.append(fmt)
-            offsets.append(off)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
-
-
-_DTYPE_CACHE: dict = {}
-
-
-def _dtype_for(key, fields, itemsize: int) -> np.dtype:
-    dt = _DTYPE_CACHE.get((key, itemsize))
-    if dt is None:
-        dt = _DTYPE_CACHE[(key, itemsize)] = _struct_dtype(fields, itemsize)
-    return dt
-
-
-_AR = np.arange(4096, dtype=np.int64)
-
-
-def _gather_bytes(words: np.ndarray, byte_offsets: np.ndarray, nbytes: int) -> np.ndarray:
-    """(k, ceil(nbytes/4)*4) uint8 copy of the 4-aligned structs at byte_offsets."""
-    nw = (nbytes + 3) >> 2
-    idx = (byte_offsets >> 2)[:, None] + _AR[:nw]
-    return words[idx].view(np.uint8).reshape(len(byte_offsets), nw * 4)
-
-
-def _scatter_struct(cols: Columns, n: int, key, fields, raw: np.ndarray, rows: np.ndarray, length: int) -> None:
-    """Split gathered struct bytes into named columns for `rows`."""
-    dt = _dtype_for(key, fields, raw.shape[1])
-    if not dt.names:
-        return
-    rec = raw.view(dt).reshape(-1)
-    for name in dt.names:
-        if dt.fields[name][1] + dt.fields[name][0].itemsize > length:
-            continue  # straddles the end of what the kernel sent
-        vals = rec[name]
+        if off + int(fmt[-1]) > length:
+            continue  # the kernel sent a shorter struct: leave it unset
+        vals = reader.field(off, fmt)
         col = cols.get(name)
+        if whole and col is None:
+            cols[name] = vals.astype(_NATIVE[fmt[-1]], copy=False)
+            continue
         if col is None:
-            col = cols[name] = np.zeros(n, dtype=vals.dtype.newbyteorder("="))
+            col = cols[name] = np.zeros(n, dtype=_NATIVE[fmt[-1]])
         col[rows] = vals
 
 
@@ -123,12 +133,13 @@ def decode_messages(buf, offsets, wanted: frozenset[int] | None = None, used: in
 
     # struct inet_diag_msg
     body = offs + c.NLMSG_HDRLEN
-    raw = _gather_bytes(words, body, c.INET_DIAG_MSG_LEN)
-    _scatter_struct(cols, n, "msg", L.INET_DIAG_MSG, raw, slice(None), c.INET_DIAG_MSG_LEN)
+    msg = _WordReader(words, body >> 2)
+    _scatter_fields(cols, n, L.INET_DIAG_MSG, msg, slice(None), c.INET_DIAG_MSG_LEN)
     fam = cols["inet_diag_msg_family"]
     addr_len = np.where(fam == c.AF_INET6, 16, 4).astype(np.uint8)
-    cols["inet_diag_msg_socket_source"] = BytesColumn(raw[:, L.SRC_OFFSET:L.SRC_OFFSET + 16].copy(), addr_len)
-    cols["inet_diag_msg_socket_destination"] = BytesColumn(raw[:, L.DST_OFFSET:L.DST_OFFSET + 16].copy(), addr_len)
+    for name, off in (("inet_diag_msg_socket_source", L.SRC_OFFSET), ("inet_diag_msg_socket_destination", L.DST_OFFSET)):
+        addr = np.stack([msg.word((off >> 2) + i) for i in range(4)], axis=1)  # copies, never views of buf
+        cols[name] = BytesColumn(addr.view(np.uint8).reshape(n, 16), addr_len)
 
     # Walk all rtattr chains in lockstep.
     cur = body + c.INET_DIAG_MSG_LEN
@@ -175,15 +186,27 @@ def decode_messages(buf, offsets, wanted: frozenset[int] | None = None, used: in
         for length, g in _group_by_length(plens):
             if length <= 0:
                 continue
-            raw = _gather_bytes(words, poffs[g], length)
-            _scatter_struct(cols, n, atype, fields, raw, rows[g], length)
+            reader = _WordReader(words, poffs[g] >> 2)
+            _scatter_fields(cols, n, fields, reader, rows[g], length)
             if atype == c.INET_DIAG_INFO and length >= 8:
+                whole = _is_all_rows(rows[g], n)
                 for name, off, shift, mask in L.TCP_INFO_BITFIELDS:
+                    vals = ((reader.field(off, "u1") >> shift) & mask).astype(np.uint8)
+                    if whole and name not in cols:
+                        cols[name] = vals
+                        continue
                     col = cols.get(name)
                     if col is None:
                         col = cols[name] = np.zeros(n, dtype=np.uint8)
-                    col[rows[g]] = (raw[:, off] >> shift) & mask
+                    col[rows[g]] = vals
     return cols
+
+
+def _gather_bytes(words: np.ndarray, byte_offsets: np.ndarray, nbytes: int) -> np.ndarray:
+    """(k, ceil(nbytes/4)*4) uint8 copy of the 4-aligned byte runs at byte_offsets."""
+    nw = (nbytes + 3) >> 2
+    idx = (byte_offsets >> 2)[:, None] + np.arange(nw, dtype=np.int64)
+    return words[idx].view(np.uint8).reshape(len(byte_offsets), nw * 4)
 
 
 def _decode_cong(cols: Columns, n: int, words, rows, poffs, plens) -> None:
@@ -194,15 +217,22 @@ def _decode_cong(cols: Columns, n: int, words, rows, poffs, plens) -> None:
         if length <= 0:
             continue
         w = min(length, L.CONG_NAME_MAX)
-        raw = _gather_bytes(words, poffs[g], length)[:, :w]
+        raw = _gather_bytes(words, poffs[g], w)[:, :w]
+        raw = np.where(np.arange(w)[None, :] < np.minimum(length, w), raw, 0).astype(np.uint8)
         r = rows[g]
-        # the name ends at the first NUL (or the attribute end)
-        nul = np.where((raw == 0).any(axis=1), (raw == 0).argmax(axis=1), w)
+        zero = raw == 0
+        nul = np.where(zero.any(axis=1), zero.argmax(axis=1), w)  # the name ends at the first NUL
+        raw[np.arange(w)[None, :] >= nul[:, None]] = 0
         data[r, :w] = raw
         lengths[r] = nul
-        names, inverse = np.unique(raw, axis=0, return_inverse=True)
-        values = np.array([L.CONGESTION_ENUM.get(bytes(nm).split(b"\0", 1)[0], 0) for nm in names], dtype=np.uint8)
-        enum[r] = values[inverse.reshape(-1)]
-    data[np.arange(L.CONG_NAME_MAX)[None, :] >= lengths[:, None]] = 0
+        # few distinct names: hash rows to one u64 key, then map each distinct key
+        padded = np.zeros((len(raw), 16), dtype=np.uint8)
+        padded[:, :w] = raw
+        halves = padded.view(np.uint64)
+        key = halves[:, 0] ^ (halves[:, 1] * np.uint64(0x9E3779B97F4A7C15))
+        for k in np.unique(key):
+            m = key == k
+            name = bytes(padded[int(np.argmax(m))]).split(b"\0", 1)[0]
+            enum[r[m] if not isinstance(r, slice) else np.flatnonzero(m)] = L.CONGESTION_ENUM.get(name, 0)
     cols["congestion_algorithm_string"] = BytesColumn(data, lengths)
     cols["congestion_algorithm_enum"] = enum

@@ -24,4 +24,4 @@ def decode_packets(packets: Iterable[bytes], wanted=None) -> Columns:
         except NetlinkError as e:
             raise DecodeError(f"packet {i}: kernel error reply: {e.strerror}") from None
         chunk.used = (start + len(p) + 7) & ~7
-    return decode_messages(chunk.buf, chunk.offsets, wanted, used=chunk.used)
+    return decode_messages(chunk.buf, chunk.message_offsets(), wanted, used=chunk.used)

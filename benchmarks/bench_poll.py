@@ -1,0 +1,122 @@
+"""Poll-mode throughput against its references, in one run on one population.
+
+Builds N loopback connections (2N sockets) in a fresh namespace, then measures,
+interleaved, `--repeat` times each:
+  raw    recv of the whole inet_diag dump (v4 + v6, same extensions), no parsing:
+         the floor any collector pays
+  ss     `ss -tinm -a` inside the namespace, output to /dev/null
+  xtcp2  one in-process poll of that namespace: dump, decode, encode protobuf,
+         marshal protobufList, destination null
+  once   `xtcp2 --once -dest null -marshal protobufList --netns NS` as a process
+         (adds interpreter start-up); its peak RSS is reported too
+Prints medians, sockets/s and ratios (xtcp2/raw, ss/xtcp2).
+
+    python benchmarks/bench_poll.py --connections 50000 [--repeat 5] [--v6-share 0.34]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from xtcp2.config import Config  # noqa: E402
+from xtcp2.daemon import Daemon  # noqa: E402
+from xtcp2.netlink import constants as c  # noqa: E402
+from xtcp2.netlink.diag import build_request  # noqa: E402
+
+NS = "xtcp2bench"
+
+
+def raw_dump(sock, ext: int) -> int:
+    buf = bytearray(65536)
+    mv = memoryview(buf)
+    words = mv.cast("I")
+    total = 0
+    for fam in (c.AF_INET, c.AF_INET6):
+        sock.send(build_request(fam, ext))
+        while True:
+            n = sock.recv_into(mv)
+            total += n
+            t = n - 20
+            if n >= 20 and words[t >> 2] == 20 and words[(t >> 2) + 1] & 0xFFFF == c.NLMSG_DONE:
+                break
+    return total
+
+
+def timed(fn, *a, **kw):
+    t = time.perf_counter()
+    r = fn(*a, **kw)
+    return time.perf_counter() - t, r
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--connections", type=int, default=50000)
+    ap.add_argument("--procs", type=int, default=0, help="population processes (default: 8500 connections each)")
+    ap.add_argument("--v6-share", type=float, default=0.34)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    procs = args.procs or max(1, -(-args.connections // 8500))
+    subprocess.run(["ip", "netns", "add", NS], check=True)
+    pop = None
+    try:
+        subprocess.run(["ip", "-n", NS, "link", "set", "lo", "up"], check=True)
+        pop = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable,
+                                os.path.join(os.path.dirname(__file__), "population.py"),
+                                "--connections", str(args.connections), "--procs", str(procs),
+                                "--v6-share", str(args.v6_share)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = pop.stdout.readline()
+        if not line.startswith("READY"):
+            raise SystemExit(f"population failed: {line!r}")
+        cfg = Config(netns=[NS], dest="null", marshal_to="protobufList", once=True, debug_level=0)
+        daemon = Daemon(cfg)
+        daemon.reconcile()
+        ns = daemon.table.namespaces()[0]
+        ext = c.ext_mask(cfg.enabled_deserializers)
+        raw_t, ss_t, x_t = [], [], []
+        nbytes = sockets = 0
+        for _ in range(2):  # warm up allocator and caches
+            raw_dump(ns.diag.sock, ext)
+            daemon.collector.poll()
+        for _ in range(args.repeat):
+            t, nbytes = timed(raw_dump, ns.diag.sock, ext)
+            raw_t.append(t)
+            t, _ = timed(subprocess.run, ["ip", "netns", "exec", NS, "ss", "-tinm", "-a"],
+                         stdout=subprocess.DEVNULL, check=True)
+            ss_t.append(t)
+            t, stats = timed(daemon.collector.poll)
+            x_t.append(t)
+            sockets = stats.sockets
+        daemon.close()
+        t0 = time.perf_counter()
+        once = subprocess.Popen([sys.executable, "-m", "xtcp2", "--once", "-dest", "null",
+                                 "-marshal", "protobufList", "--netns", NS, "-d", "0"],
+                                stderr=subprocess.PIPE, text=True)
+        _, status, rusage = os.wait4(once.pid, 0)
+        once_t = time.perf_counter() - t0
+        summary = once.stderr.read().strip()
+        raw_m, ss_m, x_m = (statistics.median(v) for v in (raw_t, ss_t, x_t))
+        print(f"population: {args.connections} connections, {sockets} sockets in {NS}; dump {nbytes / 1e6:.1f} MB")
+        print(f"raw recv      {raw_m:8.3f} s   {sockets / raw_m:12,.0f} sockets/s")
+        print(f"ss -tinm -a   {ss_m:8.3f} s   {sockets / ss_m:12,.0f} sockets/s")
+        print(f"xtcp2 poll    {x_m:8.3f} s   {sockets / x_m:12,.0f} sockets/s")
+        print(f"xtcp2 --once  {once_t:8.3f} s   (process incl. start-up; {summary}); peak RSS {rusage.ru_maxrss / 1024:.0f} MiB")
+        print(f"ratios: xtcp2/raw = {x_m / raw_m:.2f}x   ss/xtcp2 = {ss_m / x_m:.2f}x   ss/raw = {ss_m / raw_m:.2f}x")
+        print(f"samples raw={['%.3f' % v for v in raw_t]} ss={['%.3f' % v for v in ss_t]} xtcp2={['%.3f' % v for v in x_t]}")
+        return 0 if os.waitstatus_to_exitcode(status) == 0 else 1
+    finally:
+        if pop:
+            pop.stdin.close()
+            pop.terminate()
+            pop.wait(30)
+        subprocess.run(["ip", "netns", "del", NS])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
