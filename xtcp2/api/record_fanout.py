@@ -52,7 +52,6 @@ def envelope_responses(body: bytes) -> list[bytes]:
     Fields other than `row` are skipped. Raises ValueError on a truncated body.
     """
     out: list[bytes] = []
-    mv = memoryview(body)
     pos, end = 0, len(body)
     while pos < end:
         key, p = _varint(body, pos)
@@ -73,7 +72,6 @@ def envelope_responses(body: bytes) -> list[bytes]:
             pos = p + 4
         else:
             raise ValueError(f"unexpected wire type {wt}")
-    del mv
     return out
 
 
