@@ -112,6 +112,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if args.grpc_listen:
         changes["grpc_listen"] = args.grpc_listen
     changes["once"] = args.once
+    if "poll_timeout" not in changes and changes.get("poll_frequency", Config.poll_timeout) < Config.poll_timeout:
+        changes["poll_timeout"] = changes["poll_frequency"]  # a short -frequency implies a short timeout
     return Config(**changes).validate()
 
 

@@ -169,6 +169,7 @@ class PollCollector:
 
     def _poll_ns(self, ns: Namespace, trigger: int) -> tuple[int, int, int, int]:
         sockets = records = errors = interrupted = 0
+        deadline = time.monotonic() + self.config.poll_timeout
         with ns.lock:
             if ns.broken:
                 return 0, 0, 0, 0
@@ -186,11 +187,13 @@ class PollCollector:
                         if ch.interrupted:
                             interrupted += 1
                             metrics.NETLINK_ERRORS.labels("interrupted").inc()
+                        if not ch.final and time.monotonic() > deadline:
+                            raise DumpAborted("poll_timeout", f"namespace took longer than -timeout {self.config.poll_timeout:g}s")
                 except DumpAborted as e:
                     errors += 1
                     metrics.NETLINK_ERRORS.labels(e.kind).inc()
                     log.warning("netns %s %s dump aborted: %s", ns.name, fname, e)
-                    if e.kind in ("timeout", "truncated", "error"):
+                    if e.kind in ("timeout", "truncated", "error", "poll_timeout"):
                         ns.broken = True  # replies may still be in flight: reopen at reconcile
                         break
                 except NetlinkError as e:

@@ -22,6 +22,7 @@ class NetnsRef:
     dev: int
     source: str  # "netns", "docker", "proc", "self"
     pids: list[int] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)  # other names of the same namespace
 
     @property
     def key(self) -> tuple[int, int]:
@@ -56,7 +57,10 @@ def discover(include_proc: bool = True, dirs=NETNS_DIRS) -> dict[tuple[int, int]
             ref = found.get(key)
             if ref is None or ref.source in ("proc", "self"):
                 pids = ref.pids if ref else []
-                found[key] = NetnsRef(name, path, st.st_ino, st.st_dev, source, pids)
+                aliases = [ref.name] if ref else []
+                found[key] = NetnsRef(name, path, st.st_ino, st.st_dev, source, pids, aliases)
+            else:
+                ref.aliases.append(name)
     if include_proc:
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
@@ -80,4 +84,4 @@ def select(found: dict[tuple[int, int], NetnsRef], names: list[str]) -> dict[tup
     if not names:
         return found
     wanted = set(names)
-    return {k: r for k, r in found.items() if r.name in wanted or (r.source == "self" and "self" in wanted)}
+    return {k: r for k, r in found.items() if wanted.intersection([r.name, *r.aliases])}
