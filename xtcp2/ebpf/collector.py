@@ -39,7 +39,9 @@ BPF_LOOKUPS = Counter("xtcp2_bpf_lookups_total",
                       "Targeted inet_diag reads after open events: found, gone (closed before the read), "
                       "no_namespace (namespace could not be entered), error", ["result"])
 BPF_COALESCED = Counter("xtcp2_bpf_coalesced_dumps_total", "Per-namespace filtered dumps replacing many lookups")
-BPF_CLOSES = Counter("xtcp2_bpf_close_records_total", "Close records by source: destroy (sock_diag broadcast) or bpf (in-kernel counters)", ["source"])
+BPF_CLOSES = Counter("xtcp2_bpf_close_records_total",
+                     "Close records by source: destroy (sock_diag broadcast), bpf (in-kernel counters); "
+                     "not_watched = closes in namespaces excluded by --netns (not reported)", ["source"])
 BPF_RESYNCS = Counter("xtcp2_bpf_resyncs_total", "Full resyncs by reason", ["reason"])
 BPF_PENDING = Gauge("xtcp2_bpf_pending_events", "Events waiting for a lookup or for their destroy broadcast")
 BPF_LATENCY = Histogram("xtcp2_bpf_event_to_record_seconds", "Kernel event to record handed to the emitter",
@@ -57,12 +59,17 @@ class BpfCollector:
     """Runs --mode bpf on top of the poll pipeline's namespace table, collector and emitter."""
 
     def __init__(self, config: Config, table, emitter, poller, window: float = 0.005, close_wait: float = 0.1,
-                 coalesce_threshold: int = 16, load_options: loader.LoadOptions | None = None) -> None:
+                 coalesce_threshold: int = 16, load_options: loader.LoadOptions | None = None,
+                 use_destroy_groups: bool = True) -> None:
         self.config = config
         self.table = table
         self.emitter = emitter
         self.poller = poller
         self.coalesce_threshold = coalesce_threshold
+        self.use_destroy_groups = use_destroy_groups
+        self._unresolved: dict[int, float] = {}   # netns inode -> do not look again before
+        self._resolving: set[int] = set()
+        self.ready = threading.Event()  # set once the start-up resync is done
         self.tracker = Tracker(window=window, close_wait=close_wait)
         self.load_options = load_options or loader.LoadOptions(
             ringbuf_bytes=int(getattr(config, "bpf_ringbuf_bytes", loader.DEFAULT_RINGBUF)))
@@ -105,6 +112,7 @@ class BpfCollector:
         resync_every = float(getattr(cfg, "resync_frequency", 0) or 10 * cfg.poll_frequency)
         self._reconcile()
         self._resync("start")
+        self.ready.set()
         now = time.monotonic()
         next_refresh, next_resync, next_drop_check = now + refresh_every, now + resync_every, now + 0.1
         end = now + max_seconds if max_seconds else None
@@ -228,19 +236,22 @@ class BpfCollector:
         emitted = 0
         for ino in np.unique(ev["netns_ino"]).tolist():
             part = ev[ev["netns_ino"] == ino]
+            ns = self.table.by_inode(ino)
+            if ns is None and self.table.names:
+                BPF_CLOSES.labels("not_watched").inc(len(part))  # --netns restricts what we report
+                continue
             cols = close_columns(part, self.tracker.last_known)
             BPF_CLOSES.labels("bpf").inc(len(part))
             self.stats["close_bpf"] += len(part)
-            emitted += self._emit(cols, self._consts(self.table.by_inode(ino), ino, T.TRIGGER_CLOSE), part["ktime_ns"])
+            emitted += self._emit(cols, self._consts(ns, ino, T.TRIGGER_CLOSE), part["ktime_ns"])
         return emitted
 
     # ---- targeted reads --------------------------------------------------------------------
     def _lookup(self, ino: int, ev: np.ndarray, now: float) -> int:
-        ns = self.table.by_inode(ino)
+        ns = self._namespace(ino)
         if ns is None:
-            if now - ev["ktime_ns"].min() / 1e9 < 1.0 and time.monotonic() - self._last_reconcile > 0.05:
-                self._reconcile_at.append(time.monotonic())
-                self.tracker.requeue(ino, ev, time.monotonic() + 0.06)
+            if ino in self._resolving:
+                self.tracker.requeue(ino, ev, time.monotonic() + 0.02)
             else:
                 BPF_LOOKUPS.labels("no_namespace").inc(len(ev))
             return 0
@@ -259,14 +270,14 @@ class BpfCollector:
                         for ch in ns.diag.dump(fam, self._ext, chunk, states=_LOOKUP_STATES):
                             e, f = self._emit_lookup(ch, ns, ino, want, order)
                             emitted, found = emitted + e, found + f
-                        chunk.reset()
                 else:
                     for e in ev:
                         fam = int(e["family"])
                         alen = 16 if fam == c.AF_INET6 else 4
                         sid = SockId(int(e["sport"]), int(e["dport"]), bytes(e["saddr"][:alen]),
                                      bytes(e["daddr"][:alen]), cookie=int(e["cookie"]) or None)
-                        for _ in ns.diag.dump(fam, self._ext, chunk, sockid=sid):
+                        # a callable source: replies of all lookups accumulate in one chunk
+                        for _ in ns.diag.dump(fam, self._ext, lambda: chunk, sockid=sid):
                             pass
                     e, found = self._emit_lookup(chunk, ns, ino, want, order)
                     emitted += e
@@ -280,7 +291,7 @@ class BpfCollector:
 
     def _emit_lookup(self, chunk, ns, ino: int, want: np.ndarray, order: dict) -> tuple[int, int]:
         """OPEN records for the sockets in `chunk` whose cookie is in `want`: (emitted, found)."""
-        cols = decode_messages(chunk.buf, chunk.offsets, self._wanted, used=chunk.used)
+        cols = decode_messages(chunk.buf, chunk.message_offsets(), self._wanted, used=chunk.used)
         n = cols["_n"]
         if not n:
             return 0, 0
@@ -303,13 +314,34 @@ class BpfCollector:
         return self._emit(cols, self._consts(ns, ino, T.TRIGGER_OPEN), kt), n
 
     # ---- namespaces, refresh, resync ------------------------------------------------------------
+    def _namespace(self, ino: int):
+        """The watched namespace with this inode; None while it is being looked for (the
+        inode is then in _resolving) or if discovery does not list it (then remembered
+        for a while, so events from namespaces we cannot or must not watch stay cheap)."""
+        ns = self.table.by_inode(ino)
+        if ns is not None or ino in self._resolving:
+            return ns
+        if self._unresolved.get(ino, 0.0) > time.monotonic():
+            return None
+        self._resolving.add(ino)
+        self._reconcile_at.append(time.monotonic())
+        return None
+
     def _reconcile(self) -> None:
         self._last_reconcile = time.monotonic()
         self.table.reconcile()
+        for ino in self._resolving:
+            if self.table.by_inode(ino) is None:
+                self._unresolved[ino] = self._last_reconcile + 5.0
+        self._resolving.clear()
+        if len(self._unresolved) > 10000:
+            self._unresolved.clear()
         keys = set(self.table.by_key)
         for key in self.watcher.keys():
             if key not in keys:
                 self.watcher.remove(key)  # the namespace is gone: do not pin it
+        if not self.use_destroy_groups:
+            return
         for key, ns in list(self.table.by_key.items()):
             if key in self.watcher.keys():
                 continue

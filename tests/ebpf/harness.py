@@ -1,0 +1,62 @@
+"""Run a BpfCollector in a thread over the real pipeline and capture what it emits."""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from xtcp2.collect import PollCollector
+from xtcp2.config import Config
+from xtcp2.ebpf.collector import BpfCollector
+from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+from xtcp2.netns.registry import NamespaceTable
+from xtcp2.pipeline import Emitter
+
+T = pb.XtcpFlatRecord
+
+
+class Capture:
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, env) -> None:
+        with self.lock:
+            self.bodies.append(env.body)
+
+    def records(self) -> list:
+        with self.lock:
+            bodies = list(self.bodies)
+        out = []
+        for b in bodies:
+            out.extend(pb.Envelope.FromString(b).row)
+        return out
+
+
+@contextlib.contextmanager
+def running(names: list[str], frequency: float = 10.0, resync: float | None = None, **kw):
+    cfg = Config(mode="bpf", dest="null", poll_frequency=frequency, poll_timeout=min(5.0, frequency), netns=names)
+    if resync is not None:
+        cfg.resync_frequency = resync  # read with getattr by the collector until Config has it
+    cfg.validate()
+    table = NamespaceTable(names, cfg.packet_size, cfg.nl_timeout_milliseconds, cfg.populate_nsid)
+    emitter = Emitter(cfg)
+    cap = Capture()
+    emitter.add_listener(cap)
+    poller = PollCollector(cfg, table, emitter)
+    col = BpfCollector(cfg, table, emitter, poller, **kw)
+    stop = threading.Event()
+    t = None
+    try:
+        col.start()
+        t = threading.Thread(target=col.run, args=(stop,), daemon=True)
+        t.start()
+        assert col.ready.wait(30), "start-up resync did not finish"
+        yield col, cap
+    finally:
+        stop.set()
+        if t is not None:
+            t.join(30)
+        col.close()
+        poller.close()
+        emitter.close()
+        table.close()

@@ -1,0 +1,144 @@
+"""--mode bpf end to end against the real kernel: short connections, drops, opens, refresh."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from xtcp2.ebpf import loader
+from xtcp2.ebpf.collector import BPF_DROPS, BPF_RESYNCS
+
+from .conftest import make_netns
+from .harness import T, running
+
+pytestmark = pytest.mark.root
+
+
+def _closes(records, ns_name):
+    return [r for r in records if r.trigger == T.TRIGGER_CLOSE and r.netns == ns_name]
+
+
+def _check_every_connection(records, ns, conns, deltas=None) -> None:
+    closes = _closes(records, ns.name)
+    cookies = [r.inet_diag_msg_socket_cookie for r in closes]
+    assert len(cookies) == len(set(cookies)), "a socket got two close records"
+    by_tuple = {(r.inet_diag_msg_socket_source_port, r.inet_diag_msg_socket_destination_port): r for r in closes}
+    lport = conns[0][1]
+    for cport, sport, sent, received in conns:
+        c = by_tuple.get((cport, sport))
+        s = by_tuple.get((sport, cport))
+        assert c is not None and s is not None, f"{ns.name}: connection {cport}->{sport} has no close record"
+        # tcp_info semantics: bytes_acked counts the active opener's SYN and the FIN, bytes_received the FIN
+        assert (c.tcp_info_bytes_acked, c.tcp_info_bytes_received) == (sent + 2, received + 1)
+        assert (s.tcp_info_bytes_received, s.tcp_info_bytes_acked) == (sent + 1, received + 1)
+    if deltas is not None:
+        active = sum(1 for r in closes if r.inet_diag_msg_socket_destination_port == lport)
+        passive = sum(1 for r in closes if r.inet_diag_msg_socket_source_port == lport
+                      and r.inet_diag_msg_socket_destination_port != 0)
+        assert (active, passive) == (deltas["ActiveOpens"], deltas["PassiveOpens"]), ns.name
+
+
+def _delta(before, after):
+    return {k: after[k] - before.get(k, 0) for k in ("ActiveOpens", "PassiveOpens")}
+
+
+@pytest.mark.slow
+def test_20000_short_connections_in_3_namespaces_all_closed_exactly(bpf_object, netns):
+    a, b = netns(), netns()
+    late_name = f"{a.name}-late"
+    total, per = 20000, [6667, 6667, 6666]
+    try:
+        with running([a.name, b.name, late_name]) as (col, cap):
+            before = {a.name: a.snmp_tcp(), b.name: b.snmp_tcp()}
+            subprocess.run(["ip", "netns", "add", late_name], check=True)
+            from .conftest import Netns
+            late = Netns(late_name)
+            subprocess.run(["ip", "-n", late_name, "link", "set", "lo", "up"], check=True)
+            before[late_name] = late.snmp_tcp()
+            t0 = time.monotonic()
+            with ThreadPoolExecutor(3) as ex:
+                futs = {ns.name: ex.submit(ns.generate, k, 2, 180) for ns, k in zip((a, b, late), per)}
+                conns = {name: f.result() for name, f in futs.items()}
+            gen_seconds = time.monotonic() - t0
+            after = {ns.name: ns.snmp_tcp() for ns in (a, b, late)}
+            time.sleep(0.5)
+            col_stats = dict(col.stats)
+        records = cap.records()
+        assert sum(len(v) for v in conns.values()) == total
+        for ns in (a, b, late):
+            _check_every_connection(records, ns, conns[ns.name], _delta(before[ns.name], after[ns.name]))
+            assert _delta(before[ns.name], after[ns.name])["ActiveOpens"] == len(conns[ns.name])
+        print(f"\n20000 connections in {gen_seconds:.1f}s; collector stats {col_stats}")
+    finally:
+        subprocess.run(["ip", "netns", "del", late_name], capture_output=True)
+
+
+def test_close_records_from_bpf_counters_alone(bpf_object, netns):
+    ns = netns()
+    with running([ns.name], use_destroy_groups=False) as (col, cap):
+        before = ns.snmp_tcp()
+        conns = ns.generate(500, procs=2)
+        after = ns.snmp_tcp()
+        time.sleep(0.5)
+        assert col.stats["close_destroy"] == 0 and col.stats["close_bpf"] >= 1000
+    _check_every_connection(cap.records(), ns, conns, _delta(before, after))
+
+
+HOLD = (
+    "import socket,sys\n"
+    "l=socket.socket();l.bind(('127.0.0.1',0));l.listen(128)\n"
+    "cs=[socket.create_connection(l.getsockname()) for _ in range(50)]\n"
+    "ss=[l.accept()[0] for _ in cs]\n"
+    "print(' '.join(str(c.getsockname()[1]) for c in cs),flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def test_tiny_ring_buffer_drops_trigger_resync_that_reports_live_sockets(bpf_object, netns):
+    ns = netns()
+    opts = loader.LoadOptions(ringbuf_bytes=4096, watch_netns=False)
+    drops0 = BPF_DROPS._value.get()
+    resyncs0 = BPF_RESYNCS.labels("ringbuf_drops")._value.get()
+    with running([ns.name], load_options=opts) as (col, cap):
+        holder = ns.popen(sys.executable, "-c", HOLD, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            ports = {int(p) for p in holder.stdout.readline().split()}
+            assert len(ports) == 50
+            n_before = len(cap.records())
+            # a flood no 4 KiB ring can hold, while the collector is busy with the burst
+            ns.generate(3000, procs=2)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and BPF_RESYNCS.labels("ringbuf_drops")._value.get() == resyncs0:
+                time.sleep(0.05)
+            time.sleep(0.5)
+        finally:
+            holder.stdin.close()
+            holder.wait(10)
+    assert BPF_DROPS._value.get() > drops0
+    assert BPF_RESYNCS.labels("ringbuf_drops")._value.get() > resyncs0
+    resynced = {r.inet_diag_msg_socket_source_port for r in cap.records()[n_before:]
+                if r.trigger == T.TRIGGER_RESYNC and r.netns == ns.name and r.inet_diag_msg_state == 1}
+    assert ports <= resynced
+
+
+def test_open_record_then_refresh_of_a_live_connection(bpf_object, netns):
+    ns = netns()
+    with running([ns.name], frequency=1.0) as (col, cap):
+        holder = ns.popen(sys.executable, "-c", HOLD.replace("range(50)", "range(2)"),
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            ports = {int(p) for p in holder.stdout.readline().split()}
+            time.sleep(1.6)
+            recs = [r for r in cap.records() if r.netns == ns.name]
+        finally:
+            holder.stdin.close()
+            holder.wait(10)
+    opens = [r for r in recs if r.trigger == T.TRIGGER_OPEN and r.inet_diag_msg_socket_source_port in ports]
+    assert len(opens) == 2
+    assert all(r.inet_diag_msg_state == 1 and r.tcp_info_state == 1 and r.inet_diag_msg_socket_cookie for r in opens)
+    assert all(r.tcp_info_rcv_mss > 0 and r.netns_inode == ns.inode for r in opens)
+    refresh = {r.inet_diag_msg_socket_source_port for r in recs if r.trigger == T.TRIGGER_REFRESH}
+    assert ports <= refresh
