@@ -109,8 +109,10 @@ def _clients(grpc, rec_pb, rec_grpc, target: str, p: dict) -> dict:
 
     stalled_calls = []
     for _ in range(p["stalled"]):
-        # its own connection, so its full flow-control window cannot hold back the readers
-        ch = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        # Its own connection, so its full flow-control window cannot hold back the readers;
+        # without BDP probing the window stays at its initial size instead of growing.
+        ch = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1),
+                                                    ("grpc.http2.bdp_probe", 0)])
         channels.append(ch)
         call = rec_grpc.XTCPFlatRecordServiceStub(ch).FlatRecords(rec_pb.FlatRecordsRequest())
         stalled_calls.append(call)  # never iterated
