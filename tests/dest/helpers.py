@@ -9,7 +9,8 @@ from xtcp2.marshal import get_marshaller
 from xtcp2.marshal.protobuf_list import unmarshal
 from xtcp2.records.envelope import EncodedEnvelope
 
-T0 = 1_790_000_000_000_000_000
+# an hour ago: recent enough for the MergeTree TTL and the dashboards' time ranges
+T0 = (time.time_ns() // 1_000_000_000 - 3600) * 1_000_000_000
 
 
 def make_record(i: int) -> pb.XtcpFlatRecord:
