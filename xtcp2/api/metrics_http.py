@@ -6,6 +6,7 @@ a bind failure as a one-line error.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import socket
 import threading
@@ -20,6 +21,26 @@ from ..errors import ConfigError, Xtcp2Error
 from .process_metrics import register_process_metrics
 
 log = logging.getLogger(__name__)
+
+# Modules that define metrics at import. Importing them up front makes every series
+# exist (at zero) from the first scrape in every mode, so dashboards and alerts never
+# see a metric appear late or not at all.
+METRIC_MODULES = (
+    "xtcp2.metrics", "xtcp2.api.record_fanout", "xtcp2.api.config_service", "xtcp2.api.flat_record_service",
+    "xtcp2.netlink.destroy", "xtcp2.ebpf.collector",
+)
+
+
+def import_metric_modules() -> list[str]:
+    """Import METRIC_MODULES; returns those that could not be imported (optional parts)."""
+    missing = []
+    for name in METRIC_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # an optional part (e.g. bpf) may be absent from a build
+            log.debug("metrics: %s not available: %s", name, e)
+            missing.append(name)
+    return missing
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -69,6 +90,7 @@ def start_metrics_server(config: Config, registry=REGISTRY) -> MetricsServer:
     host, port = parse_listen(config.prom_listen)
     path = config.prom_path if config.prom_path.startswith("/") else "/" + config.prom_path
     register_process_metrics(registry)
+    import_metric_modules()
     app = make_wsgi_app(registry)
 
     def routed(environ, start_response):
