@@ -40,8 +40,8 @@ BPF_LOOKUPS = Counter("xtcp2_bpf_lookups_total",
                       "no_namespace (namespace could not be entered), error", ["result"])
 BPF_COALESCED = Counter("xtcp2_bpf_coalesced_dumps_total", "Per-namespace filtered dumps replacing many lookups")
 BPF_CLOSES = Counter("xtcp2_bpf_close_records_total",
-                     "Close records by source: destroy (sock_diag broadcast), bpf (in-kernel counters); "
-                     "not_watched = closes in namespaces excluded by --netns (not reported)", ["source"])
+                     "Close records by source: destroy (sock_diag broadcast), bpf (in-kernel counters); not reported: "
+                     "not_watched (namespace excluded by --netns), destroy_late (broadcast after the bpf record)", ["source"])
 BPF_RESYNCS = Counter("xtcp2_bpf_resyncs_total", "Full resyncs by reason", ["reason"])
 BPF_PENDING = Gauge("xtcp2_bpf_pending_events", "Events waiting for a lookup or for their destroy broadcast")
 BPF_LATENCY = Histogram("xtcp2_bpf_event_to_record_seconds", "Kernel event to record handed to the emitter",
@@ -58,7 +58,7 @@ def available() -> tuple[bool, str]:
 class BpfCollector:
     """Runs --mode bpf on top of the poll pipeline's namespace table, collector and emitter."""
 
-    def __init__(self, config: Config, table, emitter, poller, window: float = 0.005, close_wait: float = 0.1,
+    def __init__(self, config: Config, table, emitter, poller, window: float = 0.005, close_wait: float = 0.25,
                  coalesce_threshold: int = 16, load_options: loader.LoadOptions | None = None,
                  use_destroy_groups: bool = True) -> None:
         self.config = config
@@ -170,10 +170,15 @@ class BpfCollector:
             t = time.monotonic()
             # `ip netns add` unshares before it bind-mounts the name: look again shortly after
             self._reconcile_at += [t, t + 0.3]
-        for key, cols, overrun in self.watcher.poll(0):
-            if overrun:
-                self._resync_reason = self._resync_reason or "destroy_enobufs"
-            emitted += self._emit_destroy(key, cols)
+        for _ in range(16):  # one multicast message per recv: drain harder than the ring
+            got = self.watcher.poll(0)
+            for key, cols, overrun in got:
+                if overrun:
+                    self._resync_reason = self._resync_reason or "destroy_enobufs"
+                if cols["_n"]:
+                    emitted += self._emit_destroy(key, cols)
+            if not got:
+                break
         for ino, ev in self.tracker.due_opens(now, force):
             emitted += self._lookup(ino, ev, now)
         ev = self.tracker.due_closes(time.monotonic(), force)
@@ -224,10 +229,18 @@ class BpfCollector:
         return n
 
     def _emit_destroy(self, key, cols: Columns) -> int:
-        n = cols["_n"]
         ns = self.table.by_key.get(key)
         ino = key[1] if isinstance(key, tuple) else 0
-        self.tracker.destroyed(cols["inet_diag_msg_socket_cookie"], time.monotonic())
+        ck = cols["inet_diag_msg_socket_cookie"]
+        keep = self.tracker.not_final(ck)
+        if not keep.all():
+            BPF_CLOSES.labels("destroy_late").inc(int((~keep).sum()))
+            cols = take_rows(cols, np.flatnonzero(keep))
+            ck = cols["inet_diag_msg_socket_cookie"]
+        n = cols["_n"]
+        if not n:
+            return 0
+        self.tracker.final_emitted(ck, time.monotonic(), 1)
         BPF_CLOSES.labels("destroy").inc(n)
         self.stats["close_destroy"] += n
         return self._emit(dict(cols), self._consts(ns, ino, T.TRIGGER_CLOSE))

@@ -17,17 +17,21 @@ _EMPTY_U64 = np.empty(0, np.uint64)
 
 
 class Tracker:
-    def __init__(self, window: float = 0.005, close_wait: float = 0.1, remember: float = 2.0) -> None:
+    def __init__(self, window: float = 0.005, close_wait: float = 0.25, remember: float = 2.0,
+                 remember_final: float = 60.0) -> None:
         self.window = window          # coalescing window for open lookups
         self.close_wait = close_wait  # how long a BPF close waits for the destroy broadcast
-        self.remember = remember      # how long closed / destroyed cookies are remembered
+        self.remember = remember      # how long closing cookies are remembered (open dedupe)
+        # cookie -> who produced its close record; a broadcast read late (a busy host, a
+        # slow reader) must not produce a second record, so this memory is long
+        self.remember_final = remember_final
+        self._final: dict[int, int] = {}
+        self._final_log: deque[tuple[float, list[int]]] = deque()
         self._opens: dict[int, list[np.ndarray]] = {}
         self._open_due: dict[int, float] = {}
         self._closes: deque[tuple[float, np.ndarray]] = deque()
         self._closed: deque[tuple[float, np.ndarray]] = deque()      # cookies seen closing
-        self._destroyed: deque[tuple[float, np.ndarray]] = deque()   # cookies with a destroy record
         self._closed_cat: np.ndarray | None = None
-        self._destroyed_cat: np.ndarray | None = None
         self.live: dict[int, int] = {}       # netns inode -> open sockets seen (clamped at 0)
         self.netns_seen: list[int] = []      # inodes from EV_NETNS, drained by the collector
         self.last_known: dict[int, tuple[int, int]] = {}  # cookie -> (uid, inode) from an open lookup
@@ -59,11 +63,19 @@ class Tracker:
                 self.live[ino] = self.live.get(ino, 0) + int((part["newstate"] == E.TCP_ESTABLISHED).sum())
         self._expire(now)
 
-    def destroyed(self, cookies: np.ndarray, now: float) -> None:
-        """Cookies that got their final record from the destroy broadcast."""
-        if len(cookies):
-            self._destroyed.append((now, np.asarray(cookies, np.uint64).copy()))
-            self._destroyed_cat = None
+    def final_emitted(self, cookies, now: float, source: int = 1) -> None:
+        """Cookies whose close record went out (source 1 = destroy broadcast, 2 = bpf)."""
+        cks = [c for c in (cookies.tolist() if isinstance(cookies, np.ndarray) else cookies) if c]
+        if cks:
+            self._final.update(dict.fromkeys(cks, source))
+            self._final_log.append((now, cks))
+
+    def not_final(self, cookies: np.ndarray) -> np.ndarray:
+        """Mask of cookies that have no close record yet (cookie 0 = unknown: keep)."""
+        f = self._final
+        if not f:
+            return np.ones(len(cookies), bool)
+        return np.fromiter((c == 0 or c not in f for c in cookies.tolist()), bool, len(cookies))
 
     # ---- output --------------------------------------------------------------------
     def due_opens(self, now: float, force: bool = False) -> list[tuple[int, np.ndarray]]:
@@ -95,9 +107,8 @@ class Tracker:
         if not ready:
             return np.empty(0, E.EVENT_DTYPE)
         ev = ready[0] if len(ready) == 1 else np.concatenate(ready)
-        done = self._destroyed_cookies()
-        if len(done):
-            ev = ev[~np.isin(ev["cookie"], done) | (ev["cookie"] == 0)]
+        ev = ev[self.not_final(ev["cookie"])]
+        self.final_emitted(ev["cookie"], now, 2)
         return ev
 
     def next_deadline(self) -> float | None:
@@ -122,18 +133,14 @@ class Tracker:
             self._closed_cat = np.concatenate([c for _, c in self._closed]) if self._closed else _EMPTY_U64
         return self._closed_cat
 
-    def _destroyed_cookies(self) -> np.ndarray:
-        if self._destroyed_cat is None:
-            self._destroyed_cat = np.concatenate([c for _, c in self._destroyed]) if self._destroyed else _EMPTY_U64
-        return self._destroyed_cat
-
     def _expire(self, now: float) -> None:
         horizon = now - self.remember
         while self._closed and self._closed[0][0] < horizon:
             self._closed.popleft()
             self._closed_cat = None
-        while self._destroyed and self._destroyed[0][0] < horizon:
-            self._destroyed.popleft()
-            self._destroyed_cat = None
+        old = now - self.remember_final
+        while self._final_log and self._final_log[0][0] < old:
+            for c in self._final_log.popleft()[1]:
+                self._final.pop(c, None)
         if len(self.last_known) > 1_000_000:  # bounded: closes that were never seen
             self.last_known.clear()
