@@ -1,0 +1,361 @@
+"""xtcp2client: watch live records and steer a running xtcp2 through its gRPC API.
+
+    xtcp2client                               live records as a table (like ss)
+    xtcp2client -format json -count 100       first 100 records as JSON lines (protoJson)
+    xtcp2client -poll -pollFrequency 5s       drive polls from the client (PollFlatRecords)
+    xtcp2client get                           running config as JSON
+    xtcp2client set tag=INC-1 poll_frequency=30s 'enabled_deserializers=info,cong,bbr'
+    xtcp2client set -file cfg.json            apply a whole config (as printed by get; - = stdin)
+    xtcp2client set-poll-frequency -frequency 30s -timeout 5s
+    xtcp2client trigger-poll
+    xtcp2client poll-burst -count 6 -interval 10s
+    xtcp2client health
+
+Flags follow upstream's client (-target, -port, -poll, -pollFrequency, -json). Exit
+status: 0 ok, 1 the daemon refused or could not be reached (one line on stderr), 2 usage.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import signal
+import sys
+import threading
+from typing import Iterator, Sequence, TextIO
+
+import grpc
+from google.protobuf import json_format
+
+from ..cli import parse_duration
+from ..gen.xtcp_config.v1 import xtcp_config_pb2 as cfg_pb
+from ..gen.xtcp_config.v1 import xtcp_config_pb2_grpc as cfg_grpc
+from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as rec_pb
+from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2_grpc as rec_grpc
+
+TCP_STATES = {
+    1: "ESTAB", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 5: "FIN-WAIT-2", 6: "TIME-WAIT",
+    7: "CLOSE", 8: "CLOSE-WAIT", 9: "LAST-ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW-SYN-RECV",
+    13: "BOUND-INACTIVE",
+}
+STATE_BY_NAME = {v.replace("-", "").lower(): k for k, v in TCP_STATES.items()}
+STATE_BY_NAME.update(established=1, listen=10, timewait=6, closewait=8)
+CONNECT_TIMEOUT = 5.0
+
+
+class ClientError(Exception):
+    """One-line failure shown to the user."""
+
+
+def _rpc_error(e: grpc.RpcError, target: str) -> ClientError:
+    code = e.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ClientError(f"cannot reach xtcp2 at {target}: {e.details()} (is the daemon running with "
+                           f"-grpcPort and --grpc-listen matching?)")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ClientError(f"xtcp2 at {target} did not answer in time")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return ClientError(f"refused: {e.details()}")
+    return ClientError(f"{code.name}: {e.details()}")
+
+
+def _connect(target: str) -> grpc.Channel:
+    ch = grpc.insecure_channel(target)
+    try:
+        grpc.channel_ready_future(ch).result(timeout=CONNECT_TIMEOUT)
+    except grpc.FutureTimeoutError:
+        ch.close()
+        raise ClientError(f"cannot reach xtcp2 at {target}: no gRPC server answered within "
+                          f"{CONNECT_TIMEOUT:g} s (is the daemon running with this -port?)") from None
+    return ch
+
+
+# ---- record output ---------------------------------------------------------------
+
+def _addr(raw: bytes, port: int) -> str:
+    if len(raw) in (4, 16):
+        ip = ipaddress.ip_address(raw)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        host = f"[{ip}]" if ip.version == 6 else str(ip)
+    else:
+        host = "*"
+    return f"{host}:{port}"
+
+
+TABLE_HEADER = f"{'NETNS':<16} {'STATE':<11} {'RECV-Q':>6} {'SEND-Q':>6} {'LOCAL':<24} {'PEER':<24} " \
+               f"{'RTT_MS':>8} {'CWND':>5} {'RETRANS':>7}"
+
+
+def table_row(r: rec_pb.XtcpFlatRecord) -> str:
+    state = TCP_STATES.get(r.inet_diag_msg_state, str(r.inet_diag_msg_state))
+    local = _addr(r.inet_diag_msg_socket_source, r.inet_diag_msg_socket_source_port)
+    peer = _addr(r.inet_diag_msg_socket_destination, r.inet_diag_msg_socket_destination_port)
+    return (f"{r.netns[:16]:<16} {state:<11} {r.inet_diag_msg_rqueue:>6} {r.inet_diag_msg_wqueue:>6} "
+            f"{local:<24} {peer:<24} {r.tcp_info_rtt / 1000:>8.3f} {r.tcp_info_snd_cwnd:>5} "
+            f"{r.tcp_info_total_retrans:>7}")
+
+
+class RecordFilter:
+    """Client-side selection (netns name, either port, state)."""
+
+    def __init__(self, netns: str | None, port: int | None, state: str | None) -> None:
+        self.netns = netns
+        self.port = port
+        self.state = None
+        if state is not None:
+            key = state.replace("-", "").replace("_", "").lower()
+            if key.isdigit():
+                self.state = int(key)
+            elif key in STATE_BY_NAME:
+                self.state = STATE_BY_NAME[key]
+            else:
+                raise ClientError(f"unknown -state {state!r}; e.g. established, listen, time-wait or a number")
+
+    def __call__(self, r: rec_pb.XtcpFlatRecord) -> bool:
+        if self.netns is not None and r.netns != self.netns:
+            return False
+        if self.port is not None and self.port not in (r.inet_diag_msg_socket_source_port,
+                                                        r.inet_diag_msg_socket_destination_port):
+            return False
+        return self.state is None or r.inet_diag_msg_state == self.state
+
+
+def print_records(records: Iterator[rec_pb.XtcpFlatRecord], fmt: str, count: int, keep: RecordFilter,
+                  out: TextIO) -> int:
+    shown = 0
+    if fmt == "table":
+        print(TABLE_HEADER, file=out)
+    for r in records:
+        if not keep(r):
+            continue
+        if fmt == "json":
+            print(json_format.MessageToJson(r, indent=None), file=out)
+        else:
+            print(table_row(r), file=out)
+        out.flush()
+        shown += 1
+        if count and shown >= count:
+            break
+    return shown
+
+
+def _listen(ch: grpc.Channel, timeout: float | None) -> tuple[Iterator[rec_pb.XtcpFlatRecord], grpc.Future]:
+    call = rec_grpc.XTCPFlatRecordServiceStub(ch).FlatRecords(rec_pb.FlatRecordsRequest(), timeout=timeout)
+    return (resp.xtcp_flat_record for resp in call), call
+
+
+def _poll(ch: grpc.Channel, frequency: float, timeout: float | None, stop: threading.Event):
+    def requests():
+        while not stop.is_set():
+            yield rec_pb.PollFlatRecordsRequest()
+            stop.wait(frequency)
+
+    call = rec_grpc.XTCPFlatRecordServiceStub(ch).PollFlatRecords(requests(), timeout=timeout)
+    return (resp.xtcp_flat_record for resp in call), call
+
+
+def cmd_stream(args, target: str) -> int:
+    keep = RecordFilter(args.netns, args.filter_port, args.state)
+    ch = _connect(target)
+    stop = threading.Event()
+    if args.poll:
+        records, call = _poll(ch, args.pollFrequency, args.timeout, stop)
+    else:
+        records, call = _listen(ch, args.timeout)
+    try:
+        print_records(records, "json" if args.json else args.format, args.count, keep, sys.stdout)
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # -timeout reached is a normal end
+            raise _rpc_error(e, target) from None
+    finally:
+        stop.set()
+        call.cancel()
+        ch.close()
+    return 0
+
+
+# ---- config commands -------------------------------------------------------------
+
+def _config_stub(target: str) -> tuple[grpc.Channel, cfg_grpc.ConfigServiceStub]:
+    ch = _connect(target)
+    return ch, cfg_grpc.ConfigServiceStub(ch)
+
+
+def _print_config(cfg: cfg_pb.XtcpConfig) -> None:
+    print(json_format.MessageToJson(cfg, preserving_proto_field_name=True, indent=2))
+
+
+def apply_assignment(cfg: cfg_pb.XtcpConfig, assignment: str) -> None:
+    """KEY=VALUE onto an XtcpConfig; KEY is the snake_case field name."""
+    key, sep, value = assignment.partition("=")
+    key = key.strip()
+    fd = cfg.DESCRIPTOR.fields_by_name.get(key)
+    if not sep or fd is None:
+        raise ClientError(f"expected FIELD=VALUE with a field of xtcp_config.v1.XtcpConfig, got {assignment!r}")
+    if key == "enabled_deserializers":
+        wanted = {v.strip() for v in value.split(",") if v.strip()}
+        names = set(cfg.enabled_deserializers.enabled) | wanted
+        cfg.enabled_deserializers.enabled.clear()
+        for n in sorted(names):
+            cfg.enabled_deserializers.enabled[n] = n in wanted
+        return
+    try:
+        if fd.message_type is not None and fd.message_type.full_name == "google.protobuf.Duration":
+            getattr(cfg, key).FromNanoseconds(round(parse_duration(value) * 1e9))
+        elif fd.is_repeated:
+            del getattr(cfg, key)[:]
+            getattr(cfg, key).extend(v for v in value.split(",") if v)
+        elif fd.type == fd.TYPE_BOOL:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError("expected true or false")
+            setattr(cfg, key, value.lower() in ("true", "1"))
+        elif fd.type == fd.TYPE_STRING:
+            setattr(cfg, key, value)
+        else:
+            n = int(value)
+            if n < 0:
+                raise ValueError("must not be negative")
+            setattr(cfg, key, n)
+    except (ValueError, TypeError, argparse.ArgumentTypeError) as e:
+        raise ClientError(f"{key}: {e}") from None
+
+
+def cmd_get(args, target: str) -> int:
+    ch, stub = _config_stub(target)
+    with ch:
+        _print_config(stub.Get(cfg_pb.GetRequest(), timeout=10).config)
+    return 0
+
+
+def cmd_set(args, target: str) -> int:
+    ch, stub = _config_stub(target)
+    with ch:
+        if args.file:
+            text = sys.stdin.read() if args.file == "-" else open(args.file).read()
+            try:
+                data = json.loads(text)
+                cfg = json_format.ParseDict(data.get("config", data), cfg_pb.XtcpConfig())
+            except (ValueError, json_format.ParseError) as e:
+                raise ClientError(f"{args.file}: not an XtcpConfig in JSON: {e}") from None
+        else:
+            if not args.assignments:
+                raise ClientError("nothing to set: give FIELD=VALUE pairs or -file")
+            cfg = stub.Get(cfg_pb.GetRequest(), timeout=10).config
+        for a in args.assignments:
+            apply_assignment(cfg, a)
+        _print_config(stub.Set(cfg_pb.SetRequest(config=cfg), timeout=30).config)
+    return 0
+
+
+def _duration_pb(seconds: float):
+    from google.protobuf import duration_pb2
+
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(round(seconds * 1e9))
+    return d
+
+
+def cmd_set_poll_frequency(args, target: str) -> int:
+    ch, stub = _config_stub(target)
+    with ch:
+        resp = stub.SetPollFrequency(cfg_pb.SetPollFrequencyRequest(
+            poll_frequency=_duration_pb(args.frequency), poll_timeout=_duration_pb(args.timeout)), timeout=30)
+        _print_config(resp.config)
+    return 0
+
+
+def cmd_trigger_poll(args, target: str) -> int:
+    ch, stub = _config_stub(target)
+    with ch:
+        stub.TriggerPoll(cfg_pb.TriggerPollRequest(), timeout=10)
+    print("poll triggered")
+    return 0
+
+
+def cmd_poll_burst(args, target: str) -> int:
+    ch, stub = _config_stub(target)
+    with ch:
+        resp = stub.TriggerPollBurst(cfg_pb.TriggerPollBurstRequest(
+            count=args.count, interval=_duration_pb(args.interval)), timeout=10)
+    print(f"burst scheduled: {resp.count} polls {resp.interval.ToTimedelta().total_seconds():g} s apart")
+    return 0
+
+
+def cmd_health(args, target: str) -> int:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    ch = _connect(target)
+    with ch:
+        status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status.status)
+    print(name)
+    return 0 if status.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+COMMANDS = {
+    None: cmd_stream, "get": cmd_get, "set": cmd_set, "set-poll-frequency": cmd_set_poll_frequency,
+    "trigger-poll": cmd_trigger_poll, "poll-burst": cmd_poll_burst, "health": cmd_health,
+}
+
+
+def _duration_arg(text: str) -> float:
+    return parse_duration(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xtcp2client", allow_abbrev=False, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-target", "--target", default="127.0.0.1", help="daemon host (default 127.0.0.1)")
+    p.add_argument("-port", "--port", type=int, default=8889, help="daemon -grpcPort (default 8889)")
+    p.add_argument("-format", "--format", choices=("table", "json"), default="table",
+                   help="live record output: table (like ss) or json (protoJson, one per line)")
+    p.add_argument("-json", "--json", action="store_true", help="same as -format json")
+    p.add_argument("-poll", "--poll", action="store_true", help="trigger polls from the client (PollFlatRecords)")
+    p.add_argument("-pollFrequency", "--poll-frequency", dest="pollFrequency", type=_duration_arg, default=10.0,
+                   help="with -poll: request a poll this often (default 10s)")
+    p.add_argument("-count", "--count", type=int, default=0, help="stop after this many records (0 = never)")
+    p.add_argument("-timeout", "--timeout", type=_duration_arg, default=None,
+                   help="stop streaming after this long (e.g. 30s)")
+    p.add_argument("-netns", "--netns", default=None, help="only records of this namespace name")
+    p.add_argument("-filterPort", "--filter-port", dest="filter_port", type=int, default=None,
+                   help="only sockets with this local or peer port")
+    p.add_argument("-state", "--state", default=None, help="only sockets in this state (established, listen, ...)")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    sub.add_parser("get", help="print the running config as JSON")
+    s = sub.add_parser("set", help="change config: FIELD=VALUE ... or -file cfg.json")
+    s.add_argument("-file", "--file", default=None, help="whole XtcpConfig as JSON (- = stdin)")
+    s.add_argument("assignments", nargs="*", metavar="FIELD=VALUE")
+    f = sub.add_parser("set-poll-frequency", help="change poll frequency and timeout")
+    f.add_argument("-frequency", "--frequency", type=_duration_arg, required=True)
+    f.add_argument("-timeout", "--timeout", type=_duration_arg, required=True)
+    sub.add_parser("trigger-poll", help="one poll now")
+    b = sub.add_parser("poll-burst", help="COUNT polls INTERVAL apart")
+    b.add_argument("-count", "--count", type=int, required=True)
+    b.add_argument("-interval", "--interval", type=_duration_arg, required=True)
+    sub.add_parser("health", help="standard gRPC health check")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    host = args.target
+    target = f"[{host}]:{args.port}" if ":" in host and not host.startswith("[") else f"{host}:{args.port}"
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `xtcp2client | head` ends quietly
+    try:
+        return COMMANDS[args.cmd](args, target)
+    except ClientError as e:
+        print(f"xtcp2client: {e}", file=sys.stderr)
+        return 1
+    except grpc.RpcError as e:
+        print(f"xtcp2client: {_rpc_error(e, target)}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"xtcp2client: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
