@@ -35,6 +35,7 @@ class Tracker:
         self.live: dict[int, int] = {}       # netns inode -> open sockets seen (clamped at 0)
         self.netns_seen: list[int] = []      # inodes from EV_NETNS, drained by the collector
         self.last_known: dict[int, tuple[int, int]] = {}  # cookie -> (uid, inode) from an open lookup
+        self.close_ktime: dict[int, int] = {}  # cookie -> ktime of its BPF close (latency of broadcast records)
 
     # ---- input ---------------------------------------------------------------------
     def ingest(self, ev: np.ndarray, now: float) -> None:
@@ -47,13 +48,6 @@ class Tracker:
         ns_state = st["newstate"]
         opens = st[(ns_state == E.TCP_ESTABLISHED) | (ns_state == E.TCP_LISTEN)]
         closes = st[ns_state == E.TCP_CLOSE]
-        if len(closes):
-            self._closes.append((now + self.close_wait, closes))
-            self._closed.append((now, closes["cookie"].copy()))
-            self._closed_cat = None
-            inos, counts = np.unique(closes["netns_ino"][closes["oldstate"] != E.TCP_LISTEN], return_counts=True)
-            for ino, k in zip(inos.tolist(), counts.tolist()):
-                self.live[ino] = max(0, self.live.get(ino, 0) - k)
         if len(opens):
             inos = opens["netns_ino"]
             for ino in np.unique(inos).tolist():
@@ -61,6 +55,15 @@ class Tracker:
                 self._opens.setdefault(ino, []).append(part)
                 self._open_due.setdefault(ino, now + self.window)
                 self.live[ino] = self.live.get(ino, 0) + int((part["newstate"] == E.TCP_ESTABLISHED).sum())
+        if len(closes):
+            self._closes.append((now + self.close_wait, closes))
+            cks = closes["cookie"].copy()
+            self._closed.append((now, cks))
+            self._closed_cat = None
+            self.close_ktime.update(zip(cks.tolist(), closes["ktime_ns"].tolist()))
+            inos, counts = np.unique(closes["netns_ino"][closes["oldstate"] != E.TCP_LISTEN], return_counts=True)
+            for ino, k in zip(inos.tolist(), counts.tolist()):
+                self.live[ino] = max(0, self.live.get(ino, 0) - k)
         self._expire(now)
 
     def final_emitted(self, cookies, now: float, source: int = 1) -> None:
@@ -136,7 +139,9 @@ class Tracker:
     def _expire(self, now: float) -> None:
         horizon = now - self.remember
         while self._closed and self._closed[0][0] < horizon:
-            self._closed.popleft()
+            ck = self.close_ktime
+            for c in self._closed.popleft()[1].tolist():
+                ck.pop(c, None)
             self._closed_cat = None
         old = now - self.remember_final
         while self._final_log and self._final_log[0][0] < old:
