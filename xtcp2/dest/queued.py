@@ -48,6 +48,14 @@ class PermanentError(DestinationError):
     """A batch the server will never accept (too large, rejected): drop it, counted."""
 
 
+class PartialFailure(DestinationError):
+    """The batch was delivered except `rejected`, which the server will never accept."""
+
+    def __init__(self, message: str, rejected: list) -> None:
+        super().__init__(message)
+        self.rejected = rejected
+
+
 class Backpressure(DestinationError):
     """The client library's own buffer is full: wait and retry, the connection is fine."""
 
@@ -114,6 +122,7 @@ class QueuedDestination(Destination):
     batch_max_bytes: int = 1 << 62
     batch_max_seconds: float = 0.0
     acks_async: bool = False
+    idle_interval: float = 0.0   # >0: call _idle() this often while connected and idle
     backoff_initial: float = 0.05
     log_interval: float = 10.0
 
@@ -263,8 +272,8 @@ class QueuedDestination(Destination):
         """Wait for items, then gather a batch within the transport's limits."""
         with self._cv:
             while not self._q and not self._stop:
-                self._cv.wait(0.05 if self.acks_async else 5.0)
-                if self.acks_async:
+                self._cv.wait(0.05 if self.acks_async else self.idle_interval or 5.0)
+                if self.acks_async or self.idle_interval:
                     break
             if not self._q:
                 return []
@@ -297,6 +306,13 @@ class QueuedDestination(Destination):
             if not batch:
                 if self._stop:
                     return
+                if self.idle_interval and self._connected:
+                    try:
+                        self._idle()
+                    except Exception as e:  # noqa: BLE001
+                        self._error(e)
+                        self._connected = False
+                        self._disconnect()
                 continue
             while batch:
                 if self._stop and self._closed and not self._connected:
@@ -330,6 +346,18 @@ class QueuedDestination(Destination):
                         if self._stop:
                             return
                     backoff = min(backoff * 2, 0.2)
+                except PartialFailure as e:
+                    self._error(e)
+                    took = time.monotonic() - t0
+                    bad = {id(i) for i in e.rejected}
+                    for it in batch:
+                        if id(it) not in bad:
+                            self._account_sent(it.records, len(it.payload), took)
+                    self._drop(sum(i.records for i in e.rejected), str(e))
+                    with self._cv:
+                        self._inflight = []
+                        self._cv.notify_all()
+                    batch = []
                 except PermanentError as e:
                     self._error(e)
                     if self.acks_async:
@@ -363,6 +391,9 @@ class QueuedDestination(Destination):
 
     def _disconnect(self) -> None:
         pass
+
+    def _idle(self) -> None:
+        """Keep an idle connection alive (answer heartbeats); raise if it is gone."""
 
     def _poll_acks(self, timeout: float) -> None:
         """Async transports: serve delivery reports for up to `timeout` seconds."""
