@@ -148,3 +148,30 @@ def test_open_record_then_refresh_of_a_live_connection(bpf_object, netns):
     assert all(r.tcp_info_rcv_mss > 0 and r.netns_inode == ns.inode for r in opens)
     refresh = {r.inet_diag_msg_socket_source_port for r in recs if r.trigger == T.TRIGGER_REFRESH}
     assert ports <= refresh
+
+
+def _wait(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def test_new_namespace_noticed_at_once_and_released_when_gone(bpf_object):
+    from .conftest import Netns
+    name = f"xtcp2bpf-life-{time.monotonic_ns() % 100000}"
+    try:
+        # frequency 30 s: nothing periodic happens during the test, only events act
+        with running([name], frequency=30.0) as (col, cap):
+            assert not col.table.by_key
+            subprocess.run(["ip", "netns", "add", name], check=True)
+            ino = Netns(name).inode
+            assert _wait(lambda: any(k[1] == ino for k in col.watcher.keys()), 2.0), "namespace event not acted on"
+            assert col.table.by_inode(ino) is not None
+            subprocess.run(["ip", "netns", "del", name], check=True)
+            col.request_reconcile()  # what the refresh tick does every poll_frequency
+            assert _wait(lambda: not col.watcher.keys() and not col.table.by_key, 3.0), "a gone namespace stays pinned"
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)

@@ -344,6 +344,10 @@ class BpfCollector:
         return self._emit(cols, self._consts(ns, ino, T.TRIGGER_OPEN), kt), n
 
     # ---- namespaces, refresh, resync ------------------------------------------------------------
+    def request_reconcile(self) -> None:
+        """Ask the loop (from any thread) to re-discover namespaces now."""
+        self._reconcile_at.append(time.monotonic())
+
     def _namespace(self, ino: int):
         """The watched namespace with this inode; None while it is being looked for (the
         inode is then in _resolving) or if discovery does not list it (then remembered
