@@ -61,13 +61,15 @@ def wait_for(cond, timeout: float = 20.0, interval: float = 0.05) -> bool:
 
 
 def outage_run(dest, server, before: int = 2000, during: int = 3000, after: int = 1000, per: int = 20,
-               pause: float = 0.5, on_restart=None) -> dict:
+               pause: float = 0.5, on_restart=None, before_kill=None) -> dict:
     """Send `before` records and wait for them, kill the server, send `during` records,
     restart it, wait for the backlog to drain, send `after`, close. Checks the invariant
     sent + dropped == produced and returns the counts."""
     for p, n in make_payloads(before, per, 0):
         dest.send(p, n)
     assert wait_for(lambda: dest.sent_records == before, 20), f"sent {dest.sent_records} of {before} before the kill"
+    if before_kill:
+        before_kill()
     server.kill()
     for p, n in make_payloads(during, per, before):
         dest.send(p, n)

@@ -14,7 +14,10 @@ is still queued as dropped. Invariant the tests check:
 A transport subclass implements:
     _connect()                open the connection (raise on failure)
     _deliver(batch)           deliver a list of Item; raise to retry the whole batch,
-                              raise PermanentError to drop it (counted) and move on
+                              raise PermanentError to drop it (counted) and move on,
+                              PartialFailure to drop only some items; a transport that
+                              drops single records of an item counts them with _drop()
+                              and lowers item.records before returning
     _disconnect()             drop the connection (must not raise)
 and may set batch_max_items / batch_max_bytes / batch_max_seconds, and
 `acks_async = True` when delivery is confirmed later through _ack()/_nack()
