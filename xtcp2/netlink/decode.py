@@ -39,40 +39,42 @@ class BytesColumn:
 
 Columns = dict  # str -> np.ndarray | BytesColumn
 
+# Pseudo-fields: the raw address bytes and the two tcp_info bitfield bytes.
+_MSG_FIELDS = L.INET_DIAG_MSG + [("_src", L.SRC_OFFSET, "(16,)u1"), ("_dst", L.DST_OFFSET, "(16,)u1")]
+_TCP_INFO_FIELDS = L.TCP_INFO + [("_b6", 6, "u1"), ("_b7", 7, "u1")]
 
-class _WordReader:
-    """Reads fields of 4-aligned structs at `base` word indices, one gather per word.
 
-    Fields narrower than a word share the gather of their word; a u64 is two words.
-    Gathering per field (k elements) beats gathering whole structs (k x struct words)
-    and splitting them, because most structs are read only partly.
+_DTYPES: dict = {}
+
+
+def _struct_dtype(key, fields, length: int) -> np.dtype:
+    """Structured dtype over ceil(length/4) words holding the fields that fit in length."""
+    dt = _DTYPES.get((key, length))
+    if dt is None:
+        names, formats, offsets = [], [], []
+        for name, off, fmt in fields:
+            size = np.dtype(fmt).itemsize
+            if off + size <= length:
+                names.append(name)
+                formats.append(fmt)
+                offsets.append(off)
+        itemsize = ((length + 3) >> 2) << 2
+        dt = _DTYPES[(key, length)] = np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                                                "itemsize": itemsize})
+    return dt
+
+
+def _gather_structs(words: np.ndarray, word_index: np.ndarray, key, fields, length: int) -> np.ndarray:
+    """Copies of the structs starting at word_index, as a structured array.
+
+    Rows are gathered from a sliding-window view of the buffer (one contiguous copy
+    per struct, no index matrix) and only ceil(length / 4) words are read: the
+    attribute is 4-padded inside its message, so this never crosses into the next one.
     """
-
-    def __init__(self, words: np.ndarray, base: np.ndarray) -> None:
-        self.words = words
-        self.base = base
-        self._cache: dict[int, np.ndarray] = {}
-
-    def word(self, i: int) -> np.ndarray:
-        w = self._cache.get(i)
-        if w is None:
-            w = self._cache[i] = self.words[self.base + i]
-        return w
-
-    def field(self, off: int, fmt: str) -> np.ndarray:
-        size = int(fmt[-1])
-        if size == 4:
-            return self.word(off >> 2)
-        if size == 8:
-            return self.word(off >> 2).astype(np.uint64) | (self.word((off >> 2) + 1).astype(np.uint64) << np.uint64(32))
-        shift = 8 * (off & 3)
-        if size == 2:
-            v = ((self.word(off >> 2) >> shift) & 0xFFFF).astype(np.uint16)
-            return v.byteswap() if fmt.startswith(">") else v
-        return ((self.word(off >> 2) >> shift) & 0xFF).astype(np.uint8)
-
-
-_NATIVE = {"1": np.uint8, "2": np.uint16, "4": np.uint32, "8": np.uint64}
+    dt = _struct_dtype(key, fields, length)
+    nw = dt.itemsize >> 2
+    rows = np.lib.stride_tricks.sliding_window_view(words, nw)[word_index]
+    return rows.view(dt).reshape(-1)
 
 
 def _is_all_rows(rows, n: int) -> bool:
@@ -80,19 +82,19 @@ def _is_all_rows(rows, n: int) -> bool:
                                        and bool((np.diff(rows) == 1).all()))
 
 
-def _scatter_fields(cols: Columns, n: int, fields, reader: _WordReader, rows, length: int) -> None:
-    """Columns for every field that lies entirely within `length` bytes."""
+def _scatter_fields(cols: Columns, n: int, rec: np.ndarray, rows, skip=()) -> None:
+    """One column per field of `rec`, filled at `rows` (0 = unset elsewhere)."""
     whole = _is_all_rows(rows, n)
-    for name, off, fmt in fields:
-        if off + int(fmt[-1]) > length:
-            continue  # the kernel sent a shorter struct: leave it unset
-        vals = reader.field(off, fmt)
+    for name in rec.dtype.names:
+        if name in skip:
+            continue
+        vals = rec[name]
         col = cols.get(name)
         if whole and col is None:
-            cols[name] = vals.astype(_NATIVE[fmt[-1]], copy=False)
+            cols[name] = vals
             continue
         if col is None:
-            col = cols[name] = np.zeros(n, dtype=_NATIVE[fmt[-1]])
+            col = cols[name] = np.zeros(n, dtype=vals.dtype.newbyteorder("="))
         col[rows] = vals
 
 
@@ -133,13 +135,13 @@ def decode_messages(buf, offsets, wanted: frozenset[int] | None = None, used: in
 
     # struct inet_diag_msg
     body = offs + c.NLMSG_HDRLEN
-    msg = _WordReader(words, body >> 2)
-    _scatter_fields(cols, n, L.INET_DIAG_MSG, msg, slice(None), c.INET_DIAG_MSG_LEN)
+    msg = _gather_structs(words, body >> 2, "msg", _MSG_FIELDS, c.INET_DIAG_MSG_LEN)
+    _scatter_fields(cols, n, msg, slice(None), skip=("_src", "_dst"))
     fam = cols["inet_diag_msg_family"]
     addr_len = np.where(fam == c.AF_INET6, 16, 4).astype(np.uint8)
-    for name, off in (("inet_diag_msg_socket_source", L.SRC_OFFSET), ("inet_diag_msg_socket_destination", L.DST_OFFSET)):
-        addr = np.stack([msg.word((off >> 2) + i) for i in range(4)], axis=1)  # copies, never views of buf
-        cols[name] = BytesColumn(addr.view(np.uint8).reshape(n, 16), addr_len)
+    # copies (the gathered structs), never views into the reused receive buffer
+    cols["inet_diag_msg_socket_source"] = BytesColumn(msg["_src"], addr_len)
+    cols["inet_diag_msg_socket_destination"] = BytesColumn(msg["_dst"], addr_len)
 
     # Walk all rtattr chains in lockstep.
     cur = body + c.INET_DIAG_MSG_LEN
@@ -186,19 +188,22 @@ def decode_messages(buf, offsets, wanted: frozenset[int] | None = None, used: in
         for length, g in _group_by_length(plens):
             if length <= 0:
                 continue
-            reader = _WordReader(words, poffs[g] >> 2)
-            _scatter_fields(cols, n, fields, reader, rows[g], length)
-            if atype == c.INET_DIAG_INFO and length >= 8:
-                whole = _is_all_rows(rows[g], n)
-                for name, off, shift, mask in L.TCP_INFO_BITFIELDS:
-                    vals = ((reader.field(off, "u1") >> shift) & mask).astype(np.uint8)
-                    if whole and name not in cols:
-                        cols[name] = vals
-                        continue
-                    col = cols.get(name)
-                    if col is None:
-                        col = cols[name] = np.zeros(n, dtype=np.uint8)
-                    col[rows[g]] = vals
+            if atype == c.INET_DIAG_INFO:
+                rec = _gather_structs(words, poffs[g] >> 2, atype, _TCP_INFO_FIELDS, length)
+                _scatter_fields(cols, n, rec, rows[g], skip=("_b6", "_b7"))
+                if length >= 8:
+                    whole = _is_all_rows(rows[g], n)
+                    for name, off, shift, mask in L.TCP_INFO_BITFIELDS:
+                        vals = (rec["_b6" if off == 6 else "_b7"] >> shift) & mask
+                        if whole and name not in cols:
+                            cols[name] = vals
+                            continue
+                        col = cols.get(name)
+                        if col is None:
+                            col = cols[name] = np.zeros(n, dtype=np.uint8)
+                        col[rows[g]] = vals
+            else:
+                _scatter_fields(cols, n, _gather_structs(words, poffs[g] >> 2, atype, fields, length), rows[g])
     return cols
 
 

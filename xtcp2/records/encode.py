@@ -74,85 +74,31 @@ def encode_constant(name: str, value: Any) -> bytes:
     return spec.tag + varint(len(raw)) + raw if raw else b""
 
 
+_THRESHOLDS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
+_SHIFTS = (np.arange(10, dtype=np.uint64) * np.uint64(7))[:, None]
+_J = np.arange(11, dtype=np.uint8)[:, None]
+
+
 def _varint_lengths(v: np.ndarray, vmax: int) -> np.ndarray:
-    size = np.ones(v.shape, dtype=np.uint8)
-    k = 1
-    while k < 10 and vmax >= (1 << (7 * k)):
-        size += v >= np.uint64(1 << (7 * k))
-        k += 1
-    return size
+    """Bytes each value takes as a varint (1..10)."""
+    if vmax < 128:
+        return np.ones(v.shape, dtype=np.uint8)
+    return (np.searchsorted(_THRESHOLDS, v, side="right") + 1).astype(np.uint8)
 
 
-class _Layout:
-    """Collects slot runs: a (width, filler) per field, then materializes them."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.parts: list = []     # (width, fn(M_block, mask_block))
-        self.row_size = np.zeros(n, dtype=np.int64)
-
-    def constant(self, blob: bytes) -> None:
-        if blob:
-            arr = np.frombuffer(blob, dtype=np.uint8)
-
-            def fill(M, K, arr=arr):
-                M[:] = arr[:, None]
-                K[:] = True
-            self.parts.append((len(blob), fill))
-            self.row_size += len(blob)
-
-    def varints(self, tag: bytes, v: np.ndarray) -> None:
-        v = v.astype(np.uint64, copy=False)
-        vmax = int(v.max()) if len(v) else 0
-        if vmax == 0:
-            return
-        nz = v != 0
-        size = _varint_lengths(v, vmax)
-        width = int(size.max())
-        tl = len(tag)
-        self.row_size += np.where(nz, tl + size, 0)
-
-        def fill(M, K, v=v, nz=nz, size=size, tag=tag, width=width, tl=tl):
-            for k, b in enumerate(tag):
-                M[k] = b
-                K[k] = nz
-            rest = v.copy()
-            for j in range(width):
-                more = size > j + 1
-                M[tl + j] = (rest & np.uint64(0x7F)).astype(np.uint8) | (more.astype(np.uint8) << 7)
-                K[tl + j] = nz & (size > j)
-                rest >>= np.uint64(7)
-        self.parts.append((tl + width, fill))
-
-    def bytes_(self, tag: bytes, col: BytesColumn) -> None:
-        lengths = col.lengths.astype(np.int64)
-        width = int(lengths.max()) if len(lengths) else 0
-        if width == 0:
-            return
-        if width >= 128:
-            raise ValueError("bytes columns longer than 127 bytes are not supported")
-        nz = lengths > 0
-        tl = len(tag)
-        self.row_size += np.where(nz, tl + 1 + lengths, 0)
-
-        def fill(M, K, col=col, nz=nz, lengths=lengths, tag=tag, tl=tl, width=width):
-            for k, b in enumerate(tag):
-                M[k] = b
-                K[k] = nz
-            M[tl] = lengths.astype(np.uint8)
-            K[tl] = nz
-            M[tl + 1:tl + 1 + width] = col.data[:, :width].T
-            K[tl + 1:tl + 1 + width] = np.arange(width)[:, None] < lengths[None, :]
-        self.parts.append((tl + 1 + width, fill))
+def _varint_bytes(v: np.ndarray, size: np.ndarray, width: int) -> np.ndarray:
+    """(width, n) varint bytes: 7 bits each, high bit set while more bytes follow."""
+    out = ((v[None, :] >> _SHIFTS[:width]) & np.uint64(0x7F)).astype(np.uint8)
+    out |= (size[None, :] > _J[1:width + 1]).view(np.uint8) << 7
+    return out
 
 
-def encode_rows(columns: Mapping[str, Any], n: int, constants: Mapping[str, Any] | None = None) -> tuple[bytes, np.ndarray]:
-    """Serialize n records. Returns (Envelope body bytes, end offset of each row in it)."""
-    constants = constants or {}
+def _plan(columns: Mapping[str, Any], constants: Mapping[str, Any]) -> list:
+    """Fields in number order as ("const", blob) | ("var", tag, column) | ("bytes", tag, BytesColumn)."""
     unknown = (set(columns) | set(constants)) - FIELD_NAMES - {"_n"}
     if unknown:
         raise KeyError(f"not XtcpFlatRecord fields: {', '.join(sorted(unknown))}")
-    lay = _Layout(n)
+    items: list = []
     pending = bytearray()
     for spec in FIELDS:
         if spec.name in constants:
@@ -162,33 +108,133 @@ def encode_rows(columns: Mapping[str, Any], n: int, constants: Mapping[str, Any]
         if col is None:
             continue
         if pending:
-            lay.constant(bytes(pending))
+            items.append(("const", bytes(pending)))
             pending = bytearray()
-        if isinstance(col, BytesColumn):
-            lay.bytes_(spec.tag, col)
-        else:
-            lay.varints(spec.tag, np.asarray(col))
+        items.append(("bytes" if isinstance(col, BytesColumn) else "var", spec.tag, col))
     if pending:
-        lay.constant(bytes(pending))
+        items.append(("const", bytes(pending)))
+    return items
 
-    rs = lay.row_size
+
+def encode_rows(columns: Mapping[str, Any], n: int, constants: Mapping[str, Any] | None = None) -> tuple[bytes, np.ndarray]:
+    """Serialize n records. Returns (Envelope body bytes, end offset of each row in it).
+
+    All varint fields are handled together as one (fields x rows) matrix: lengths,
+    presence and row sizes in a handful of 2D operations, and bytes written per
+    group of fields of equal width, so the number of numpy calls does not grow with
+    the number of fields.
+    """
+    items = _plan(columns, constants or {})
+    # Varint fields: u64 columns in one matrix, narrower ones in a uint32 matrix (half
+    # the memory traffic). Per field: its max decides its slot width; fields of equal
+    # width are processed together.
+    var_items = [it for it in items if it[0] == "var"]
+    is64 = [np.asarray(it[2]).dtype.itemsize > 4 for it in var_items]
+    mats = {}
+    for wide in (False, True):
+        idx = [i for i, w in enumerate(is64) if w == wide]
+        mat = np.empty((len(idx), n), dtype=np.uint64 if wide else np.uint32)
+        for r, i in enumerate(idx):
+            mat[r] = var_items[i][2]
+        mats[wide] = (idx, mat)
+    field_of = {}   # var item index -> (wide, row in its matrix)
+    vmax_of = {}
+    for wide, (idx, mat) in mats.items():
+        vm = mat.max(axis=1).tolist() if n and len(idx) else [0] * len(idx)
+        for r, i in enumerate(idx):
+            field_of[i] = (wide, r)
+            vmax_of[i] = vm[r]
+    live = [i for i in range(len(var_items)) if vmax_of[i] > 0]  # all-zero columns are not serialized
+    keep = {id(var_items[i][2]) for i in live}
+    items = [it for it in items if it[0] != "var" or id(it[2]) in keep]
+    var_items = [var_items[i] for i in live]
+    widths = [len(varint(vmax_of[i])) for i in live]
+    loc = [field_of[i] for i in live]
+    groups: dict[tuple[bool, int], list[int]] = {}   # (wide, width) -> live positions
+    for k, (wide, _) in enumerate(loc):
+        groups.setdefault((wide, widths[k]), []).append(k)
+    rs = np.zeros(n, dtype=np.int64)
+    group_data = {}
+    for (wide, w), ks in groups.items():
+        mat = mats[wide][1][[loc[k][1] for k in ks]]
+        nzg = mat != 0
+        sizeg = np.ones(mat.shape, dtype=np.uint8)
+        for j in range(1, w):
+            sizeg += (mat >= (1 << (7 * j))).view(np.uint8)
+        tlg = np.array([len(var_items[k][1]) for k in ks], dtype=np.uint8)
+        rs += ((sizeg + tlg[:, None]) * nzg).sum(axis=0, dtype=np.int64)
+        group_data[(wide, w)] = (mat, nzg, sizeg)
+
+    # slot layout: rows of M (slot-major) in field order
+    consts, byte_cols = [], []
+    tag_rows: dict = {}   # (wide, width) -> ([M row], [tag byte], [field in group])
+    value_rows: dict = {}  # (wide, width) -> [M row]
+    group_pos = {k: gi for ks in groups.values() for gi, k in enumerate(ks)}
+    key_of = {k: g for g, ks in groups.items() for k in ks}
+    pos = 0
+    vi = 0
+    for it in items:
+        if it[0] == "const":
+            consts.append((pos, it[1]))
+            rs += len(it[1])
+            pos += len(it[1])
+        elif it[0] == "var":
+            tag = it[1]
+            g = key_of[vi]
+            trows = tag_rows.setdefault(g, ([], [], []))
+            for k, b in enumerate(tag):
+                trows[0].append(pos + k)
+                trows[1].append(b)
+                trows[2].append(group_pos[vi])
+            pos += len(tag)
+            w = widths[vi]
+            value_rows.setdefault(g, []).extend(range(pos, pos + w))
+            pos += w
+            vi += 1
+        else:
+            tag, col = it[1], it[2]
+            lengths = col.lengths.astype(np.int64)
+            bw = int(lengths.max()) if n else 0
+            if bw == 0:
+                continue
+            if bw >= 128:
+                raise ValueError("bytes columns longer than 127 bytes are not supported")
+            byte_cols.append((pos, tag, col, lengths, bw))
+            rs += np.where(lengths > 0, len(tag) + 1 + lengths, 0)
+            pos += len(tag) + 1 + bw
     hsize = _varint_lengths(rs.astype(np.uint64), int(rs.max()) if n else 0)
     hwidth = int(hsize.max()) if n else 1
-    width = 1 + hwidth + sum(w for w, _ in lay.parts)
-    # slot-major (one contiguous row per slot) so each filler writes whole rows
-    M = np.empty((width, n), dtype=np.uint8)
-    K = np.empty((width, n), dtype=bool)
+    head = 1 + hwidth
+    M = np.empty((head + pos, n), dtype=np.uint8)
+    K = np.empty((head + pos, n), dtype=bool)
     M[0] = ROW_TAG
     K[0] = True
-    rest = rs.astype(np.uint64)
-    for j in range(hwidth):
-        M[1 + j] = (rest & np.uint64(0x7F)).astype(np.uint8) | ((hsize > j + 1).astype(np.uint8) << 7)
-        K[1 + j] = hsize > j
-        rest >>= np.uint64(7)
-    pos = 1 + hwidth
-    for w, fill in lay.parts:
-        fill(M[pos:pos + w], K[pos:pos + w])
-        pos += w
+    M[1:head] = _varint_bytes(rs.astype(np.uint64), hsize, hwidth)
+    K[1:head] = hsize > _J[:hwidth]
+    for g, (mat, nzg, sg) in group_data.items():
+        trow, tval, tfield = tag_rows[g]
+        rows = np.array(trow) + head
+        M[rows] = np.array(tval, dtype=np.uint8)[:, None]
+        K[rows] = nzg[tfield]
+        w = g[1]
+        rows = np.array(value_rows[g]) + head
+        shifts = _SHIFTS[:w].astype(mat.dtype)
+        M[rows] = (((mat[:, None, :] >> shifts) & mat.dtype.type(0x7F)).astype(np.uint8)
+                   | ((sg[:, None, :] > _J[1:w + 1]).view(np.uint8) << 7)).reshape(-1, n)
+        K[rows] = (nzg[:, None, :] & (sg[:, None, :] > _J[:w])).reshape(-1, n)
+    for p, blob in consts:
+        M[head + p:head + p + len(blob)] = np.frombuffer(blob, dtype=np.uint8)[:, None]
+        K[head + p:head + p + len(blob)] = True
+    for p, tag, col, lengths, bw in byte_cols:
+        p += head
+        present = lengths > 0
+        tlen = len(tag)
+        M[p:p + tlen] = np.frombuffer(tag, dtype=np.uint8)[:, None]
+        K[p:p + tlen] = present
+        M[p + tlen] = lengths.astype(np.uint8)
+        K[p + tlen] = present
+        M[p + tlen + 1:p + tlen + 1 + bw] = col.data[:, :bw].T
+        K[p + tlen + 1:p + tlen + 1 + bw] = np.arange(bw)[:, None] < lengths[None, :]
     body = M.T[K.T].tobytes()
     row_ends = np.cumsum(1 + hsize.astype(np.int64) + rs)
     return body, row_ends
