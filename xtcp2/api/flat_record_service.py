@@ -17,7 +17,9 @@ from prometheus_client import Counter
 
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 from .config_service import REQUESTS
+from ..errors import ConfigError
 from .record_fanout import STREAM_SENT, FanOut, Subscriber
+from .record_filter import METADATA_KEY, RecordFilter
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,17 @@ class FlatRecordService:
             REQUESTS.labels(method, "RESOURCE_EXHAUSTED").inc()
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"too many stream clients (limit {self._max_clients})")
-        sub = self._fanout.subscribe(method, context.peer())
-        log.info("%s: client %d (%s) connected", method, sub.id, sub.peer)
+        keep = None
+        for key, value in context.invocation_metadata() or ():
+            if key == METADATA_KEY:
+                try:
+                    keep = RecordFilter.parse(value) or None
+                except ConfigError as e:
+                    REQUESTS.labels(method, "INVALID_ARGUMENT").inc()
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{METADATA_KEY}: {e}")
+        sub = self._fanout.subscribe(method, context.peer(), keep)
+        log.info("%s: client %d (%s) connected%s", method, sub.id, sub.peer,
+                 f", filter {keep.spec()}" if keep else "")
         return sub
 
     def _finish(self, sub: Subscriber, context, code: str) -> None:
@@ -78,6 +89,8 @@ class FlatRecordService:
             return True
         if responses is None:
             return False
+        if not responses:  # everything filtered out
+            return True
         for r in responses:
             await context.write(r)
         sub.sent_records += len(responses)

@@ -15,6 +15,7 @@ import collections
 import itertools
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 from prometheus_client import Counter, Gauge
 
@@ -105,6 +106,7 @@ class Subscriber:
     dropped_records: int = 0
     waiting: asyncio.Event | None = None
     closed: bool = False
+    keep: Callable[[object], bool] | None = None  # server-side record filter
 
 
 class FanOut:
@@ -145,8 +147,8 @@ class FanOut:
                 pass
 
     # ---- event loop thread -----------------------------------------------------
-    def subscribe(self, method: str, peer: str) -> Subscriber:
-        s = Subscriber(method=method, peer=peer, max_rows=self.queue_rows, id=next(self._ids))
+    def subscribe(self, method: str, peer: str, keep: Callable[[object], bool] | None = None) -> Subscriber:
+        s = Subscriber(method=method, peer=peer, max_rows=self.queue_rows, id=next(self._ids), keep=keep)
         s.waiting = asyncio.Event()
         with self._lock:
             self._subs.append(s)
@@ -177,7 +179,13 @@ class FanOut:
                 await asyncio.wait_for(s.waiting.wait(), timeout)
             except asyncio.TimeoutError:
                 return None
-        return batch.responses()
+        responses = batch.responses()
+        if s.keep is not None:
+            # rows and responses are in the same order; parsing is shared with other users
+            # of the envelope's message() (protoJson, msgpack marshallers)
+            rows = batch.env.message().row
+            responses = [r for r, rec in zip(responses, rows) if s.keep(rec)]
+        return responses
 
     def subscribers(self) -> list[Subscriber]:
         with self._lock:

@@ -27,19 +27,14 @@ from typing import Iterator, Sequence, TextIO
 import grpc
 from google.protobuf import json_format
 
+from ..api.record_filter import METADATA_KEY, TCP_STATES, RecordFilter, parse_state
 from ..cli import parse_duration
+from ..errors import ConfigError
 from ..gen.xtcp_config.v1 import xtcp_config_pb2 as cfg_pb
 from ..gen.xtcp_config.v1 import xtcp_config_pb2_grpc as cfg_grpc
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as rec_pb
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2_grpc as rec_grpc
 
-TCP_STATES = {
-    1: "ESTAB", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 5: "FIN-WAIT-2", 6: "TIME-WAIT",
-    7: "CLOSE", 8: "CLOSE-WAIT", 9: "LAST-ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW-SYN-RECV",
-    13: "BOUND-INACTIVE",
-}
-STATE_BY_NAME = {v.replace("-", "").lower(): k for k, v in TCP_STATES.items()}
-STATE_BY_NAME.update(established=1, listen=10, timewait=6, closewait=8)
 CONNECT_TIMEOUT = 5.0
 
 
@@ -96,31 +91,6 @@ def table_row(r: rec_pb.XtcpFlatRecord) -> str:
             f"{r.tcp_info_total_retrans:>7}")
 
 
-class RecordFilter:
-    """Client-side selection (netns name, either port, state)."""
-
-    def __init__(self, netns: str | None, port: int | None, state: str | None) -> None:
-        self.netns = netns
-        self.port = port
-        self.state = None
-        if state is not None:
-            key = state.replace("-", "").replace("_", "").lower()
-            if key.isdigit():
-                self.state = int(key)
-            elif key in STATE_BY_NAME:
-                self.state = STATE_BY_NAME[key]
-            else:
-                raise ClientError(f"unknown -state {state!r}; e.g. established, listen, time-wait or a number")
-
-    def __call__(self, r: rec_pb.XtcpFlatRecord) -> bool:
-        if self.netns is not None and r.netns != self.netns:
-            return False
-        if self.port is not None and self.port not in (r.inet_diag_msg_socket_source_port,
-                                                        r.inet_diag_msg_socket_destination_port):
-            return False
-        return self.state is None or r.inet_diag_msg_state == self.state
-
-
 def print_records(records: Iterator[rec_pb.XtcpFlatRecord], fmt: str, count: int, keep: RecordFilter,
                   out: TextIO) -> int:
     shown = 0
@@ -140,29 +110,36 @@ def print_records(records: Iterator[rec_pb.XtcpFlatRecord], fmt: str, count: int
     return shown
 
 
-def _listen(ch: grpc.Channel, timeout: float | None) -> tuple[Iterator[rec_pb.XtcpFlatRecord], grpc.Future]:
-    call = rec_grpc.XTCPFlatRecordServiceStub(ch).FlatRecords(rec_pb.FlatRecordsRequest(), timeout=timeout)
+def _listen(ch: grpc.Channel, timeout: float | None, metadata) -> tuple[Iterator[rec_pb.XtcpFlatRecord], grpc.Future]:
+    call = rec_grpc.XTCPFlatRecordServiceStub(ch).FlatRecords(rec_pb.FlatRecordsRequest(), timeout=timeout,
+                                                              metadata=metadata)
     return (resp.xtcp_flat_record for resp in call), call
 
 
-def _poll(ch: grpc.Channel, frequency: float, timeout: float | None, stop: threading.Event):
+def _poll(ch: grpc.Channel, frequency: float, timeout: float | None, stop: threading.Event, metadata):
     def requests():
         while not stop.is_set():
             yield rec_pb.PollFlatRecordsRequest()
             stop.wait(frequency)
 
-    call = rec_grpc.XTCPFlatRecordServiceStub(ch).PollFlatRecords(requests(), timeout=timeout)
+    call = rec_grpc.XTCPFlatRecordServiceStub(ch).PollFlatRecords(requests(), timeout=timeout, metadata=metadata)
     return (resp.xtcp_flat_record for resp in call), call
 
 
 def cmd_stream(args, target: str) -> int:
-    keep = RecordFilter(args.netns, args.filter_port, args.state)
+    try:
+        keep = RecordFilter(args.netns, args.filter_port, parse_state(args.state) if args.state else None)
+    except ConfigError as e:
+        raise ClientError(str(e)) from None
+    # The daemon filters (less traffic); filtering again here keeps the output right
+    # when talking to a daemon that ignores the metadata (upstream's).
+    metadata = ((METADATA_KEY, keep.spec()),) if keep else None
     ch = _connect(target)
     stop = threading.Event()
     if args.poll:
-        records, call = _poll(ch, args.pollFrequency, args.timeout, stop)
+        records, call = _poll(ch, args.pollFrequency, args.timeout, stop, metadata)
     else:
-        records, call = _listen(ch, args.timeout)
+        records, call = _listen(ch, args.timeout, metadata)
     try:
         print_records(records, "json" if args.json else args.format, args.count, keep, sys.stdout)
     except grpc.RpcError as e:
