@@ -122,6 +122,7 @@ class QueuedDestination(Destination):
     """Bounded queue + sender thread + reconnect + accounting around a transport."""
 
     batch_max_items: int = 1
+    batch_max_records: int = 1 << 62
     batch_max_bytes: int = 1 << 62
     batch_max_seconds: float = 0.0
     acks_async: bool = False
@@ -140,6 +141,7 @@ class QueuedDestination(Destination):
         self.flush_timeout = num_option(s, opts, "flushTimeout", 10.0, 0.0, float)
         self._q: collections.deque[Item] = collections.deque()
         self._q_bytes = 0
+        self._q_records = 0
         self._cv = threading.Condition()
         self._inflight: list[Item] = []     # the batch the sender is working on
         self._pending = 0                   # records handed over but not yet acked
@@ -177,6 +179,7 @@ class QueuedDestination(Destination):
                 return
             self._q.append(Item(payload, records))
             self._q_bytes += len(payload)
+            self._q_records += records
             self._m_queue.set(len(self._q))
             self._cv.notify()
 
@@ -207,6 +210,7 @@ class QueuedDestination(Destination):
             self._q.clear()
             self._inflight = []
             self._q_bytes = 0
+            self._q_records = 0
             self._m_queue.set(0)
         if left:
             self._drop(left, "shutdown before delivery", force_log=True)
@@ -260,6 +264,7 @@ class QueuedDestination(Destination):
         with self._cv:
             self._q.appendleft(item)
             self._q_bytes += len(item.payload)
+            self._q_records += item.records
             self._m_queue.set(len(self._q))
 
     def _error(self, e: BaseException) -> None:
@@ -282,16 +287,20 @@ class QueuedDestination(Destination):
                 return []
             first_at = self._q[0].enqueued
             while (self.batch_max_seconds and len(self._q) < self.batch_max_items and not self._stop
-                   and self._q_bytes < self.batch_max_bytes):
+                   and self._q_bytes < self.batch_max_bytes
+                   and self._q_records < self.batch_max_records):
                 left = first_at + self.batch_max_seconds - time.monotonic()
                 if left <= 0 or self._closed:
                     break
                 self._cv.wait(left)
-            batch, size = [], 0
+            batch, size, records = [], 0, 0
             while self._q and len(batch) < self.batch_max_items:
                 it = self._q[0]
-                if batch and size + len(it.payload) > self.batch_max_bytes:
+                if batch and (size + len(it.payload) > self.batch_max_bytes
+                              or records + it.records > self.batch_max_records):
                     break
+                records += it.records
+                self._q_records -= it.records
                 self._q.popleft()
                 self._q_bytes -= len(it.payload)
                 batch.append(it)
