@@ -7,7 +7,7 @@ from xtcp2.tools.tcp_server import parse_duration
 
 from .conftest import tool
 
-TOOLS = ["ns", "nstest", "tcp_server", "tcp_client", "selftest"]
+TOOLS = ["ns", "nstest", "tcp_server", "tcp_client", "selftest", "microvm"]
 
 
 @pytest.mark.parametrize("text,seconds", [

@@ -20,12 +20,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence, TypeVar
 
 from ..netlink import constants as nlc
-from ..netlink.diag import DiagSocket, DumpAborted, NetlinkError, new_chunk
 from ..netns.discover import NETNS_DIRS
 from ..netns.discover import discover as daemon_discover
 from ..netns.enter import NetnsEnterer
 from ..netns.nsid import get_nsid
 from .tcp_server import GoFlagParser
+
+# xtcp2.netlink.diag (and numpy behind it) is imported when a namespace is inspected,
+# not at module load: `ns -help` stays cheap, which matters in a TCG guest.
 
 CLONE_NEWNET = 0x40000000
 NAMED_DIRS = tuple(("docker" if "docker" in d else "netns", d) for d in NETNS_DIRS)
@@ -125,6 +127,7 @@ def ns_path(ns: Namespace) -> str | None:
 
 def _count_sockets() -> tuple[int, dict]:
     """(cookie, {family: {state: n}}) for the namespace of the calling thread."""
+    from ..netlink.diag import DiagSocket, new_chunk
     diag = DiagSocket.open(timeout_ms=2000)
     try:
         cookie = diag.netns_cookie()
@@ -145,6 +148,7 @@ def _count_sockets() -> tuple[int, dict]:
 
 
 def inspect(ns: Namespace) -> Namespace:
+    from ..netlink.diag import DumpAborted, NetlinkError
     path = ns_path(ns)
     if path is None:
         ns.error = "no path to enter (processes exited)"
