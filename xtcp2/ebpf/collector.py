@@ -27,6 +27,7 @@ from ..netlink.diag import DumpAborted, NetlinkError, SockId, new_chunk
 from ..records.encode import encode_rows, take_rows
 from . import events as E
 from . import loader
+from .batch import merge
 from .records import close_columns
 from .tracker import Tracker
 
@@ -45,7 +46,7 @@ BPF_CLOSES = Counter("xtcp2_bpf_close_records_total",
 BPF_RESYNCS = Counter("xtcp2_bpf_resyncs_total", "Full resyncs by reason", ["reason"])
 BPF_PENDING = Gauge("xtcp2_bpf_pending_events", "Events waiting for a lookup or for their destroy broadcast")
 BPF_LATENCY = Histogram("xtcp2_bpf_event_to_record_seconds",
-                        "Kernel event to record handed to the emitter (sampled, <= 64 per batch)",
+                        "Kernel event to record delivered by the emitter (sampled, <= 64 per step)",
                         buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
 _LOOKUP_STATES = c.ALL_STATES & ~((1 << 6) | (1 << 3) | (1 << 12))  # no TIME_WAIT / SYN_RECV mini sockets
@@ -59,15 +60,18 @@ def available() -> tuple[bool, str]:
 class BpfCollector:
     """Runs --mode bpf on top of the poll pipeline's namespace table, collector and emitter."""
 
-    def __init__(self, config: Config, table, emitter, poller, window: float = 0.005, close_wait: float = 0.25,
+    def __init__(self, config: Config, table, emitter, poller, window: float = 0.005, close_wait: float = 0.05,
                  coalesce_threshold: int = 16, load_options: loader.LoadOptions | None = None,
-                 use_destroy_groups: bool = True) -> None:
+                 use_destroy_groups: bool = True, min_step: float = 0.01) -> None:
         self.config = config
         self.table = table
         self.emitter = emitter
         self.poller = poller
         self.coalesce_threshold = coalesce_threshold
         self.use_destroy_groups = use_destroy_groups
+        # Every step has a fixed cost (decode + encode ~ms whatever the row count): under
+        # churn, steps at most every min_step so batches grow instead of steps multiplying.
+        self.min_step = min_step
         self._unresolved: dict[int, float] = {}   # netns inode -> do not look again before
         self._resolving: set[int] = set()
         self.ready = threading.Event()  # set once the start-up resync is done
@@ -79,6 +83,8 @@ class BpfCollector:
         self.watcher = DestroyWatcher()
         self._chunk = new_chunk(4 << 20)
         self._ktimes: np.ndarray | None = None
+        self._stage: list = []          # (columns, n, consts) waiting for _flush_stage
+        self._stage_ktimes: list = []
         self._counter = 0
         self._drops_seen = 0
         self._resync_reason = ""
@@ -136,7 +142,9 @@ class BpfCollector:
                 timeout = max(0.0, min(min(deadlines) - now, 0.25))
                 if not reader.wait(0):  # fences, then re-checks: no lost wakeup
                     ep.poll(timeout)
-                self.step()
+                started = time.monotonic()
+                if self.step() and self.min_step > 0:
+                    stop.wait(max(0.0, started + self.min_step - time.monotonic()))
                 now = time.monotonic()
                 if now >= next_drop_check:
                     self._check_drops()
@@ -177,7 +185,7 @@ class BpfCollector:
             t = time.monotonic()
             # `ip netns add` unshares before it bind-mounts the name: look again shortly after
             self._reconcile_at += [t, t + 0.3]
-        for _ in range(16):  # one multicast message per recv: drain harder than the ring
+        for _ in range(4):  # one multicast message per recv: drain harder than the ring
             got = self.watcher.poll(0)
             for key, cols, overrun in got:
                 if overrun:
@@ -192,8 +200,7 @@ class BpfCollector:
         if len(ev):
             emitted += self._emit_bpf_closes(ev)
         BPF_PENDING.set(self.tracker.pending())
-        if emitted:
-            self.emitter.flush()
+        self._flush_stage()
         return emitted
 
     def flush_all(self) -> None:
@@ -215,20 +222,33 @@ class BpfCollector:
         return out
 
     def _emit(self, cols: Columns, consts: dict, ktimes: np.ndarray | None = None) -> int:
+        """Stage records; step() encodes everything staged in one call (_flush_stage)."""
         n = cols.pop("_n", None)
         if n is None:
             n = len(next(iter(cols.values())))
         if n == 0:
             return 0
+        self._stage.append((cols, n, consts))
+        if ktimes is not None and len(ktimes):
+            self._stage_ktimes.append(ktimes)
+        return n
+
+    def _flush_stage(self) -> int:
+        if not self._stage:
+            return 0
+        parts, self._stage = self._stage, []
+        kts, self._stage_ktimes = self._stage_ktimes, []
+        cols, n, consts = merge(parts)
         cols["record_counter"] = np.arange(self._counter + 1, self._counter + 1 + n, dtype=np.uint64)
         self._counter += n
         body, ends = encode_rows(cols, n, consts)
         self.emitter.add_rows(body, ends)
+        self.emitter.flush()
         metrics.RECORDS.inc(n)
-        if ktimes is not None and len(ktimes):
-            lat = (time.monotonic_ns() - ktimes.astype(np.int64)) / 1e9
+        if kts:
+            lat = (time.monotonic_ns() - np.concatenate(kts).astype(np.int64)) / 1e9
             k = len(lat)
-            for v in lat[::max(1, k // 64)].tolist():  # sampled: <= 64 observations per batch
+            for v in lat[::max(1, k // 64)].tolist():  # sampled: <= 64 observations per step
                 BPF_LATENCY.observe(max(0.0, v))
             idx = (self.latency_count + np.arange(k)) % len(self.latencies)
             self.latencies[idx] = lat
