@@ -92,6 +92,24 @@ def test_invalid_set_refused_and_nothing_changes(start_daemon, run_upstream):
     assert rd.daemon.config.as_dict() == before
 
 
+def test_destination_that_cannot_open_is_refused(start_daemon, run_upstream, tmp_path):
+    out = tmp_path / "records.bin"
+    rd = start_daemon(dest=f"file:{out}", poll_frequency=0.5, poll_timeout=0.4)
+    before = rd.daemon.config.as_dict()
+    cfg = unary(run_upstream, rd, "Get", {})["response"]["config"]
+    cfg["dest"] = "file:/nonexistent-dir/x.bin"
+    res = unary(run_upstream, rd, "Set", {"config": cfg})
+    assert res["code"] == "INVALID_ARGUMENT" and res["details"].startswith("dest: "), res
+    assert "/nonexistent-dir/x.bin" in res["details"]
+    assert rd.daemon.config.as_dict() == before
+    # the old destination still receives records
+    size = out.stat().st_size if out.exists() else 0
+    n = rd.daemon.loops
+    rd.wait_loops(n + 2)
+    rd.daemon.emitter.flush()
+    assert out.stat().st_size > size
+
+
 def test_set_poll_frequency(start_daemon, run_upstream):
     rd = start_daemon(poll_frequency=60.0)
     res = unary(run_upstream, rd, "SetPollFrequency", {"poll_frequency": "0.300s", "poll_timeout": "0.250s"})

@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable
 import grpc
 from prometheus_client import Counter, Histogram
 
-from ..errors import ConfigError, Xtcp2Error
+from ..errors import ConfigError, DestinationError, Xtcp2Error
 from ..gen.xtcp_config.v1 import xtcp_config_pb2 as pb
 from ..gen.xtcp_config.v1 import xtcp_config_pb2_grpc as pb_grpc
 from .config_proto import config_from_proto, config_to_proto, duration_to_seconds, seconds_to_duration
@@ -127,7 +127,11 @@ class ConfigService(pb_grpc.ConfigServiceServicer):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _apply(self, new) -> pb.XtcpConfig:
-        await self._call(self._daemon.reconfigure, new)
+        try:
+            await self._call(self._daemon.reconfigure, new)
+        except DestinationError as e:
+            # the daemon keeps its current destination and config; say which field to fix
+            raise ConfigError("dest", str(e)) from None
         return config_to_proto(self._daemon.config)
 
     @counted("Get")
