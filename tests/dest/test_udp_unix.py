@@ -24,6 +24,7 @@ class Receiver:
         self.port = free_port() if kind == "udp" else 0
         self.chunks: list[bytes] = []
         self.sock = None
+        self.conn = None
         self.thread = None
 
     def start(self) -> "Receiver":
@@ -47,6 +48,7 @@ class Receiver:
             if self.kind == "unix":
                 while True:
                     c, _ = s.accept()
+                    self.conn = c
                     buf = bytearray()
                     while chunk := c.recv(1 << 16):
                         buf += chunk
@@ -65,6 +67,12 @@ class Receiver:
             return
 
     def kill(self) -> None:
+        for c in (self.conn,):
+            if c:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         s, self.sock = self.sock, None
         if s:
             try:

@@ -46,8 +46,15 @@ def test_lpush_and_publish(valkey_server):
     ps.subscribe("ch")
     assert ps.get_message(timeout=5)["type"] == "subscribe"
     got = []
-    t = threading.Thread(target=lambda: [got.append(m["data"]) for m in iter(lambda: ps.get_message(timeout=5), None)
-                                         if m and m["type"] == "message"] and None)
+
+    def listen():
+        while len(got) < 10:
+            m = ps.get_message(timeout=5)
+            if m is None:
+                return
+            if m["type"] == "message":
+                got.append(m["data"])
+    t = threading.Thread(target=listen)
     d = open_destination(f"valkey:127.0.0.1:{valkey_server.port}?mode=publish&key=ch", config())
     t.start()
     for p, n in make_payloads(1000, 100):

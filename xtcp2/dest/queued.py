@@ -147,6 +147,7 @@ class QueuedDestination(Destination):
         self._pending = 0                   # records handed over but not yet acked
         self._stop = False
         self._closed = False
+        self._flushing = 0
         self._connected = False
         self._last_error = ""
         self._drops_unlogged = 0
@@ -187,12 +188,16 @@ class QueuedDestination(Destination):
         """Wait until everything queued has been delivered (or timeout)."""
         deadline = time.monotonic() + timeout
         with self._cv:
+            self._flushing += 1  # a batch being gathered goes out now, not at its time limit
             self._cv.notify_all()
-            while (self._q or self._inflight or self._pending) and not self._stop:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cv.wait(min(left, 0.05))
+            try:
+                while (self._q or self._inflight or self._pending) and not self._stop:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cv.wait(min(left, 0.05))
+            finally:
+                self._flushing -= 1
 
     def close(self) -> None:
         """Flush within flushTimeout, then stop; whatever is left is counted as dropped."""
@@ -290,7 +295,7 @@ class QueuedDestination(Destination):
                    and self._q_bytes < self.batch_max_bytes
                    and self._q_records < self.batch_max_records):
                 left = first_at + self.batch_max_seconds - time.monotonic()
-                if left <= 0 or self._closed:
+                if left <= 0 or self._closed or self._flushing:
                     break
                 self._cv.wait(left)
             batch, size, records = [], 0, 0

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     c = Consumer({"bootstrap.servers": a.brokers, "group.id": a.group or "xtcp2_kafka_client",
                   "enable.auto.commit": bool(a.group), "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
     try:
-        md = c.list_topics(a.topic, timeout=10)
+        md = c.list_topics(a.topic, timeout=5)
     except KafkaException as e:
         print(f"xtcp2_kafka_client: broker {a.brokers} unreachable: {e.args[0].str()}", file=sys.stderr)
         return 1

@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     consumer = Consumer({"bootstrap.servers": a.brokers, "group.id": a.group, "auto.offset.reset": "earliest",
                          "enable.auto.commit": False, "session.timeout.ms": 6000})
     try:
-        md = consumer.list_topics(a.topic, timeout=10)
+        md = consumer.list_topics(a.topic, timeout=5)
     except KafkaException as e:
         print(f"xtcp2_kafka_to_clickhouse: broker {a.brokers} unreachable: {e.args[0].str()}", file=sys.stderr)
         return 1
