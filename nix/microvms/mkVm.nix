@@ -1,0 +1,46 @@
+# One shared microVM definition (microvm.nix style); flavors only pick memory, daemon
+# flags and the test driver. Kernel cmdline, hypervisor and console are identical.
+{ nixpkgs, microvm, xtcp2Module, xtcp2Package, system ? "x86_64-linux" }:
+flavorName:
+
+let
+  flavors = import ../flavors.nix;
+  flavor = flavors.${flavorName};
+in
+nixpkgs.lib.nixosSystem {
+  inherit system;
+  modules = [
+    microvm.nixosModules.microvm
+    xtcp2Module
+    (import ./self-test.nix { inherit flavorName flavor; })
+    ({ pkgs, ... }: {
+      networking.hostName = "xtcp2-${flavorName}";
+      system.stateVersion = "24.11";
+      users.users.root.password = "";
+
+      microvm = {
+        hypervisor = "qemu";
+        mem = flavor.mem;
+        vcpu = 2;
+        interfaces = [ ];
+        # The store is shared read-only from the host, like the Debian runner shares /.
+        shares = [{
+          tag = "ro-store";
+          source = "/nix/store";
+          mountPoint = "/nix/.ro-store";
+          proto = "9p";
+        }];
+        qemu.serialConsole = true;
+      };
+      boot.kernelParams = [ "console=ttyS0" "panic=-1" ];
+      boot.kernelModules = [ "inet_diag" "tcp_diag" "udp_diag" "veth" ];
+
+      services.xtcp2 = {
+        enable = true;
+        package = xtcp2Package;
+        flags = flavor.daemonFlags;
+      };
+      environment.systemPackages = [ xtcp2Package pkgs.iproute2 ];
+    })
+  ];
+}
