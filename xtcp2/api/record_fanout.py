@@ -156,14 +156,19 @@ class FanOut:
         return s
 
     def unsubscribe(self, s: Subscriber) -> None:
+        """Forget `s`; records still queued for it were never delivered and count as drops."""
         with self._lock:
             if s in self._subs:
                 self._subs.remove(s)
                 STREAM_CLIENTS.labels(s.method).dec()
-            STREAM_QUEUED.dec(s.queued_rows)
+            left = s.queued_rows
+            STREAM_QUEUED.dec(left)
+            s.dropped_records += left
             s.queue.clear()
             s.queued_rows = 0
             s.closed = True
+        if left:
+            STREAM_DROPS.inc(left)
 
     async def next_batch(self, s: Subscriber, timeout: float) -> list[bytes] | None:
         """Responses of the next queued envelope, or None after `timeout` s with nothing."""
