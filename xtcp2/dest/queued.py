@@ -27,7 +27,8 @@ Common address options (after "?"), shared by every queued destination:
     queue=N           payloads kept while the server is slow or down (default 10000)
     queueBytes=N      bytes kept likewise (default 256 MiB)
     backoffMax=S      cap of the reconnect back-off in seconds (default 10)
-    flushTimeout=S    how long close() waits to drain the queue (default 10)
+    flushTimeout=S    how long close() waits to drain the queue (default 10); close()
+                      returns within flushTimeout + 2 s even if the server hangs
 """
 from __future__ import annotations
 
@@ -148,6 +149,7 @@ class QueuedDestination(Destination):
         self._stop = False
         self._closed = False
         self._flushing = 0
+        self._abandoned = False
         self._connected = False
         self._last_error = ""
         self._drops_unlogged = 0
@@ -209,8 +211,11 @@ class QueuedDestination(Destination):
             self._stop = True
             self._cv.notify_all()
         if self._thread:
-            self._thread.join(self.flush_timeout + 5)
+            # the sender may be inside a transport call (bounded by its socket timeout):
+            # give it a moment, then abandon it; whatever it still holds counts as dropped
+            self._thread.join(2.0)
         with self._cv:
+            self._abandoned = True
             left = sum(i.records for i in self._q) + sum(i.records for i in self._inflight)
             self._q.clear()
             self._inflight = []
@@ -345,6 +350,9 @@ class QueuedDestination(Destination):
                     if self.acks_async:
                         self._pending += sum(i.records for i in batch)
                     self._deliver(batch)
+                    with self._cv:
+                        if self._abandoned:
+                            return  # close() already counted this batch as dropped
                     if not self.acks_async:
                         took = time.monotonic() - t0
                         for it in batch:
