@@ -119,13 +119,16 @@ def run_poll(frequency: float, window: float) -> dict:
     cfg, table, emitter, poller = pipeline(frequency)
     try:
         table.reconcile()
+        poller.poll()  # the first poll is start-up, like bpf mode's start-up resync
         t0, c0 = time.monotonic(), cpu()
         polls = records = 0
-        while time.monotonic() - t0 < window:
+        while True:
+            time.sleep(max(0.0, t0 + (polls + 1) * frequency - time.monotonic()))
+            if time.monotonic() - t0 >= window:
+                break
             st = poller.poll()
             polls += 1
             records += st.records
-            time.sleep(max(0.0, t0 + polls * frequency - time.monotonic()))
         el, used = time.monotonic() - t0, cpu() - c0
         return {"cpu_s_per_min": used / el * 60, "polls": polls, "records": records, "rss_mb": rss_mb()}
     finally:

@@ -1,6 +1,7 @@
 """sock_diag destroy groups: final tcp_info of every short connection, per namespace."""
 from __future__ import annotations
 
+import subprocess
 import time
 
 import numpy as np
@@ -78,3 +79,40 @@ def test_enobufs_is_reported_as_overrun(netns):
             sub.close()
     finally:
         enter.close()
+
+
+def test_close_record_pump_for_poll_mode(netns):
+    from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+    from xtcp2.netlink.destroy import CloseRecordPump
+    from xtcp2.netns.registry import NamespaceTable
+    from xtcp2.records.encode import encode_rows
+
+    ns = netns()
+    table = NamespaceTable([ns.name])
+    rows = []
+
+    def emit(cols, n, consts):
+        body, _ = encode_rows(cols, n, consts)
+        rows.extend(pb.Envelope.FromString(body).row)
+
+    pump = CloseRecordPump(table, emit, {"hostname": "h"})
+    try:
+        table.reconcile()
+        pump.sync()
+        conns = ns.generate(100, procs=1)
+        deadline = time.monotonic() + 10
+        while len(rows) < 201 and time.monotonic() < deadline:
+            assert not pump.pump(0.1)
+        assert len(rows) == 201
+        assert all(r.trigger == pb.XtcpFlatRecord.TRIGGER_CLOSE and r.netns == ns.name and r.hostname == "h"
+                   for r in rows)
+        by_port = {r.inet_diag_msg_socket_source_port: r for r in rows}
+        for cport, _, sent, received in conns:
+            assert (by_port[cport].tcp_info_bytes_acked, by_port[cport].tcp_info_bytes_received) == (sent + 2, received + 1)
+        subprocess.run(["ip", "netns", "del", ns.name], check=True)
+        table.reconcile()
+        pump.sync()
+        assert pump.watcher.keys() == []
+    finally:
+        pump.close()
+        table.close()

@@ -12,7 +12,6 @@ import pytest
 from xtcp2.ebpf import loader
 from xtcp2.ebpf.collector import BPF_DROPS, BPF_RESYNCS
 
-from .conftest import make_netns
 from .harness import T, running
 
 pytestmark = pytest.mark.root

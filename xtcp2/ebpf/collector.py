@@ -44,6 +44,7 @@ BPF_CLOSES = Counter("xtcp2_bpf_close_records_total",
                      "Close records by source: destroy (sock_diag broadcast), bpf (in-kernel counters); not reported: "
                      "not_watched (namespace excluded by --netns), destroy_late (broadcast after the bpf record)", ["source"])
 BPF_RESYNCS = Counter("xtcp2_bpf_resyncs_total", "Full resyncs by reason", ["reason"])
+BPF_ERRORS = Counter("xtcp2_bpf_errors_total", "Collector steps that failed unexpectedly (followed by a resync)")
 BPF_PENDING = Gauge("xtcp2_bpf_pending_events", "Events waiting for a lookup or for their destroy broadcast")
 BPF_LATENCY = Histogram("xtcp2_bpf_event_to_record_seconds",
                         "Kernel event to record delivered by the emitter (sampled, <= 64 per step)",
@@ -75,6 +76,7 @@ class BpfCollector:
         self._unresolved: dict[int, float] = {}   # netns inode -> do not look again before
         self._resolving: set[int] = set()
         self.ready = threading.Event()  # set once the start-up resync is done
+        self._errors = 0
         self._host_sockets = 0          # sockets seen by the last resync, all namespaces
         self.tracker = Tracker(window=window, close_wait=close_wait)
         self.load_options = load_options or loader.LoadOptions(
@@ -117,17 +119,18 @@ class BpfCollector:
             self.start()
         cfg = self.config
         # 0 = no periodic refresh of live sockets (events and resyncs only)
-        refresh_every = float(getattr(cfg, "bpf_refresh_frequency", cfg.poll_frequency))
-        resync_every = float(getattr(cfg, "resync_frequency", 0) or 10 * cfg.poll_frequency)
+        rf = getattr(cfg, "bpf_refresh_frequency", None)   # None: poll_frequency
+        self._refresh_every = cfg.poll_frequency if rf is None else float(rf)
+        self._resync_every = float(getattr(cfg, "resync_frequency", 0) or 10 * cfg.poll_frequency)
         self._reconcile()
         self._resync("start")
         self.ready.set()
         now = time.monotonic()
-        next_refresh = now + (refresh_every or cfg.poll_frequency)
-        next_resync, next_drop_check = now + resync_every, now + 0.1
+        self._next = {"refresh": now + (self._refresh_every or cfg.poll_frequency),
+                      "resync": now + self._resync_every, "drops": now + 0.1}
         end = now + max_seconds if max_seconds else None
         ep = select.epoll()
-        ep.register(self.bp.reader._ep.fileno(), select.EPOLLIN)
+        ep.register(self.bp.reader.fileno(), select.EPOLLIN)
         ep.register(self.watcher.fileno(), select.EPOLLIN)
         reader = self.bp.reader
         try:
@@ -135,7 +138,7 @@ class BpfCollector:
                 now = time.monotonic()
                 if end and now >= end:
                     break
-                deadlines = [next_refresh, next_resync, next_drop_check] + self._reconcile_at
+                deadlines = list(self._next.values()) + self._reconcile_at
                 d = self.tracker.next_deadline()
                 if d is not None:
                     deadlines.append(d)
@@ -143,28 +146,47 @@ class BpfCollector:
                 if not reader.wait(0):  # fences, then re-checks: no lost wakeup
                     ep.poll(timeout)
                 started = time.monotonic()
-                if self.step() and self.min_step > 0:
+                try:
+                    worked = self.step()
+                    self._timers()
+                except Exception as e:  # a bug or a surprise from the kernel must not stop collection
+                    BPF_ERRORS.inc()
+                    self._errors += 1
+                    if self._errors <= 10 or self._errors % 1000 == 0:
+                        log.exception("bpf step failed (%d so far): %s; resyncing", self._errors, e)
+                    self._stage, self._stage_ktimes = [], []
+                    self._resync_reason = self._resync_reason or "error"
+                    worked = 1
+                    stop.wait(0.5)
+                if worked and self.min_step > 0:
                     stop.wait(max(0.0, started + self.min_step - time.monotonic()))
-                now = time.monotonic()
-                if now >= next_drop_check:
-                    self._check_drops()
-                    next_drop_check = now + 0.1
-                if self._reconcile_at and now >= min(self._reconcile_at):
-                    self._reconcile_at = [t for t in self._reconcile_at if t > now]
-                    self._reconcile()
-                if self._resync_reason or now >= next_resync:
-                    self._resync(self._resync_reason or "timer")
-                    next_resync = time.monotonic() + resync_every
-                    next_refresh = time.monotonic() + (refresh_every or cfg.poll_frequency)
-                elif now >= next_refresh:
-                    # namespaces that vanished must not stay pinned by our sockets until the resync
-                    self._reconcile()
-                    if refresh_every > 0:
-                        self._refresh()
-                    next_refresh = time.monotonic() + (refresh_every or cfg.poll_frequency)
         finally:
             ep.close()
-            self.flush_all()
+            try:
+                self.flush_all()
+            except Exception as e:
+                log.warning("bpf: final flush failed: %s", e)
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        nxt = self._next
+        freq = self.config.poll_frequency
+        if now >= nxt["drops"]:
+            self._check_drops()
+            nxt["drops"] = now + 0.1
+        if self._reconcile_at and now >= min(self._reconcile_at):
+            self._reconcile_at = [t for t in self._reconcile_at if t > now]
+            self._reconcile()
+        if self._resync_reason or now >= nxt["resync"]:
+            self._resync(self._resync_reason or "timer")
+            nxt["resync"] = time.monotonic() + self._resync_every
+            nxt["refresh"] = time.monotonic() + (self._refresh_every or freq)
+        elif now >= nxt["refresh"]:
+            # namespaces that vanished must not stay pinned by our sockets until the resync
+            self._reconcile()
+            if self._refresh_every > 0:
+                self._refresh()
+            nxt["refresh"] = time.monotonic() + (self._refresh_every or freq)
 
     # ---- one iteration -------------------------------------------------------------------
     def step(self, force: bool = False) -> int:
@@ -364,6 +386,10 @@ class BpfCollector:
         return self._emit(cols, self._consts(ns, ino, T.TRIGGER_OPEN), kt), n
 
     # ---- namespaces, refresh, resync ------------------------------------------------------------
+    def request_resync(self) -> None:
+        """Ask the loop (from any thread) for a full resync now (e.g. the gRPC poll trigger)."""
+        self._resync_reason = self._resync_reason or "requested"
+
     def request_reconcile(self) -> None:
         """Ask the loop (from any thread) to re-discover namespaces now."""
         self._reconcile_at.append(time.monotonic())

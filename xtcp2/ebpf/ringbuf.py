@@ -50,6 +50,10 @@ class RingBufferReader:
         self.consumed = 0
         self.discarded = 0
 
+    def fileno(self) -> int:
+        """An epoll fd that is readable when the kernel signalled new records."""
+        return self._ep.fileno()
+
     def pending_bytes(self) -> int:
         return int(self._prod[0]) - self._cons.value
 

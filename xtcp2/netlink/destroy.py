@@ -171,3 +171,53 @@ class DestroyWatcher:
         for key in list(self._subs):
             self.remove(key)
         self._ep.close()
+
+
+class CloseRecordPump:
+    """Poll mode's close records: destroy broadcasts of every watched namespace -> records.
+
+    `table` is the daemon's NamespaceTable; `emit(columns, n, consts)` encodes and
+    queues (the daemon's emitter path); `base` holds the record constants (hostname,
+    versions, ...). Call sync() after every reconcile and pump() while waiting for the
+    next poll. pump() returns True if a broadcast was lost (ENOBUFS): poll at once.
+    """
+
+    def __init__(self, table, emit: Callable[[Columns, int, dict], None], base: dict | None = None) -> None:
+        self.table = table
+        self.emit = emit
+        self.base = dict(base or {})
+        self.watcher = DestroyWatcher()
+
+    def sync(self) -> None:
+        keys = set(self.table.by_key)
+        for key in self.watcher.keys():
+            if key not in keys:
+                self.watcher.remove(key)  # gone: must not pin the namespace
+        for key, ns in list(self.table.by_key.items()):
+            if key in self.watcher.keys():
+                continue
+            if ns.ref.source == "self":
+                self.watcher.add(key, DestroySubscriber.open)
+            else:
+                self.watcher.add(key, lambda p=ns.ref.path: self.table.enter().run_in(p, DestroySubscriber.open))
+
+    def fileno(self) -> int:
+        return self.watcher.fileno()
+
+    def pump(self, timeout: float) -> bool:
+        import time
+        lost = False
+        for key, cols, overrun in self.watcher.poll(timeout):
+            lost |= overrun
+            n = cols.pop("_n")
+            if not n:
+                continue
+            ns = self.table.by_key.get(key)
+            consts = dict(self.base, trigger=2, timestamp_ns=time.time_ns())  # TRIGGER_CLOSE
+            if ns is not None:
+                consts.update(netns=ns.name, netns_inode=ns.inode, nsid=ns.nsid)
+            self.emit(cols, n, consts)
+        return lost
+
+    def close(self) -> None:
+        self.watcher.close()
