@@ -27,7 +27,7 @@ Common address options (after "?"), shared by every queued destination:
     queue=N           payloads kept while the server is slow or down (default 10000)
     queueBytes=N      bytes kept likewise (default 256 MiB)
     backoffMax=S      cap of the reconnect back-off in seconds (default 10)
-    flushTimeout=S    how long close() waits to drain the queue (default 10); close()
+    flushTimeout=S    how long close() waits to drain the queue (default 5); close()
                       returns within flushTimeout + 2 s even if the server hangs
 """
 from __future__ import annotations
@@ -122,6 +122,9 @@ def split_host_port(scheme: str, hostport: str, default_port: int | None = None)
 class QueuedDestination(Destination):
     """Bounded queue + sender thread + reconnect + accounting around a transport."""
 
+    # The pipeline must not count sent records/bytes/latency when send() returns: for a
+    # queued destination that only means "queued". This wrapper counts them on delivery.
+    accounts_itself: bool = True
     batch_max_items: int = 1
     batch_max_records: int = 1 << 62
     batch_max_bytes: int = 1 << 62
@@ -139,7 +142,7 @@ class QueuedDestination(Destination):
         self.queue_max = num_option(s, opts, "queue", 10000, 1)
         self.queue_max_bytes = num_option(s, opts, "queueBytes", 256 << 20, 1024)
         self.backoff_max = num_option(s, opts, "backoffMax", 10.0, 0.01, float)
-        self.flush_timeout = num_option(s, opts, "flushTimeout", 10.0, 0.0, float)
+        self.flush_timeout = num_option(s, opts, "flushTimeout", 5.0, 0.0, float)
         self._q: collections.deque[Item] = collections.deque()
         self._q_bytes = 0
         self._q_records = 0
