@@ -301,8 +301,16 @@ def check_grpc_roundtrip(opts: Options) -> str:
     return f"xtcp2client {opts.grpc_target}:{opts.grpc_port} streamed: {lines[0].strip()[:80]}"
 
 
+def _named_namespaces() -> set[str]:
+    try:
+        return {p for p in (os.path.join("/run/netns", f) for f in os.listdir("/run/netns")) if _is_mounted(p)}
+    except OSError:
+        return set()
+
+
 def check_ns_inspect(opts: Options) -> str:
     exe = find_tool(opts, "ns")
+    before = _named_namespaces()
     r = run([exe, "--json"])
     if r.returncode != 0:
         raise CheckFailed(f"ns --json exited {r.returncode}: {_one_line(r.stderr)}")
@@ -314,11 +322,8 @@ def check_ns_inspect(opts: Options) -> str:
     if not own or not own[0].get("cookie"):
         raise CheckFailed("ns did not report its own namespace with a cookie")
     listed = {x["path"] for n in data["namespaces"] for x in n["names"]}
-    try:
-        named = {os.path.join("/run/netns", f) for f in os.listdir("/run/netns")}
-    except OSError:
-        named = set()
-    unlisted = sorted(p for p in named - listed if _is_mounted(p))
+    # Only namespaces that existed before and after the run count: others may churn meanwhile.
+    unlisted = sorted((before & _named_namespaces()) - listed)
     if unlisted:
         raise CheckFailed(f"ns missed named namespaces: {', '.join(unlisted[:3])}")
     return f"ns listed {data['count']} namespaces, own cookie {own[0]['cookie']}"
@@ -448,7 +453,7 @@ def _docker_style_netns(path: str) -> None:
 def check_ns_docker(opts: Options) -> str:
     created_dir = not os.path.isdir(DOCKER_NETNS_DIR)
     os.makedirs(DOCKER_NETNS_DIR, exist_ok=True)
-    path = os.path.join(DOCKER_NETNS_DIR, uuid.uuid4().hex[:12])
+    path = os.path.join(DOCKER_NETNS_DIR, f"xtcp2st{uuid.uuid4().hex[:12]}")
     added0 = metric(opts, "xtcp2_namespaces_added_total")
     removed0 = metric(opts, "xtcp2_namespaces_removed_total")
     mounted = False
