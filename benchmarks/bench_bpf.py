@@ -15,6 +15,10 @@ achieved connection rate, RSS.
 
     python benchmarks/bench_bpf.py --connections 50000 [--window 30] [--rates 1000,2000,4000,0]
 
+The churn generator is benchmarks/churn.c (built with gcc at run time; --churn-impl
+python uses an in-line Python one). It runs at nice 10 so that on a small host it
+does not starve the collector it measures.
+
 A rate of 0 means "as fast as the churn processes go".
 """
 from __future__ import annotations
@@ -155,13 +159,14 @@ class BpfRun:
         self.col.close()
         self.poller.close(), self.emitter.close(), self.table.close()
 
-    def latencies_since(self, count0: int) -> np.ndarray:
+    def latencies_since(self, count0: int) -> tuple[np.ndarray, np.ndarray]:
+        """(latencies, sources) of the records since count0 (at most the ring's 65536)."""
         col = self.col
         k = min(col.latency_count - count0, len(col.latencies))
         if k <= 0:
-            return np.empty(0)
+            return np.empty(0), np.empty(0, np.uint8)
         idx = (col.latency_count - k + np.arange(k)) % len(col.latencies)
-        return col.latencies[idx]
+        return col.latencies[idx], col.latency_source[idx]
 
 
 def idle_window(run: BpfRun, window: float) -> dict:
@@ -172,24 +177,40 @@ def idle_window(run: BpfRun, window: float) -> dict:
             "records": dict(run.col.stats)}
 
 
-def churn(run: BpfRun, rate: float, secs: float, procs: int) -> dict:
+def churn_command(impl: str) -> list[str]:
+    """The C generator if gcc can build it (Python tops out at a few thousand/s here)."""
+    if impl == "c":
+        exe = os.path.join("/tmp", f"xtcp2-bench-churn-{os.getpid()}")
+        r = subprocess.run(["gcc", "-O2", "-o", exe, os.path.join(HERE, "churn.c")], capture_output=True, text=True)
+        if r.returncode == 0:
+            return [exe]
+        print(f"bench_bpf: gcc failed ({r.stderr.strip()[:200]}); using the Python churn", file=sys.stderr)
+    return [sys.executable, "-c", CHURN_SCRIPT]
+
+
+def _pct(lat: np.ndarray, q: float):
+    return round(float(np.percentile(lat, q)) * 1e3, 2) if len(lat) else None
+
+
+def churn(run: BpfRun, cmd: list[str], rate: float, secs: float, procs: int) -> dict:
     d0, o0 = BPF_DROPS._value.get(), DESTROY_OVERRUNS._value.get()
     lat0, c0, t0 = run.col.latency_count, cpu(), time.monotonic()
     # churn at nice 10: on a 2-core host the generator (clients, servers and their
     # loopback softirqs) would otherwise starve the collector it is measuring
-    out = subprocess.run(["nice", "-n", "10", "ip", "netns", "exec", CHURN, sys.executable, "-c", CHURN_SCRIPT,
+    out = subprocess.run(["nice", "-n", "10", "ip", "netns", "exec", CHURN, *cmd,
                           str(rate), str(secs), str(procs)], capture_output=True, text=True, check=True)
     gen_el = time.monotonic() - t0
     time.sleep(1.0)  # let the collector finish the tail
     el, used = time.monotonic() - t0, cpu() - c0
     n = int(out.stdout.strip() or 0)
-    lat = run.latencies_since(lat0)
+    lat, src = run.latencies_since(lat0)
+    by_source = {name: {"n": int((src == i).sum()), "p50_ms": _pct(lat[src == i], 50), "p99_ms": _pct(lat[src == i], 99)}
+                 for name, i in (("open", 0), ("close_destroy", 1), ("close_bpf", 2))}
     return {
         "target_per_s": rate or "max", "achieved_per_s": round(n / gen_el), "connections": n,
         "ringbuf_drops": int(BPF_DROPS._value.get() - d0), "destroy_overruns": int(DESTROY_OVERRUNS._value.get() - o0),
-        "latency_p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 2) if len(lat) else None,
-        "latency_p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 2) if len(lat) else None,
-        "latency_samples": int(len(lat)),
+        "latency_p50_ms": _pct(lat, 50), "latency_p99_ms": _pct(lat, 99), "latency_samples": int(len(lat)),
+        "latency_by_source": by_source,
         "collector_cpu_share": round(used / el, 3), "rss_mb": round(rss_mb(), 1),
     }
 
@@ -203,6 +224,7 @@ def main() -> int:
     ap.add_argument("--rates", default="1000,2000,4000,0")
     ap.add_argument("--churn-seconds", type=float, default=8.0)
     ap.add_argument("--churn-procs", type=int, default=2)
+    ap.add_argument("--churn-impl", choices=("c", "python"), default="c")
     a = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_bpf: needs root (BPF, namespaces)", file=sys.stderr)
@@ -232,8 +254,9 @@ def main() -> int:
                 print(f"{name:10}", results[name], flush=True)
                 if not refresh:
                     rows = []
+                    cmd = churn_command(a.churn_impl)
                     for r in [float(x) for x in a.rates.split(",") if x.strip()]:
-                        row = churn(run, r, a.churn_seconds, a.churn_procs)
+                        row = churn(run, cmd, r, a.churn_seconds, a.churn_procs)
                         rows.append(row)
                         print("churn     ", row, flush=True)
                     results["churn"] = rows

@@ -15,14 +15,16 @@ from ..netlink.decode import BytesColumn, Columns
 PER_PART = ("netns", "netns_inode", "nsid", "trigger", "socket_fd", "timestamp_ns")
 
 
-def _strings(values: list[bytes]) -> BytesColumn:
+def _repeated_strings(values: list[bytes], counts: list[int]) -> BytesColumn:
+    """values[i] repeated counts[i] times, without a Python step per row."""
     width = max(1, max((len(v) for v in values), default=1))
-    data = np.zeros((len(values), width), np.uint8)
-    lengths = np.zeros(len(values), np.uint16)
+    table = np.zeros((len(values), width), np.uint8)
+    lens = np.zeros(len(values), np.uint16)
     for i, v in enumerate(values):
-        data[i, :len(v)] = np.frombuffer(v, np.uint8)
-        lengths[i] = len(v)
-    return BytesColumn(data, lengths)
+        table[i, :len(v)] = np.frombuffer(v, np.uint8)
+        lens[i] = len(v)
+    which = np.repeat(np.arange(len(values)), counts)
+    return BytesColumn(table[which], lens[which])
 
 
 def _concat_bytes(cols: list[BytesColumn | None], ns: list[int]) -> BytesColumn:
@@ -54,10 +56,7 @@ def merge(parts: list[tuple[Columns, int, dict]]) -> tuple[Columns, int, dict]:
     for k in varying:
         vals = [c.get(k) for _, _, c in parts]
         if any(isinstance(v, str) for v in vals):
-            per_row = []
-            for v, n in zip(vals, ns):
-                per_row += [(v or "").encode()] * n
-            out[k] = _strings(per_row)
+            out[k] = _repeated_strings([(v or "").encode() for v in vals], ns)
         else:
             out[k] = np.concatenate([np.full(n, int(v or 0), np.uint64) for v, n in zip(vals, ns)])
     keys = {k for cols, _, _ in parts for k in cols if k != "_n"}

@@ -47,9 +47,11 @@ BPF_RESYNCS = Counter("xtcp2_bpf_resyncs_total", "Full resyncs by reason", ["rea
 BPF_ERRORS = Counter("xtcp2_bpf_errors_total", "Collector steps that failed unexpectedly (followed by a resync)")
 BPF_PENDING = Gauge("xtcp2_bpf_pending_events", "Events waiting for a lookup or for their destroy broadcast")
 BPF_LATENCY = Histogram("xtcp2_bpf_event_to_record_seconds",
-                        "Kernel event to record delivered by the emitter (sampled, <= 64 per step)",
+                        "Kernel event to record delivered by the emitter (sampled), by record source: "
+                        "open (lookup), close_destroy (broadcast), close_bpf (in-kernel counters)", ["source"],
                         buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
+_SOURCES = {"open": 0, "close_destroy": 1, "close_bpf": 2}
 _LOOKUP_STATES = c.ALL_STATES & ~((1 << 6) | (1 << 3) | (1 << 12))  # no TIME_WAIT / SYN_RECV mini sockets
 
 
@@ -93,6 +95,7 @@ class BpfCollector:
         self._reconcile_at: list[float] = []
         self._last_reconcile = 0.0
         self.latencies = np.zeros(1 << 16, np.float64)  # recent event->record latencies (seconds), a ring
+        self.latency_source = np.zeros(1 << 16, np.uint8)  # _SOURCES of each latency
         self.latency_count = 0
         self.stats = {"open": 0, "close_destroy": 0, "close_bpf": 0, "refresh": 0, "resync": 0}
         self._ext = c.ext_mask(config.enabled_deserializers)
@@ -243,7 +246,7 @@ class BpfCollector:
             out["netns"] = f"inode:{ino}"
         return out
 
-    def _emit(self, cols: Columns, consts: dict, ktimes: np.ndarray | None = None) -> int:
+    def _emit(self, cols: Columns, consts: dict, ktimes: np.ndarray | None = None, source: str = "open") -> int:
         """Stage records; step() encodes everything staged in one call (_flush_stage)."""
         n = cols.pop("_n", None)
         if n is None:
@@ -252,7 +255,7 @@ class BpfCollector:
             return 0
         self._stage.append((cols, n, consts))
         if ktimes is not None and len(ktimes):
-            self._stage_ktimes.append(ktimes)
+            self._stage_ktimes.append((source, ktimes))
         return n
 
     def _flush_stage(self) -> int:
@@ -267,13 +270,15 @@ class BpfCollector:
         self.emitter.add_rows(body, ends)
         self.emitter.flush()
         metrics.RECORDS.inc(n)
-        if kts:
-            lat = (time.monotonic_ns() - np.concatenate(kts).astype(np.int64)) / 1e9
+        t = time.monotonic_ns()
+        for source, kt in kts:
+            lat = (t - kt.astype(np.int64)) / 1e9
             k = len(lat)
-            for v in lat[::max(1, k // 64)].tolist():  # sampled: <= 64 observations per step
-                BPF_LATENCY.observe(max(0.0, v))
+            for v in lat[::max(1, k // 16)].tolist():  # sampled: <= 16 observations per part
+                BPF_LATENCY.labels(source).observe(max(0.0, v))
             idx = (self.latency_count + np.arange(k)) % len(self.latencies)
             self.latencies[idx] = lat
+            self.latency_source[idx] = _SOURCES[source]
             self.latency_count += k
         return n
 
@@ -294,7 +299,7 @@ class BpfCollector:
         self.stats["close_destroy"] += n
         kts = self.tracker.close_ktime
         kt = np.fromiter((kts.get(c, 0) for c in ck.tolist()), np.int64, n)
-        return self._emit(dict(cols), self._consts(ns, ino, T.TRIGGER_CLOSE), kt[kt > 0])
+        return self._emit(dict(cols), self._consts(ns, ino, T.TRIGGER_CLOSE), kt[kt > 0], "close_destroy")
 
     def _emit_bpf_closes(self, ev: np.ndarray) -> int:
         emitted = 0
@@ -307,7 +312,7 @@ class BpfCollector:
             cols = close_columns(part, self.tracker.last_known)
             BPF_CLOSES.labels("bpf").inc(len(part))
             self.stats["close_bpf"] += len(part)
-            emitted += self._emit(cols, self._consts(ns, ino, T.TRIGGER_CLOSE), part["ktime_ns"])
+            emitted += self._emit(cols, self._consts(ns, ino, T.TRIGGER_CLOSE), part["ktime_ns"], "close_bpf")
         return emitted
 
     # ---- targeted reads --------------------------------------------------------------------
