@@ -147,6 +147,7 @@ class QueuedDestination(Destination):
         self._q_bytes = 0
         self._q_records = 0
         self._cv = threading.Condition()
+        self._acct = threading.Lock()
         self._inflight: list[Item] = []     # the batch the sender is working on
         self._pending = 0                   # records handed over but not yet acked
         self._stop = False
@@ -241,18 +242,22 @@ class QueuedDestination(Destination):
 
     # ---- accounting ---------------------------------------------------------------
     def _drop(self, records: int, why: str, force_log: bool = False) -> None:
-        self.dropped_records += records
+        # called from the collector (queue full) and the sender thread: one lock
+        with self._acct:
+            self.dropped_records += records
+            self._drops_unlogged += records
+            now = time.monotonic()
+            if not (force_log or now - self._last_drop_log >= self.log_interval):
+                self._m_drops.inc(records)
+                return
+            n, self._drops_unlogged, self._last_drop_log = self._drops_unlogged, 0, now
         self._m_drops.inc(records)
-        self._drops_unlogged += records
-        now = time.monotonic()
-        if force_log or now - self._last_drop_log >= self.log_interval:
-            log.warning("%s: dropped %d records (%s)%s", self.scheme, self._drops_unlogged, why,
-                        f"; last error: {self._last_error}" if self._last_error else "")
-            self._drops_unlogged = 0
-            self._last_drop_log = now
+        log.warning("%s: dropped %d records (%s)%s", self.scheme, n, why,
+                    f"; last error: {self._last_error}" if self._last_error else "")
 
     def _account_sent(self, records: int, nbytes: int, seconds: float) -> None:
-        self.sent_records += records
+        with self._acct:
+            self.sent_records += records
         self._m_records.inc(records)
         self._m_bytes.inc(nbytes)
         self._m_seconds.observe(seconds)
