@@ -129,9 +129,10 @@ def test_tiny_ring_buffer_drops_trigger_resync_that_reports_live_sockets(bpf_obj
     assert ports <= resynced
 
 
-def test_open_record_then_refresh_of_a_live_connection(bpf_object, netns):
+@pytest.mark.parametrize("target", [None, "xtcp2_no_such_tracepoint"], ids=["tp_btf", "tracepoint"])
+def test_open_record_then_refresh_of_a_live_connection(bpf_object, netns, target):
     ns = netns()
-    with running([ns.name], frequency=1.0) as (col, cap):
+    with running([ns.name], frequency=1.0, load_options=loader.LoadOptions(tp_btf_target=target)) as (col, cap):
         holder = ns.popen(sys.executable, "-c", HOLD.replace("range(50)", "range(2)"),
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         try:
@@ -174,3 +175,15 @@ def test_new_namespace_noticed_at_once_and_released_when_gone(bpf_object):
             assert _wait(lambda: not col.watcher.keys() and not col.table.by_key, 3.0), "a gone namespace stays pinned"
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def test_classic_tracepoint_fallback_still_closes_every_connection_once(bpf_object, netns):
+    ns = netns()
+    opts = loader.LoadOptions(tp_btf_target="xtcp2_no_such_tracepoint")
+    with running([ns.name], load_options=opts) as (col, cap):
+        assert col.bp.attach_kind == "tracepoint"
+        before = ns.snmp_tcp()
+        conns = ns.generate(300, procs=2)
+        after = ns.snmp_tcp()
+        time.sleep(0.5)
+    _check_every_connection(cap.records(), ns, conns, _delta(before, after))

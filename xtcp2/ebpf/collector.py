@@ -42,7 +42,8 @@ BPF_LOOKUPS = Counter("xtcp2_bpf_lookups_total",
 BPF_COALESCED = Counter("xtcp2_bpf_coalesced_dumps_total", "Per-namespace filtered dumps replacing many lookups")
 BPF_CLOSES = Counter("xtcp2_bpf_close_records_total",
                      "Close records by source: destroy (sock_diag broadcast), bpf (in-kernel counters); not reported: "
-                     "not_watched (namespace excluded by --netns), destroy_late (broadcast after the bpf record)", ["source"])
+                     "not_watched (namespace excluded by --netns), destroy_late (broadcast after the bpf record), "
+                     "no_cookie_broadcast (classic tracepoint: the broadcast is the record)", ["source"])
 BPF_RESYNCS = Counter("xtcp2_bpf_resyncs_total", "Full resyncs by reason", ["reason"])
 BPF_ERRORS = Counter("xtcp2_bpf_errors_total", "Collector steps that failed unexpectedly (followed by a resync)")
 BPF_PENDING = Gauge("xtcp2_bpf_pending_events", "Events waiting for a lookup or for their destroy broadcast")
@@ -309,6 +310,14 @@ class BpfCollector:
             if ns is None and self.table.names:
                 BPF_CLOSES.labels("not_watched").inc(len(part))  # --netns restricts what we report
                 continue
+            if ns is not None and (part["cookie"] == 0).any() and ns.ref.key in self.watcher.keys():
+                # classic-tracepoint fallback: a close without a cookie cannot be matched
+                # with its broadcast, and the broadcast (watched here) is the record
+                nock = part["cookie"] == 0
+                BPF_CLOSES.labels("no_cookie_broadcast").inc(int(nock.sum()))
+                part = part[~nock]
+                if not len(part):
+                    continue
             cols = close_columns(part, self.tracker.last_known)
             BPF_CLOSES.labels("bpf").inc(len(part))
             self.stats["close_bpf"] += len(part)
@@ -332,7 +341,8 @@ class BpfCollector:
         order = {k: i for i, k in enumerate(want.tolist())}
         try:
             with ns.lock:
-                if len(ev) >= self._coalesce_at():
+                # without cookies (classic tracepoint) only exact 4-tuple lookups can match
+                if len(ev) >= self._coalesce_at() and not (ev["cookie"] == 0).any():
                     BPF_COALESCED.inc()
                     for fam in np.unique(ev["family"]).tolist():
                         # the reader yields whenever the chunk fills: consume it before advancing
@@ -373,7 +383,10 @@ class BpfCollector:
         if not n:
             return 0, 0
         ck = cols["inet_diag_msg_socket_cookie"]
-        keep = np.flatnonzero(np.isin(ck, want))
+        if not want.all():  # cookie-less exact lookups: the kernel matched the 4-tuple
+            keep = np.arange(n)
+        else:
+            keep = np.flatnonzero(np.isin(ck, want))
         if len(keep) != n:
             cols = take_rows(cols, keep)
             ck = cols["inet_diag_msg_socket_cookie"]
@@ -386,7 +399,8 @@ class BpfCollector:
         cks = ck.tolist()
         for k, u, i in zip(cks, uid, inode):
             lk[k] = (int(u), int(i))
-        kt = self._ktimes[[order[k] for k in cks]] if self._ktimes is not None else None
+        kt = (self._ktimes[[order[k] for k in cks if k in order]]
+              if self._ktimes is not None and want.all() else None)
         self.stats["open"] += n
         return self._emit(cols, self._consts(ns, ino, T.TRIGGER_OPEN), kt), n
 

@@ -90,10 +90,12 @@ class Tracker:
             ev = evs[0] if len(evs) == 1 else np.concatenate(evs)
             closed = self._closed_cookies()
             if len(closed):
-                ev = ev[~np.isin(ev["cookie"], closed)]   # opened and closed within the window
+                # opened and closed within the window (cookie 0 = unknown: classic tracepoint)
+                ev = ev[~np.isin(ev["cookie"], closed) | (ev["cookie"] == 0)]
             if len(ev):
-                _, first = np.unique(ev["cookie"], return_index=True)
-                out.append((ino, ev[np.sort(first)]))
+                known = ev["cookie"] != 0
+                _, first = np.unique(ev["cookie"][known], return_index=True)
+                out.append((ino, np.concatenate([ev[known][np.sort(first)], ev[~known]])))
         return out
 
     def requeue(self, ino: int, ev: np.ndarray, due: float) -> None:
