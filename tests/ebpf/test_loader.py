@@ -6,6 +6,7 @@ import re
 import os
 import socket
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -171,3 +172,21 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         loader.load(path=tmp_path / "missing.bpf.o")
     with pytest.raises(Xtcp2Error, match="power of two"):
         loader.load(loader.LoadOptions(ringbuf_bytes=5000))
+
+
+def test_mode_selection_says_which_and_why(bpf_object):
+    from xtcp2.ebpf import select_mode
+    assert select_mode("poll") == (False, "mode poll")
+    use, msg = select_mode("auto")
+    assert use and "tp_btf" in msg
+    assert select_mode("bpf")[0]
+    # without capabilities: auto falls back to poll, bpf refuses with the capability to grant
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from xtcp2.ebpf import select_mode\n"
+            "print(select_mode('auto')[1])\n"
+            "try:\n    select_mode('bpf')\nexcept Exception as e:\n    print(type(e).__name__, e)\n") % str(bpf_object.parents[1])
+    out = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c", code],
+                         capture_output=True, text=True, timeout=60)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("mode auto: using poll (bpf unavailable: loading BPF needs root or CAP_BPF"), out
+    assert lines[1].startswith("Xtcp2Error --mode bpf cannot run here: loading BPF needs root or CAP_BPF"), out

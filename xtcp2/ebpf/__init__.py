@@ -17,3 +17,20 @@ def __getattr__(name: str):
         from .collector import BpfCollector
         return BpfCollector
     raise AttributeError(name)
+
+
+def select_mode(mode: str) -> tuple[bool, str]:
+    """--mode policy: (use bpf?, line to log). poll -> poll; auto -> bpf if it loads here,
+    else poll, saying why; bpf -> bpf, or Xtcp2Error with the actionable reason."""
+    from ..errors import Xtcp2Error
+
+    if mode == "poll":
+        return False, "mode poll"
+    ok, why = available()
+    if mode == "bpf":
+        if not ok:
+            raise Xtcp2Error(f"--mode bpf cannot run here: {why}")
+        return True, f"mode bpf: {why}"
+    if ok:
+        return True, f"mode auto: using bpf ({why})"
+    return False, f"mode auto: using poll (bpf unavailable: {why})"

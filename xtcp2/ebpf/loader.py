@@ -137,6 +137,12 @@ def _attach_all(lib, bp: BpfProgram, names: list[str]) -> None:
         bp.links.append(link)
 
 
+def _raise_if_eperm(e: Exception) -> None:
+    if isinstance(e, libbpf.LibbpfError) and e.errno == 1:
+        raise Xtcp2Error(f"loading BPF needs root or CAP_BPF + CAP_PERFMON (and CAP_NET_ADMIN for sock_diag); "
+                         f"{e.func}: Operation not permitted") from None
+
+
 def load(opts: LoadOptions | None = None, path: Path | None = None) -> BpfProgram:
     """Load and attach; raises Xtcp2Error with an actionable one-line reason."""
     opts = opts or LoadOptions()
@@ -162,13 +168,17 @@ def load(opts: LoadOptions | None = None, path: Path | None = None) -> BpfProgra
                 bp.close()
                 bp = None
             reason = str(e)
-            if isinstance(e, libbpf.LibbpfError) and e.errno == 1:  # EPERM
-                raise Xtcp2Error(f"{e}: loading BPF needs root or CAP_BPF+CAP_PERFMON") from None
+            _raise_if_eperm(e)
             log.warning("tp_btf attach failed (%s); falling back to the classic tracepoint", reason)
     if bp is None:
         ensure_tracefs()
         fb = LoadOptions(opts.ringbuf_bytes, opts.watch_netns, "tracepoint")
-        bp = BpfProgram(_open(lib, path, fb, use_btf=False), attach_kind="tracepoint", fallback_reason=reason)
+        try:
+            obj = _open(lib, path, fb, use_btf=False)
+        except libbpf.LibbpfError as e:
+            _raise_if_eperm(e)
+            raise
+        bp = BpfProgram(obj, attach_kind="tracepoint", fallback_reason=reason)
         try:
             # the netns programs are tp_btf too; without tp_btf they cannot attach either
             _attach_all(lib, bp, [PROG_TP] + (extra if not reason else []))
