@@ -103,6 +103,20 @@ class BpfCollector:
         self._wanted = c.wanted_attrs(config.enabled_deserializers)
 
     # ---- lifecycle ---------------------------------------------------------------------
+    def configure(self, config: Config) -> None:
+        """Apply a new validated config (record metadata and deserializers at once,
+        frequencies from the next timer)."""
+        self.config = config
+        self._ext = c.ext_mask(config.enabled_deserializers)
+        self._wanted = c.wanted_attrs(config.enabled_deserializers)
+        if hasattr(self, "_next"):
+            rf = getattr(config, "bpf_refresh_frequency", None)
+            self._refresh_every = config.poll_frequency if rf is None else float(rf)
+            self._resync_every = float(getattr(config, "resync_frequency", 0) or 10 * config.poll_frequency)
+            now = time.monotonic()
+            self._next["refresh"] = min(self._next["refresh"], now + (self._refresh_every or config.poll_frequency))
+            self._next["resync"] = min(self._next["resync"], now + self._resync_every)
+
     def start(self) -> str:
         """Load and attach; raises Xtcp2Error with the reason if BPF cannot run."""
         self.bp = loader.load(self.load_options)
