@@ -171,3 +171,20 @@ def test_tools_fail_with_one_line_when_broker_is_down(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1].startswith("xtcp2_kafka_client: broker 127.0.0.1")
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args, msg", [
+    ([], "one of --chdb PATH or --http URL is required"),
+    (["--chdb", "/tmp/x", "--topic", "x'y"], "is not a valid topic name"),
+    (["--chdb", "/tmp/x", "--database", "x;drop"], "is not a plain identifier"),
+    (["--http", "ftp://h"], "must look like http://host:8123"),
+])
+def test_kafka_to_clickhouse_rejects_bad_arguments(args, msg, capsys):
+    with pytest.raises(SystemExit) as e:
+        k2ch.main(args)
+    assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_print_ddl_uses_given_broker(capsys):
+    assert k2ch.main(["--print-ddl", "--brokers", "redpanda-0:9092"]) == 0
+    assert "kafka_broker_list = 'redpanda-0:9092'" in capsys.readouterr().out

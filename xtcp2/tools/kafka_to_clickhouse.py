@@ -21,6 +21,7 @@ import argparse
 import base64
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--brokers", default="127.0.0.1:9092")
     ap.add_argument("--topic", default="xtcp")
     ap.add_argument("--group", default="xtcp2_kafka_to_clickhouse")
-    dst = ap.add_mutually_exclusive_group(required=True)
+    dst = ap.add_mutually_exclusive_group()
     dst.add_argument("--chdb", metavar="PATH", help="embedded ClickHouse (chdb) database directory")
     dst.add_argument("--http", metavar="URL", help="clickhouse-server HTTP URL, e.g. http://127.0.0.1:8123")
     ap.add_argument("--user", default="")
@@ -262,10 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if not a.database.isidentifier():
         ap.error(f"--database {a.database!r} is not a plain identifier")
+    if not re.match(r"^[\w.\-:\[\],]+$", a.brokers):
+        ap.error(f"--brokers {a.brokers!r} is not a host:port list")
+    if not re.match(r"^[\w.\-]+$", a.topic):
+        ap.error(f"--topic {a.topic!r} is not a valid topic name")
     if a.print_ddl:
         for sql in ddl(a.database, a.brokers, a.topic).values():
             print(sql)
         return 0
+    if not (a.chdb or a.http):
+        ap.error("one of --chdb PATH or --http URL is required")
+    if a.http and not re.match(r"^https?://[^\s/]+/?$", a.http):
+        ap.error(f"--http {a.http!r} must look like http://host:8123")
     try:
         from confluent_kafka import Consumer, KafkaException
     except ImportError:
