@@ -80,6 +80,8 @@ def test_broker_killed_mid_stream_nothing_lost_silently(tansu):
     d.close()
     assert d.sent_records + d.dropped_records == produced == 9000
     assert d.dropped_records > 0, "the outage overflowed the queues: drops must be counted"
+    # the restarted in-memory broker forgot the idempotent producer: it was replaced
+    assert d.producers_replaced >= 1
     later = [r for m in consume_all(tansu.bootstrap, "xtcp", 10_000, timeout=5) for r in decode(m.value())]
     got = {r.record_counter for r in before} | {r.record_counter for r in later}
     assert len(before) + len(later) == len(got), "duplicates delivered"
@@ -109,6 +111,7 @@ def test_server_down_at_start_queues_then_delivers(tansu):
     ("kafka:127.0.0.1:9092?compression=brotli", "compression 'brotli' unknown"),
     ("kafka:127.0.0.1:9092?key=netns", "key 'netns' unknown"),
     ("kafka:127.0.0.1:9092?bogus=1", "unknown option(s) bogus"),
+    ("kafka:127.0.0.1:9092?topic=a/b", "topic 'a/b' is not valid"),
     ("kafak:127.0.0.1:9092", "unknown destination scheme 'kafak'"),
 ])
 def test_bad_address_is_one_line_error(spec, msg):

@@ -21,6 +21,7 @@ flight.
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from ..errors import DestinationError
@@ -33,6 +34,7 @@ except ImportError as e:  # surfaced by open_destination as "needs a library"
     raise ImportError("confluent-kafka (pip install 'xtcp2[kafka]')") from e
 
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
 
 class _DebugLog:
@@ -63,6 +65,8 @@ class KafkaDestination(QueuedDestination):
         self.bootstrap = ",".join(f"{h}:{p}" if ":" not in h else f"[{h}]:{p}"
                                   for h, p in (split_host_port("kafka", s.strip()) for s in servers.split(",")))
         self.topic = opts.get("topic", config.topic) or "xtcp"
+        if not TOPIC_RE.match(self.topic):
+            raise DestinationError(f"kafka: topic {self.topic!r} is not valid (1-249 of [a-zA-Z0-9._-])")
         self.compression = opts.get("compression", config.kafka_compression or "none") or "none"
         if self.compression not in COMPRESSIONS:
             raise DestinationError(f"kafka: compression {self.compression!r} unknown; valid: {', '.join(COMPRESSIONS)}")
@@ -92,8 +96,9 @@ class KafkaDestination(QueuedDestination):
             # librdkafka queues too while the broker is away: bound it like ours
             "queue.buffering.max.messages": self.queue_max,
             "logger": _LIBRDKAFKA_LOG,
-            # ClickHouse reads one Envelope per message; the default 1 MB cap is below
-            # the marshaller's 768 KiB flush threshold plus headroom only just.
+            # one Envelope per message, flushed at 768 KiB by default: allow headroom
+            # above librdkafka's 1 MB default (the broker's own limit still applies;
+            # a message it rejects is counted as dropped)
             "message.max.bytes": 8 << 20,
             "error_cb": self._on_error,
             "client.id": f"xtcp2-{self.config.hostname}",
