@@ -136,8 +136,11 @@ def run_daemon(argv: Sequence[str]) -> int:
         raise Xtcp2Error("--mode bpf is not available yet in this build; use --mode poll")
     if cfg.mode == "auto":
         log.info("mode auto: using poll (bpf mode is not available in this build)")
+    from .api.control_plane import preflight, start_control_plane
     from .daemon import Daemon
+    preflight(cfg)  # exits 2 with what is missing and how to grant it
     daemon = Daemon(cfg)
+    plane = None
     try:
         if cfg.once:
             stats = daemon.poll_once()
@@ -145,10 +148,13 @@ def run_daemon(argv: Sequence[str]) -> int:
             return 0
         signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
         signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+        plane = start_control_plane(daemon, cfg)
         log.info("xtcp2 %s: polling every %.3gs to %s as %s", __version__, cfg.poll_frequency, cfg.dest, cfg.marshal_to)
         daemon.run()
         return 0
     finally:
+        if plane is not None:
+            plane.stop()
         daemon.close()
 
 
