@@ -72,6 +72,8 @@ def test_20000_short_connections_in_3_namespaces_all_closed_exactly(bpf_object, 
             time.sleep(0.5)
             col_stats = dict(col.stats)
         records = cap.records()
+        counters = [r.record_counter for r in records]
+        assert len(set(counters)) == len(counters), "record_counter repeats (resync and event records share it)"
         assert sum(len(v) for v in conns.values()) == total
         for ns in (a, b, late):
             _check_every_connection(records, ns, conns[ns.name], _delta(before[ns.name], after[ns.name]))

@@ -279,8 +279,11 @@ class BpfCollector:
         parts, self._stage = self._stage, []
         kts, self._stage_ktimes = self._stage_ktimes, []
         cols, n, consts = merge(parts)
-        cols["record_counter"] = np.arange(self._counter + 1, self._counter + 1 + n, dtype=np.uint64)
-        self._counter += n
+        # one record_counter sequence with the poll collector (resync/refresh records)
+        nxt = getattr(self.poller, "next_counters", None) or getattr(self.poller, "_next_counters", None)
+        start = nxt(n) if nxt is not None else self._counter
+        self._counter = start + n
+        cols["record_counter"] = np.arange(start + 1, start + 1 + n, dtype=np.uint64)
         body, ends = encode_rows(cols, n, consts)
         self.emitter.add_rows(body, ends)
         self.emitter.flush()
