@@ -139,7 +139,11 @@ def test_open_record_then_refresh_of_a_live_connection(bpf_object, netns, target
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         try:
             ports = {int(p) for p in holder.stdout.readline().split()}
-            time.sleep(1.6)
+
+            def refreshed() -> bool:
+                return ports <= {r.inet_diag_msg_socket_source_port for r in cap.records()
+                                 if r.netns == ns.name and r.trigger == T.TRIGGER_REFRESH}
+            _wait(refreshed, 6.0)  # refresh every 1 s; a loaded host may be late
             recs = [r for r in cap.records() if r.netns == ns.name]
         finally:
             holder.stdin.close()
