@@ -102,8 +102,10 @@ class PollCollector:
         gen = ns.diag.dump(family, self.ext, source)
         first = next(gen)
         if first.final:
-            yield first
-            free.put(first)
+            try:
+                yield first
+            finally:
+                free.put(first)
             return
         full: queue.Queue = queue.Queue()
 
@@ -118,13 +120,17 @@ class PollCollector:
         t = threading.Thread(target=reader, name=f"{threading.current_thread().name}-reader", daemon=True)
         t.start()
         try:
-            yield first
-            free.put(first)
+            try:
+                yield first
+            finally:
+                free.put(first)  # also when the consumer aborts the dump at this yield
             while (item := full.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                yield item
-                free.put(item)
+                try:
+                    yield item
+                finally:
+                    free.put(item)
         finally:
             # drain so the reader never blocks forever on a full queue or free chunk
             while t.is_alive():
