@@ -18,7 +18,7 @@ _EMPTY_U64 = np.empty(0, np.uint64)
 
 class Tracker:
     def __init__(self, window: float = 0.005, close_wait: float = 0.25, remember: float = 2.0,
-                 remember_final: float = 60.0) -> None:
+                 remember_final: float = 10.0) -> None:
         self.window = window          # coalescing window for open lookups
         self.close_wait = close_wait  # how long a BPF close waits for the destroy broadcast
         self.remember = remember      # how long closing cookies are remembered (open dedupe)
