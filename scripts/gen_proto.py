@@ -35,8 +35,14 @@ def generate(out_dir: pathlib.Path) -> list[pathlib.Path]:
     if rc != 0:
         raise SystemExit(f"protoc failed with {rc}")
     written = []
+    # ship the .proto next to its generated code: tools (ClickHouse format schema) need it
+    # in installs that have no repository checkout
+    for rel in protos:
+        dst = out_dir / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes((PROTO_DIR / rel).read_bytes())
     top_pkgs = {p.split("/")[0] for p in protos}
-    for f in sorted(out_dir.rglob("*.py*")):
+    for f in sorted(p for p in out_dir.rglob("*.py*") if p.suffix in (".py", ".pyi")):
         text = f.read_text()
         for top in top_pkgs:
             text = re.sub(rf"^from {top}(\.| )", rf"from {PKG}.{top}\1", text, flags=re.M)

@@ -130,9 +130,11 @@ class Emitter:
                 metrics.DEST_DROPS.labels(self.dest_name).inc(env.rows)
                 self._errlog.warning("%s, %d records dropped", e, env.rows)
             else:
-                metrics.DEST_SECONDS.labels(self.dest_name).observe(time.perf_counter() - t0)
-                metrics.DEST_RECORDS.labels(self.dest_name).inc(env.rows)
-                metrics.DEST_BYTES.labels(self.dest_name).inc(len(payload))
+                # queued destinations count at real delivery; count here only for synchronous ones
+                if not getattr(self.dest, "accounts_itself", False):
+                    metrics.DEST_SECONDS.labels(self.dest_name).observe(time.perf_counter() - t0)
+                    metrics.DEST_RECORDS.labels(self.dest_name).inc(env.rows)
+                    metrics.DEST_BYTES.labels(self.dest_name).inc(len(payload))
         for fn in self._listeners:
             try:
                 fn(env)
