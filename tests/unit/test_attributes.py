@@ -434,3 +434,21 @@ def test_read_packets_agrees_with_independent_reader():
         mine = [p for _, p in read_packets(str(path))]
         sock_diag = sock_diag_packets(path)
         assert set(sock_diag) <= set(mine)
+
+
+@pytest.mark.parametrize("wanted", [frozenset({INFO}), frozenset({CONG, SKMEMINFO}), frozenset()])
+def test_wanted_restricts_decoded_attributes(wanted):
+    path = FIXTURES / "6_6_44" / "tcp_100_sockets_dctcp.pcap"
+    packets = sock_diag_packets(path)
+    msgs = socket_messages(packets)[:300]
+    full = decode_packets(packets)
+    part = decode_packets(packets, wanted=wanted)
+    allowed = set().union(*(ATTR_FIELDS[t] for t in wanted)) if wanted else set()
+    schema = set().union(*ATTR_FIELDS.values())
+    assert part["_n"] == full["_n"] == len(socket_messages(packets))
+    for name in part:
+        if name in schema:
+            assert name in allowed, f"{name} decoded although its attribute was not wanted"
+    for i in range(len(msgs)):
+        want = {k: v for k, v in parse_message(*msgs[i]).items() if k not in schema or k in allowed}
+        assert_record(part, i, want, f"message {i}")
