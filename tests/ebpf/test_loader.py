@@ -22,8 +22,14 @@ def _bpftool(*args: str):
     return json.loads(subprocess.run(["bpftool", "-j", *args], check=True, capture_output=True, text=True).stdout)
 
 
-def _our_progs() -> list[dict]:
-    return [p for p in _bpftool("prog", "show") if p.get("name") in {n[:15] for n in loader.prog_names()}]
+def _our_progs(before: set[int] | None = None) -> list[dict]:
+    """Our programs loaded since `before` (prog ids): another xtcp2 on the host is not ours."""
+    return [p for p in _bpftool("prog", "show") if p.get("name") in {n[:15] for n in loader.prog_names()}
+            and (before is None or p["id"] not in before)]
+
+
+def _prog_ids() -> set[int]:
+    return {p["id"] for p in _bpftool("prog", "show")}
 
 
 def _pair(payload: int, reply: int) -> tuple[int, int]:
@@ -77,10 +83,11 @@ def _check_pair_events(ev: np.ndarray, cport: int, sport: int, cookie_expected: 
 
 
 def test_load_attach_events_and_clean_unload(bpf_object):
+    before = _prog_ids()
     bp = loader.load(loader.LoadOptions(ringbuf_bytes=1 << 20), bpf_object)
     try:
         assert bp.attach_kind == "tp_btf" and not bp.fallback_reason
-        progs = _our_progs()
+        progs = _our_progs(before)
         names = {p["name"] for p in progs}
         assert {"xtcp2_state_btf", "xtcp2_fork", "xtcp2_sys_exit"} <= names
         assert "xtcp2_state_tp" not in names  # the fallback never runs alongside
@@ -107,11 +114,12 @@ def test_load_attach_events_and_clean_unload(bpf_object):
 
 def test_missing_tp_btf_falls_back_to_classic_tracepoint(bpf_object):
     # An attach target that does not exist makes the tp_btf load fail in libbpf/kernel.
+    before = _prog_ids()
     bp = loader.load(loader.LoadOptions(ringbuf_bytes=1 << 20, tp_btf_target="xtcp2_no_such_tracepoint"), bpf_object)
     try:
         assert bp.attach_kind == "tracepoint"
         assert "xtcp2_no_such_tracepoint" in bp.fallback_reason or "load" in bp.fallback_reason
-        names = {p["name"] for p in _our_progs()}
+        names = {p["name"] for p in _our_progs(before)}
         assert "xtcp2_state_tp" in names and "xtcp2_state_btf" not in names
         cport, sport = _pair(1000, 300)
         ev = _drain(bp, 5)
