@@ -83,6 +83,7 @@ static __always_inline void submit(struct xtcp2_event *e)
 static __always_inline void fill_counters(struct xtcp2_event *e, const struct sock *sk)
 {
 	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	const struct inet_connection_sock *icsk = (const struct inet_connection_sock *)sk;
 
 	e->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
 	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
@@ -103,6 +104,26 @@ static __always_inline void fill_counters(struct xtcp2_event *e, const struct so
 	e->rcv_wnd = BPF_CORE_READ(tp, rcv_wnd);
 	e->snd_wnd = BPF_CORE_READ(tp, snd_wnd);
 	e->reordering = BPF_CORE_READ(tp, reordering);
+	e->snd_ssthresh = BPF_CORE_READ(tp, snd_ssthresh);
+	e->rcv_ssthresh = BPF_CORE_READ(tp, rcv_ssthresh);
+	e->advmss = BPF_CORE_READ(tp, advmss);
+	e->pmtu = BPF_CORE_READ(icsk, icsk_pmtu_cookie);
+	e->rcv_mss = BPF_CORE_READ(icsk, icsk_ack.rcv_mss);
+	e->unacked = BPF_CORE_READ(tp, packets_out);
+	e->sacked = BPF_CORE_READ(tp, sacked_out);
+	e->lost = BPF_CORE_READ(tp, lost_out);
+	e->retrans = BPF_CORE_READ(tp, retrans_out);
+	e->delivered_ce = BPF_CORE_READ(tp, delivered_ce);
+	e->dsack_dups = BPF_CORE_READ(tp, dsack_dups);
+	e->reord_seen = BPF_CORE_READ(tp, reord_seen);
+	e->rcv_ooopack = BPF_CORE_READ(tp, rcv_ooopack);
+	if (bpf_core_field_exists(tp->total_rto)) {
+		e->total_rto = BPF_CORE_READ(tp, total_rto);
+		e->total_rto_recoveries = BPF_CORE_READ(tp, total_rto_recoveries);
+		e->total_rto_time = BPF_CORE_READ(tp, total_rto_time);
+	}
+	e->rcv_space = BPF_CORE_READ(tp, rcvq_space.space);
+	e->ca_state = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
 	e->flags |= XTCP2_F_COUNTERS;
 }
 

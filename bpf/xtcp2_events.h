@@ -49,6 +49,25 @@ struct xtcp2_event {
 	__u32 rcv_wnd;
 	__u32 snd_wnd;
 	__u32 reordering;
+	/* more tcp_get_info() equivalents, same units as struct tcp_info */
+	__u32 snd_ssthresh;
+	__u32 rcv_ssthresh;
+	__u32 advmss;
+	__u32 pmtu;
+	__u32 rcv_mss;
+	__u32 unacked;          /* packets_out */
+	__u32 sacked;
+	__u32 lost;
+	__u32 retrans;          /* retrans_out */
+	__u32 delivered_ce;
+	__u32 dsack_dups;
+	__u32 reord_seen;
+	__u32 rcv_ooopack;
+	__u32 total_rto;        /* 0 on kernels before 6.7 */
+	__u32 total_rto_recoveries;
+	__u32 total_rto_time;
+	__u32 rcv_space;
+	__u32 ca_state;
 };
 
 #endif

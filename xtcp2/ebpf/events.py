@@ -25,6 +25,10 @@ EVENT_DTYPE = np.dtype([
     ("srtt_us", "<u4"), ("rttvar_us", "<u4"), ("min_rtt_us", "<u4"), ("total_retrans", "<u4"),
     ("snd_cwnd", "<u4"), ("delivered", "<u4"), ("snd_mss", "<u4"), ("rcv_wnd", "<u4"),
     ("snd_wnd", "<u4"), ("reordering", "<u4"),
+    ("snd_ssthresh", "<u4"), ("rcv_ssthresh", "<u4"), ("advmss", "<u4"), ("pmtu", "<u4"), ("rcv_mss", "<u4"),
+    ("unacked", "<u4"), ("sacked", "<u4"), ("lost", "<u4"), ("retrans", "<u4"), ("delivered_ce", "<u4"),
+    ("dsack_dups", "<u4"), ("reord_seen", "<u4"), ("rcv_ooopack", "<u4"), ("total_rto", "<u4"),
+    ("total_rto_recoveries", "<u4"), ("total_rto_time", "<u4"), ("rcv_space", "<u4"), ("ca_state", "<u4"),
 ])
 EVENT_SIZE = EVENT_DTYPE.itemsize  # checked against the object's xtcp2_event_size at load
 
