@@ -403,3 +403,22 @@ def test_decode_cli_on_corrupt_capture(path: Path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr and "not a pcap file" in lines[0] and path.name in lines[0]
+
+
+# Single recv() captures whose sockets are part of a stored ss run (found by joining
+# each of them against every ss text of its kernel).
+SINGLE_PACKET_PAIRS = [
+    ("5_15_164/5_15_164_ss_tcp_info_a_100", "5_15_164/netlink_sock_diag_reply_single_packet_port4000.pcap"),
+    ("5_4_281/5_4_281_ss_tcp_info_a_1000_sleep1ms", "5_4_281/netlink_sock_diag_reply_single_packet_port4049.pcap"),
+]
+
+
+@pytest.mark.parametrize("text,pcap", SINGLE_PACKET_PAIRS, ids=[p for _, p in SINGLE_PACKET_PAIRS])
+def test_single_packet_reply_matches_ss(text: str, pcap: str):
+    """Every socket of the packet is in the ss text, with exactly the printed values."""
+    ss, results = evaluate(FIXTURES / text, FIXTURES / pcap)
+    joined, ambiguous, diffs, seen = results[0]
+    n = decode_packets(p for _, p in read_packets(str(FIXTURES / pcap)))["_n"]
+    assert not diffs, "\n".join(diffs[:15])
+    assert ambiguous == 0 and n > 50 and len(joined) == n
+    assert seen["rtt"] == n and seen["bytes_acked"] > 0
