@@ -107,6 +107,7 @@ def _corruptions() -> dict[str, tuple[bytes, str]]:
         "empty": (b"", "not a pcap file"),
         "short": (good[:10], "not a pcap file"),
         "zeros": (bytes(4096), "not a pcap file"),
+        "pcapng": (b"\x0a\x0d\x0d\x0a" + bytes(60), "not a pcap file"),
         "text": (b"State  Recv-Q Send-Q Local Address:Port\n" * 4, "not a pcap file"),
         "ethernet": (pcap_bytes([(NETLINK_SOCK_DIAG, b"")], linktype=1), "link type 1"),
         "record header cut": (good[:24 + 7], "header truncated"),
@@ -228,3 +229,15 @@ def test_decode_missing_file_and_bad_format(tmp_path: Path):
     assert "Traceback" not in proc.stderr and "missing.pcap" in proc.stderr
     proc = run_decode("--format", "yaml", str(FIXTURES / "6_6_44" / "tcp_10_sockets.pcap"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_decode_cli_on_damaged_netlink(tmp_path: Path):
+    """Valid pcap framing, but a message whose nlmsg_len runs past its packet."""
+    msg = bytearray(socket_message(4000))
+    struct.pack_into("<I", msg, 0, len(msg) + 64)
+    path = tmp_path / "damaged.pcap"
+    path.write_bytes(pcap_bytes([(NETLINK_SOCK_DIAG, bytes(msg))]))
+    proc = run_decode(str(path))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert "nlmsg_len" in proc.stderr
