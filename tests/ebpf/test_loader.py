@@ -166,7 +166,7 @@ def test_tiny_ring_buffer_counts_reservation_failures(bpf_object):
         for _ in range(40):  # 6 events each (listen, 2 opens, 3 closes), 184 bytes, 4 KiB ring nobody reads
             _pair(10, 10)
         fails, submitted = bp.drop_counts()
-        assert submitted == 4096 // E.RECORD_STRIDE
+        assert submitted == (4096 - 1) // E.RECORD_STRIDE  # the kernel never fills the ring completely
         assert fails >= 240 - submitted  # other host traffic only adds events
         got = bp.reader.read()
         assert len(got) == submitted
