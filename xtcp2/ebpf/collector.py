@@ -81,7 +81,9 @@ class BpfCollector:
         self.ready = threading.Event()  # set once the start-up resync is done
         self._errors = 0
         self._host_sockets = 0          # sockets seen by the last resync, all namespaces
-        self.tracker = Tracker(window=window, close_wait=close_wait)
+        # config may override: bpf_coalesce_window / bpf_close_wait (seconds)
+        self.tracker = Tracker(window=float(getattr(config, "bpf_coalesce_window", window)),
+                               close_wait=float(getattr(config, "bpf_close_wait", close_wait)))
         self.load_options = load_options or loader.LoadOptions(
             ringbuf_bytes=int(getattr(config, "bpf_ringbuf_bytes", loader.DEFAULT_RINGBUF)))
         self.bp: loader.BpfProgram | None = None
