@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from .errors import DecodeError
 from .netlink.pcap import read_packets
 from .netlink.replay import decode_packets
 from .records.convert import record_to_dict
@@ -15,7 +16,11 @@ FORMATS = ("jsonl", "protoJson", "protoText")
 
 
 def decode_file(path: str) -> EncodedEnvelope:
-    cols = decode_packets(p for _, p in read_packets(path))
+    try:
+        cols = decode_packets(p for _, p in read_packets(path))
+    except DecodeError as e:
+        msg = str(e)
+        raise DecodeError(msg if msg.startswith(path) else f"{path}: {msg}") from None
     n = cols.pop("_n")
     body, _ = encode_rows(cols, n) if n else (b"", None)
     return EncodedEnvelope(body, n)

@@ -136,8 +136,6 @@ def test_reader_unreadable_path(tmp_path: Path, kind: str):
     assert str(path) in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="LEAD: read_packets yields packets of every netlink protocol; "
-                   "rtnetlink RTM_NEWADDR (type 20, cooked protocol 0) is then decoded as sockets")
 def test_only_sock_diag_packets_are_decoded(tmp_path: Path):
     """Packets whose cooked header names another netlink protocol are not socket replies."""
     # an rtnetlink packet whose message type happens to be 20 (RTM_NEWADDR == SOCK_DIAG_BY_FAMILY)

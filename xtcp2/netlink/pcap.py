@@ -25,8 +25,14 @@ PACKET_HOST, PACKET_OUTGOING = 0, 4
 ARPHRD_NETLINK = 0x0338
 
 
-def read_packets(path: str) -> Iterator[tuple[int, bytes]]:
-    """Yield (timestamp_ns, netlink bytes) per packet. Raises DecodeError on a corrupt file."""
+def read_packets(path: str, protocol: int | None = c.NETLINK_SOCK_DIAG) -> Iterator[tuple[int, bytes]]:
+    """Yield (timestamp_ns, netlink bytes) per packet of `protocol` (None = every protocol).
+
+    nlmon captures every netlink family: rtnetlink's RTM_NEWADDR has the same message
+    type number (20) as SOCK_DIAG_BY_FAMILY, so packets of other protocols must be
+    skipped by the cooked header's protocol field, not by message type.
+    Raises DecodeError on a corrupt file.
+    """
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -54,7 +60,9 @@ def read_packets(path: str) -> Iterator[tuple[int, bytes]]:
             raise DecodeError(f"{path}: packet {index} truncated ({incl} bytes announced, {len(data) - off} left)")
         if incl < COOKED_LEN:
             raise DecodeError(f"{path}: packet {index} shorter than the cooked header")
-        yield sec * 1_000_000_000 + frac * ns_per_unit, data[off + COOKED_LEN:off + incl]
+        proto = struct.unpack_from(">H", data, off + COOKED_LEN - 2)[0]
+        if protocol is None or proto == protocol:
+            yield sec * 1_000_000_000 + frac * ns_per_unit, data[off + COOKED_LEN:off + incl]
         off += incl
         index += 1
 
