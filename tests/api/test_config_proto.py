@@ -7,7 +7,6 @@ from google.protobuf import duration_pb2
 from xtcp2.api.config_proto import config_from_proto, config_to_proto
 from xtcp2.config import ALL_DESERIALIZERS, Config
 from xtcp2.errors import ConfigError
-from xtcp2.gen.xtcp_config.v1 import xtcp_config_pb2 as pb
 
 
 def current() -> Config:

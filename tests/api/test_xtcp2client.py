@@ -19,7 +19,7 @@ def client(rd_or_port, *argv: str, stdin: str | None = None, timeout: float = 60
 
 def test_get_set_and_polls(start_daemon):
     rd = start_daemon(poll_frequency=600.0, poll_timeout=0.5)
-    first = rd.wait_loops(1)
+    rd.wait_loops(1)
     got = client(rd, "get")
     assert got.returncode == 0, got.stderr
     cfg = json.loads(got.stdout)
