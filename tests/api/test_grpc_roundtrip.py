@@ -92,6 +92,21 @@ def test_invalid_set_refused_and_nothing_changes(start_daemon, run_upstream):
     assert rd.daemon.config.as_dict() == before
 
 
+def test_set_switches_marshaller_and_destination_live(start_daemon, run_upstream, socket_netns, tmp_path):
+    first, second = tmp_path / "a.bin", tmp_path / "b.json"
+    rd = start_daemon(dest=f"file:{first}", marshal_to="protobufList", poll_frequency=0.3, poll_timeout=0.2)
+    rd.wait_loops(1)
+    cfg = unary(run_upstream, rd, "Get", {})["response"]["config"]
+    cfg.update(dest=f"file:{second}", marshal_to="protoJson")
+    assert unary(run_upstream, rd, "Set", {"config": cfg})["ok"]
+    n = rd.daemon.loops
+    rd.wait_loops(n + 2)
+    rd.daemon.emitter.flush()
+    text = second.read_text()
+    assert socket_netns["name"] in text and text.lstrip().startswith(("{", "["))  # JSON, not protobuf
+    assert first.stat().st_size > 0  # the first destination got the earlier polls
+
+
 def test_destination_that_cannot_open_is_refused(start_daemon, run_upstream, tmp_path):
     out = tmp_path / "records.bin"
     rd = start_daemon(dest=f"file:{out}", poll_frequency=0.5, poll_timeout=0.4)

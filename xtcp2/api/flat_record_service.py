@@ -18,7 +18,7 @@ from prometheus_client import Counter
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 from .config_service import REQUESTS
 from ..errors import ConfigError
-from .record_fanout import STREAM_SENT, FanOut, Subscriber
+from .record_fanout import STREAM_DROPS, STREAM_SENT, FanOut, Subscriber
 from .record_filter import METADATA_KEY, RecordFilter
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,21 @@ class FlatRecordService:
             return False
         if not responses:  # everything filtered out
             return True
-        for r in responses:
-            await context.write(r)
-        sub.sent_records += len(responses)
-        STREAM_SENT.inc(len(responses))
+        sent = 0
+        try:
+            for r in responses:
+                await context.write(r)
+                sent += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the call ended under us (client gone, server stopping)
+            log.debug("%s: client %d: write failed: %s", sub.method, sub.id, e)
+            sub.dropped_records += len(responses) - sent
+            STREAM_DROPS.inc(len(responses) - sent)
+            sub.closed = True
+        finally:
+            sub.sent_records += sent
+            STREAM_SENT.inc(sent)
         return True
 
     async def FlatRecords(self, request, context):
