@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
-from grpc_health.v1 import _async as health_async
+from grpc_health.v1.health import aio as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -50,6 +50,7 @@ class GrpcServer:
     _records: FlatRecordService
     _daemon: object
     _executor: ThreadPoolExecutor
+    _health: object = None
     _stopped: bool = field(default=False)
 
     def subscribers(self) -> list[Subscriber]:
@@ -67,6 +68,8 @@ class GrpcServer:
         self.config_service.bursts.stop()
 
         async def shutdown() -> None:
+            if self._health is not None:
+                await self._health.enter_graceful_shutdown()  # watchers see NOT_SERVING first
             self._records.stopping.set()
             self.fanout.close_all()
             await self._server.stop(grace)
@@ -110,7 +113,7 @@ def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE
         records = FlatRecordService(daemon, fanout, max_clients, poll_grace)
         xtcp_config_pb2_grpc.add_ConfigServiceServicer_to_server(config_service, server)
         server.add_generic_rpc_handlers((records.handler(),))
-        health = health_async.HealthServicer()
+        health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         for name in ("", CONFIG_SERVICE, RECORD_SERVICE):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -125,7 +128,7 @@ def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE
             raise Xtcp2Error(f"gRPC: cannot listen on {address} (address in use or not local)")
         await server.start()
         result.update(server=server, port=port, fanout=fanout, config_service=config_service,
-                      records=records, executor=executor)
+                      records=records, executor=executor, health=health)
 
     def run() -> None:
         asyncio.set_event_loop(loop)
@@ -154,7 +157,7 @@ def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE
     handle = GrpcServer(address=address, port=result["port"], fanout=result["fanout"],
                         config_service=result["config_service"], _loop=loop, _thread=thread,
                         _server=result["server"], _records=result["records"], _daemon=daemon,
-                        _executor=result["executor"])
+                        _executor=result["executor"], _health=result["health"])
     daemon.add_listener(handle.fanout.publish)
     log.info("gRPC API listening on %s", listen_address(config.grpc_listen, handle.port))
     return handle
