@@ -36,3 +36,82 @@ def netns_name():
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DaemonUnderTest:
+    """The real xtcp2 daemon on free loopback ports, polling every second; always stopped."""
+
+    def __init__(self, tmp_path, *extra: str) -> None:
+        import shutil
+        import time
+        exe = shutil.which("xtcp2", path=os.path.dirname(sys.executable)) or shutil.which("xtcp2")
+        self.metrics_port, self.grpc_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        self.log_path = tmp_path / "xtcp2.log"
+        self.log = open(self.log_path, "w")
+        cmd = [exe] if exe else [sys.executable, "-m", "xtcp2"]
+        self.proc = subprocess.Popen(cmd + ["-frequency", "1s", "-timeout", "1s", "-dest", "null",
+                                            "-promListen", f"127.0.0.1:{self.metrics_port}",
+                                            "-grpcPort", str(self.grpc_port), *extra],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        from xtcp2.tools.selftest import CheckFailed, fetch_metrics
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log_text()
+            try:
+                if fetch_metrics(self.url).get("xtcp2_polls_total", 0) >= 1:
+                    return
+            except CheckFailed:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise AssertionError("daemon never completed a poll:\n" + self.log_text())
+
+    def metrics(self) -> dict:
+        from xtcp2.tools.selftest import fetch_metrics
+        return fetch_metrics(self.url)
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = DaemonUnderTest(tmp_path)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def scripts_without_help() -> list[str]:
+    """Console scripts of the installed package that do not answer -help (owned elsewhere)."""
+    from importlib.metadata import distribution
+    import shutil
+    bad = []
+    for ep in distribution("xtcp2").entry_points:
+        if ep.group != "console_scripts":
+            continue
+        exe = shutil.which(ep.name, path=os.path.dirname(sys.executable)) or shutil.which(ep.name)
+        if not exe or subprocess.run([exe, "-help"], capture_output=True, timeout=60).returncode != 0:
+            bad.append(ep.name)
+    return bad

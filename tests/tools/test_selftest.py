@@ -56,7 +56,7 @@ def test_without_daemon_every_check_reports_and_later_checks_still_run():
     assert results["NSTEST"] == "PASS", reasons["NSTEST"]
     assert "Traceback" not in r.stdout + r.stderr
     # NS_DOCKER must leave nothing mounted behind
-    assert not any(" /run/docker/netns/" in line for line in open("/proc/self/mountinfo"))
+    assert not any(" /run/docker/netns/xtcp2st" in line for line in open("/proc/self/mountinfo"))
 
 
 def test_metrics_without_xtcp2_series_fails(tmp_path):
