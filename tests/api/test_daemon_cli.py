@@ -12,10 +12,9 @@ import urllib.request
 
 import pytest
 
-from .test_capabilities import ROOT, _cli_runs_the_check
+from .test_capabilities import ROOT
 
-pytestmark = [pytest.mark.root, pytest.mark.skipif(not _cli_runs_the_check(),
-                                                   reason="xtcp2 CLI does not start the control plane yet")]
+pytestmark = pytest.mark.root
 
 
 def free_port() -> int:
