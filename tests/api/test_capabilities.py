@@ -92,7 +92,7 @@ def test_auto_mode_degrades_with_a_warning():
 
 def test_daemon_exits_2_with_the_message():
     proc = run_dropped(capsh_drop("cap_net_admin,cap_sys_admin"),
-                       ["-c", f"exec {sys.executable} -m xtcp2 -dest null: -maxLoops 1 -grpcPort 0 "
+                       ["-c", f"exec {sys.executable} -m xtcp2 --mode poll -dest null -maxLoops 1 -grpcPort 0 "
                               f"-promListen 127.0.0.1:0"])
     assert proc.returncode == 2, proc
     # log lines may precede it; the verdict itself is one line
