@@ -25,7 +25,7 @@ def free_port() -> int:
 
 def test_daemon_serves_grpc_and_metrics_then_stops(socket_netns, run_upstream):
     gport, mport = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "xtcp2", "-netns", socket_netns["name"], "-dest", "null",
+    proc = subprocess.Popen([sys.executable, "-m", "xtcp2", "--mode", "poll", "-netns", socket_netns["name"], "-dest", "null",
                              "-frequency", "0.5s", "-timeout", "0.4s", "-grpcPort", str(gport),
                              "-promListen", f"127.0.0.1:{mport}", "-promPath", "/m"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
