@@ -485,9 +485,10 @@ class Daemon:
     def log_tail(self, n: int = 15) -> str:
         try:
             with open(self.logpath, errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
+                lines = f.readlines()
+        except OSError as e:
+            return f"(cannot read {self.logpath}: {e})"
+        return f"({len(lines)} lines in {self.logpath})\n" + "".join(lines[-n:])
 
     def stop(self) -> int | None:
         if not self.proc or self.proc.poll() is not None:
@@ -575,13 +576,19 @@ def guest_tcp_stress(args, bindir: str, daemon: Daemon) -> bool:
                                            "-count", str(k), "-sleep", "5s", "-pads", "1024", "-quiet"],
                                           stdout=subprocess.DEVNULL))
         _sleep_watching(daemon, args.duration)
-        m0 = _metrics(daemon.url)
-        _sleep_watching(daemon, 4)
-        m1 = _metrics(daemon.url)
-        polls = m1.get("xtcp2_polls_total", 0) - m0.get("xtcp2_polls_total", 0)
-        per_poll = (m1.get("xtcp2_sockets_total", 0) - m0.get("xtcp2_sockets_total", 0)) / polls if polls else 0
-        watched = m1.get("xtcp2_namespaces", 0)
         expect = n * 3 * k
+        # Clients start slowly under emulation: measure poll windows until the full
+        # population is seen or a minute has passed.
+        give_up = time.monotonic() + 60
+        while True:
+            m0 = _metrics(daemon.url)
+            _sleep_watching(daemon, 3)
+            m1 = _metrics(daemon.url)
+            polls = m1.get("xtcp2_polls_total", 0) - m0.get("xtcp2_polls_total", 0)
+            per_poll = (m1.get("xtcp2_sockets_total", 0) - m0.get("xtcp2_sockets_total", 0)) / polls if polls else 0
+            watched = m1.get("xtcp2_namespaces", 0)
+            if (watched >= n + 1 and per_poll >= expect) or time.monotonic() > give_up:
+                break
         panics = daemon.panics()
         print(f"XTCP2_TCP_STRESS_SUMMARY namespaces={n} sockets_each={3 * k} watched={watched:g} "
               f"sockets_per_poll={per_poll:.0f} expected_at_least={expect} panics={panics} "
