@@ -62,6 +62,8 @@ FLAGS = [
     ("pollJitterPct", "poll_jitter_pct", int, "poll schedule jitter, percent of -frequency"),
     ("reconcileFrequency", "reconcile_frequency", parse_duration, "namespace reconcile period when not reconciling before every poll"),
     ("reconcileBeforePoll", "reconcile_before_poll", _bool, "reconcile namespaces before every poll"),
+    ("resync", "resync_frequency", parse_duration, "bpf mode: full resync period (default 10x -frequency)"),
+    ("bpfRingbufBytes", "bpf_ringbuf_bytes", int, "bpf mode: ring buffer size in bytes (power of two)"),
     ("populateNsid", "populate_nsid", _bool, "fill nsid from rtnetlink"),
     ("marshal", "marshal_to", str, f"wire format: {', '.join(MARSHALLERS)}"),
     ("dest", "dest", str, "destination scheme:address (null, stdout, file:PATH, kafka:HOST:PORT, ...)"),
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"{help_} (default {getattr(defaults, field)!r})")
     p.add_argument("-deserializers", "--deserializers", default=None,
                    help="attribute decoders: default, all, '' or a comma list")
-    p.add_argument("--mode", "-mode", choices=MODES, default=None, help="poll, bpf or auto (default poll)")
+    p.add_argument("--mode", "-mode", choices=MODES, default=None, help="poll, bpf or auto (default auto: bpf when its programs load here, else poll)")
     p.add_argument("--once", "-once", action="store_true", help="one poll of the selected namespaces, then exit")
     p.add_argument("--netns", "-netns", action="append", default=None, metavar="NAME",
                    help="only this namespace (repeatable; 'self' = our own)")
@@ -132,14 +134,15 @@ def run_daemon(argv: Sequence[str]) -> int:
         print(json.dumps(cfg.as_dict(), indent=2, default=list))
         return 0
     _setup_logging(cfg.debug_level)
-    if cfg.mode == "bpf":
-        raise Xtcp2Error("--mode bpf is not available yet in this build; use --mode poll")
-    if cfg.mode == "auto":
-        log.info("mode auto: using poll (bpf mode is not available in this build)")
+    use_bpf = False
+    if not cfg.once:
+        from .ebpf import select_mode
+        use_bpf, why = select_mode(cfg.mode)  # --mode bpf that cannot run: Xtcp2Error, one line
+        log.info("%s", why)
     from .api.control_plane import preflight, start_control_plane
     from .daemon import Daemon
     preflight(cfg)  # exits 2 with what is missing and how to grant it
-    daemon = Daemon(cfg)
+    daemon = Daemon(cfg, use_bpf=use_bpf)
     plane = None
     try:
         if cfg.once:
@@ -149,7 +152,12 @@ def run_daemon(argv: Sequence[str]) -> int:
         signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
         signal.signal(signal.SIGINT, lambda *_: daemon.stop())
         plane = start_control_plane(daemon, cfg)
-        log.info("xtcp2 %s: polling every %.3gs to %s as %s", __version__, cfg.poll_frequency, cfg.dest, cfg.marshal_to)
+        if use_bpf:
+            log.info("xtcp2 %s: bpf events, refresh every %.3gs, to %s as %s", __version__, cfg.poll_frequency,
+                     cfg.dest, cfg.marshal_to)
+        else:
+            log.info("xtcp2 %s: polling every %.3gs to %s as %s", __version__, cfg.poll_frequency, cfg.dest,
+                     cfg.marshal_to)
         daemon.run()
         return 0
     finally:

@@ -71,7 +71,11 @@ class PollCollector:
             "hostname": config.hostname, "location": config.location,
             "label": config.label, "tag": config.tag,
         }
-        self._base = base
+        # updated in place: the close-record pump holds a reference to it
+        if not hasattr(self, "base_constants"):
+            self.base_constants = {}
+        self.base_constants.clear()
+        self.base_constants.update(base)
 
     def _free_chunks(self) -> queue.SimpleQueue:
         """This worker's chunk buffers: one being read while another is decoded."""
@@ -142,7 +146,7 @@ class PollCollector:
                     free.put(item)
             t.join()
 
-    def _next_counters(self, n: int) -> int:
+    def next_counters(self, n: int) -> int:
         with self._counter_lock:
             start = self._counter
             self._counter += n
@@ -179,7 +183,7 @@ class PollCollector:
         with ns.lock:
             if ns.broken:
                 return 0, 0, 0, 0
-            consts = dict(self._base, netns=ns.name, netns_inode=ns.inode, nsid=ns.nsid,
+            consts = dict(self.base_constants, netns=ns.name, netns_inode=ns.inode, nsid=ns.nsid,
                           netlinker_id=self._worker_id(), socket_fd=ns.diag.fileno(), trigger=trigger)
             for family, fname in FAMILIES:
                 writer = self._capture_writer(ns, family)
@@ -224,7 +228,7 @@ class PollCollector:
         if n == 0:
             return 0, 0
         sockets = n
-        start = self._next_counters(n)
+        start = self.next_counters(n)
         if self.config.modulus > 1:
             keep = np.flatnonzero((start + np.arange(n)) % self.config.modulus == 0)
             cols = take_rows(cols, keep)

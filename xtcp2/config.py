@@ -41,7 +41,7 @@ def parse_deserializers(spec: str) -> tuple[str, ...]:
 @dataclass
 class Config:
     # polling
-    mode: str = "poll"
+    mode: str = "auto"
     poll_frequency: float = 10.0
     poll_timeout: float = 5.0
     nl_timeout_milliseconds: int = 1000
@@ -53,6 +53,9 @@ class Config:
     poll_jitter_pct: int = 0
     reconcile_frequency: float = 6 * 3600.0
     reconcile_before_poll: bool = True
+    # bpf mode
+    resync_frequency: float = 0.0          # full resync period; 0 = 10 x poll_frequency
+    bpf_ringbuf_bytes: int = 16 << 20      # BPF ring buffer size, a power of two >= 4096
     once: bool = False
     netns: list[str] = field(default_factory=list)
     enabled_deserializers: tuple[str, ...] = DEFAULT_DESERIALIZERS
@@ -103,6 +106,9 @@ class Config:
         need(self.modulus >= 1, "modulus", "must be >= 1")
         need(0 <= self.poll_jitter_pct <= 100, "poll_jitter_pct", "must be between 0 and 100")
         need(self.reconcile_frequency >= 0, "reconcile_frequency", "must be >= 0")
+        need(self.resync_frequency >= 0, "resync_frequency", "must be >= 0")
+        rb = self.bpf_ringbuf_bytes
+        need(rb >= 4096 and rb & (rb - 1) == 0, "bpf_ringbuf_bytes", "must be a power of two >= 4096")
         need(self.marshal_to in MARSHALLERS, "marshal_to",
              f"unknown marshaller {self.marshal_to!r}; valid: {', '.join(MARSHALLERS)}")
         need(self.envelope_flush_threshold_rows >= 1, "envelope_flush_threshold_rows", "must be >= 1")

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, use_bpf: bool = False) -> None:
         config.validate()
         self._config = config
         self.table = NamespaceTable(config.netns, config.packet_size, config.nl_timeout_milliseconds,
@@ -35,6 +35,15 @@ class Daemon:
         self.last_stats: PollStats | None = None
         self._last_reconcile = 0.0
         self._poll_hooks: list[Callable[[PollStats], None]] = []
+        self.bpf = None
+        self.closes = None
+        if not use_bpf:  # poll mode gains close records from the sock_diag destroy groups
+            from .netlink.destroy import CloseRecordPump
+            self.closes = CloseRecordPump(self.table, self._emit_closes, self.collector.base_constants)
+        if use_bpf:
+            from .ebpf import BpfCollector
+            self.bpf = BpfCollector(config, self.table, self.emitter, self.collector)
+            log.info("bpf programs attached (%s)", self.bpf.start())
 
     # ---- control surface -------------------------------------------------------
     @property
@@ -47,6 +56,8 @@ class Daemon:
         with self._lock:
             self.emitter.configure(new)
             self.collector.configure(new)
+            if self.bpf is not None:
+                self.bpf.configure(new)
             if new.netns != self._config.netns:
                 self.table.names = list(new.netns)
                 self._last_reconcile = 0.0
@@ -55,6 +66,9 @@ class Daemon:
         log.info("configuration updated")
 
     def trigger_poll(self, count: int = 1) -> None:
+        if self.bpf is not None:
+            self.bpf.request_resync()
+            return
         with self._lock:
             self._pending_polls += count
         self._wake.set()
@@ -69,8 +83,16 @@ class Daemon:
         self._poll_hooks.append(fn)
 
     # ---- running -----------------------------------------------------------------
+    def _emit_closes(self, cols, n: int, consts: dict) -> None:
+        from .records.encode import encode_rows
+        body, ends = encode_rows(cols, n, consts)
+        self.emitter.add_rows(body, ends)
+        self.emitter.flush()
+
     def reconcile(self) -> None:
         added, removed = self.table.reconcile()
+        if self.closes is not None:
+            self.closes.sync()
         self._last_reconcile = time.monotonic()
         if added or removed:
             log.info("namespaces: +%d -%d, watching %d", added, removed, len(self.table.by_key))
@@ -96,7 +118,10 @@ class Daemon:
         return max(0.0, cfg.poll_frequency + random.uniform(-jitter, jitter))
 
     def run(self) -> None:
-        """Poll until stop() or -maxLoops polls."""
+        """Poll until stop() or -maxLoops polls; in bpf mode, follow kernel events until stop()."""
+        if self.bpf is not None:
+            self.bpf.run(self._stop)
+            return
         cfg = self._config
         if cfg.poll_jitter_pct:
             # spread a fleet that starts together
@@ -116,7 +141,14 @@ class Daemon:
                 if self._config.max_loops and self.loops >= self._config.max_loops:
                     break
                 continue
-            self._wake.wait(timeout=max(0.0, next_due - now))
+            wait = max(0.0, next_due - now)
+            if self.closes is None:
+                self._wake.wait(timeout=wait)
+            else:
+                end = time.monotonic() + wait
+                while not self._wake.is_set() and time.monotonic() < end:
+                    if self.closes.pump(min(0.1, max(0.0, end - time.monotonic()))):
+                        self.trigger_poll()  # broadcasts were lost: a poll catches up
             if self._wake.is_set():
                 self._wake.clear()
                 # a reconfigured frequency restarts the interval from now
@@ -127,6 +159,10 @@ class Daemon:
         self._wake.set()
 
     def close(self) -> None:
+        if self.bpf is not None:
+            self.bpf.close()
+        if self.closes is not None:
+            self.closes.close()
         self.collector.close()
         self.emitter.close()
         self.table.close()

@@ -113,7 +113,8 @@ def test_daemon_loop_polls_and_stops(tmp_path, make_netns):
     ns = make_netns()
     out = tmp_path / "loop.bin"
     r = subprocess.run([sys.executable, "-m", "xtcp2", "-frequency", "200ms", "-maxLoops", "3", "--netns", ns,
-                        "-dest", f"file:{out}", "-d", "100", "-promListen", "127.0.0.1:0", "-grpcPort", "0"],
+                        "-dest", f"file:{out}", "-d", "100", "-promListen", "127.0.0.1:0", "-grpcPort", "0",
+                        "--mode", "poll"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("poll ") >= 3

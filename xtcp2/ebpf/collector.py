@@ -282,7 +282,7 @@ class BpfCollector:
         kts, self._stage_ktimes = self._stage_ktimes, []
         cols, n, consts = merge(parts)
         # one record_counter sequence with the poll collector (resync/refresh records)
-        nxt = getattr(self.poller, "next_counters", None) or getattr(self.poller, "_next_counters", None)
+        nxt = self.poller.next_counters
         start = nxt(n) if nxt is not None else self._counter
         self._counter = start + n
         cols["record_counter"] = np.arange(start + 1, start + 1 + n, dtype=np.uint64)
