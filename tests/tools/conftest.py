@@ -103,6 +103,16 @@ def daemon(tmp_path):
         d.stop()
 
 
+@pytest.fixture
+def polling_daemon(tmp_path):
+    """The daemon forced into poll mode (the default may pick bpf events where they load)."""
+    d = DaemonUnderTest(tmp_path, "--mode", "poll")
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
 def scripts_without_help() -> list[str]:
     """Console scripts of the installed package that do not answer -help (owned elsewhere)."""
     from importlib.metadata import distribution

@@ -29,7 +29,8 @@ def _rss(pid):
 
 
 @pytest.mark.timeout(300)
-def test_200_cycles_of_churn_under_a_1s_poller(daemon):
+def test_200_cycles_of_churn_under_a_1s_poller(polling_daemon):
+    daemon = polling_daemon
     pid = daemon.proc.pid
     time.sleep(3)  # let the daemon settle: imports, first reconcile, allocator warm-up
     fds0, rss0 = _fds(pid), _rss(pid)
