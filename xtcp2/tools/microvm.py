@@ -482,6 +482,14 @@ class Daemon:
         except OSError:
             return 0
 
+    def startup_lines(self) -> list[str]:
+        """The daemon's own start-up INFO lines (mode chosen, listeners), for the transcript."""
+        try:
+            with open(self.logpath, errors="replace") as f:
+                return [x.rstrip() for x in f if " INFO xtcp2: " in x][:4]
+        except OSError:
+            return []
+
     def log_tail(self, n: int = 15) -> str:
         try:
             with open(self.logpath, errors="replace") as f:
@@ -633,6 +641,8 @@ def guest_main(args) -> int:
         ok = False
     else:
         print(f"XTCP2_MICROVM_DAEMON_READY after {time.monotonic() - t0:.1f} s (uptime {_uptime():.1f}s)", flush=True)
+        for line in daemon.startup_lines():
+            print(f"XTCP2_MICROVM_DAEMON_SAYS {line}", flush=True)
         if args.flavor == "lifecycle":
             ok = guest_lifecycle(args, bindir, daemon, probes)
         else:
