@@ -16,6 +16,7 @@ from typing import Sequence
 from . import __version__
 from .config import MARSHALLERS, MODES, Config, parse_deserializers
 from .errors import Xtcp2Error
+from .argparse_go import parser as go_parser
 
 log = logging.getLogger("xtcp2")
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -85,7 +86,7 @@ FLAGS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="xtcp2", allow_abbrev=False,
+    p = go_parser(prog="xtcp2", allow_abbrev=False,
                                 description="Per-socket TCP telemetry for every network namespace.")
     defaults = Config()
     for flag, field, typ, help_ in FLAGS:

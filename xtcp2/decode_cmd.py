@@ -11,6 +11,7 @@ from .netlink.replay import decode_packets
 from .records.convert import record_to_dict
 from .records.encode import encode_rows
 from .records.envelope import EncodedEnvelope
+from .argparse_go import parser as go_parser
 
 FORMATS = ("jsonl", "protoJson", "protoText")
 
@@ -27,7 +28,7 @@ def decode_file(path: str) -> EncodedEnvelope:
 
 
 def main(argv) -> int:
-    ap = argparse.ArgumentParser(prog="xtcp2 decode", description="Decode a netlink sock_diag capture (pcap, link type 253).")
+    ap = go_parser(prog="xtcp2 decode", description="Decode a netlink sock_diag capture (pcap, link type 253).")
     ap.add_argument("--format", "-format", choices=FORMATS, default="jsonl")
     ap.add_argument("file")
     args = ap.parse_args(argv)

@@ -17,6 +17,7 @@ from google.protobuf import json_format
 
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 from ..marshal.protobuf_list import unmarshal
+from ..argparse_go import parser as go_parser
 
 TABLE_COLUMNS = ("timestamp_ns", "hostname", "netns", "source", "destination", "state", "rtt_us", "cwnd",
                  "bytes_acked", "cc")
@@ -56,7 +57,7 @@ def format_row(r: pb.XtcpFlatRecord, fmt: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="xtcp2_kafka_client", description=__doc__.split("\n")[0])
+    ap = go_parser(prog="xtcp2_kafka_client", description=__doc__.split("\n")[0])
     ap.add_argument("--brokers", default="127.0.0.1:9092")
     ap.add_argument("--topic", default="xtcp")
     ap.add_argument("--format", choices=("protoJson", "table", "count"), default="table")

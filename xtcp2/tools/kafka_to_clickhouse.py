@@ -34,6 +34,7 @@ from pathlib import Path
 from google.protobuf.descriptor import FieldDescriptor as FD
 
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+from ..argparse_go import parser as go_parser
 
 log = logging.getLogger("xtcp2_kafka_to_clickhouse")
 
@@ -245,7 +246,7 @@ def _statements(sql: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="xtcp2_kafka_to_clickhouse", description=__doc__.split("\n")[0])
+    ap = go_parser(prog="xtcp2_kafka_to_clickhouse", description=__doc__.split("\n")[0])
     ap.add_argument("--brokers", default="127.0.0.1:9092")
     ap.add_argument("--topic", default="xtcp")
     ap.add_argument("--group", default="xtcp2_kafka_to_clickhouse")

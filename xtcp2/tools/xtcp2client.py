@@ -34,6 +34,7 @@ from ..gen.xtcp_config.v1 import xtcp_config_pb2 as cfg_pb
 from ..gen.xtcp_config.v1 import xtcp_config_pb2_grpc as cfg_grpc
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as rec_pb
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2_grpc as rec_grpc
+from ..argparse_go import parser as go_parser
 
 CONNECT_TIMEOUT = 5.0
 
@@ -281,7 +282,7 @@ def _duration_arg(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="xtcp2client", allow_abbrev=False, description=__doc__,
+    p = go_parser(prog="xtcp2client", allow_abbrev=False, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-target", "--target", default="127.0.0.1", help="daemon host (default 127.0.0.1)")
     p.add_argument("-port", "--port", type=int, default=8889, help="daemon -grpcPort (default 8889)")
