@@ -18,6 +18,7 @@ import numpy as np
 
 from . import SCHEMA_VERSION, __version__, metrics
 from .config import Config
+from .memory import tune_malloc
 from .gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 from .netlink import constants as c
 from .netlink.decode import decode_messages
@@ -56,6 +57,7 @@ class PollCollector:
         self._counter_lock = threading.Lock()
         self._captured = 0
         self._pool: ThreadPoolExecutor | None = None
+        tune_malloc()
         self.configure(config)
 
     def configure(self, config: Config) -> None:
