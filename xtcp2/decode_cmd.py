@@ -1,7 +1,6 @@
 """`xtcp2 decode FILE`: netlink sock_diag pcap -> records (jsonl, protoJson, protoText)."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 

@@ -22,7 +22,7 @@ from ..config import Config
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 from ..netlink import constants as c
 from ..netlink.decode import Columns, decode_messages
-from ..netlink.destroy import DestroySubscriber, DestroyWatcher
+from ..netlink.destroy import DestroyWatcher
 from ..netlink.diag import DumpAborted, NetlinkError, SockId, new_chunk
 from ..records.encode import encode_rows, take_rows
 from . import events as E
@@ -454,19 +454,7 @@ class BpfCollector:
         self._resolving.clear()
         if len(self._unresolved) > 10000:
             self._unresolved.clear()
-        keys = set(self.table.by_key)
-        for key in self.watcher.keys():
-            if key not in keys:
-                self.watcher.remove(key)  # the namespace is gone: do not pin it
-        if not self.use_destroy_groups:
-            return
-        for key, ns in list(self.table.by_key.items()):
-            if key in self.watcher.keys():
-                continue
-            if ns.ref.source == "self":
-                self.watcher.add(key, DestroySubscriber.open)
-            else:
-                self.watcher.add(key, lambda p=ns.ref.path: self.table.enter().run_in(p, DestroySubscriber.open))
+        self.watcher.sync_with(self.table, subscribe=self.use_destroy_groups)
 
     def _check_drops(self) -> None:
         fails, _ = self.bp.drop_counts()

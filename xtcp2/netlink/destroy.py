@@ -125,6 +125,23 @@ class DestroyWatcher:
         self._subs: dict[Hashable, DestroySubscriber] = {}
         self._by_fd: dict[int, Hashable] = {}
 
+    def sync_with(self, table, subscribe: bool = True) -> None:
+        """Follow a NamespaceTable: close the subscriber of every namespace that is gone
+        (an open socket would keep it alive) and, if `subscribe`, open one in each new one."""
+        keys = set(table.by_key)
+        for key in self.keys():
+            if key not in keys:
+                self.remove(key)
+        if not subscribe:
+            return
+        for key, ns in list(table.by_key.items()):
+            if key in self.keys():
+                continue
+            if ns.ref.source == "self":
+                self.add(key, DestroySubscriber.open)
+            else:
+                self.add(key, lambda p=ns.ref.path: table.enter().run_in(p, DestroySubscriber.open))
+
     def keys(self) -> list[Hashable]:
         return list(self._subs)
 
@@ -185,21 +202,11 @@ class CloseRecordPump:
     def __init__(self, table, emit: Callable[[Columns, int, dict], None], base: dict | None = None) -> None:
         self.table = table
         self.emit = emit
-        self.base = dict(base or {})
+        self.base = base if base is not None else {}  # shared: reconfigured labels apply
         self.watcher = DestroyWatcher()
 
     def sync(self) -> None:
-        keys = set(self.table.by_key)
-        for key in self.watcher.keys():
-            if key not in keys:
-                self.watcher.remove(key)  # gone: must not pin the namespace
-        for key, ns in list(self.table.by_key.items()):
-            if key in self.watcher.keys():
-                continue
-            if ns.ref.source == "self":
-                self.watcher.add(key, DestroySubscriber.open)
-            else:
-                self.watcher.add(key, lambda p=ns.ref.path: self.table.enter().run_in(p, DestroySubscriber.open))
+        self.watcher.sync_with(self.table)
 
     def fileno(self) -> int:
         return self.watcher.fileno()

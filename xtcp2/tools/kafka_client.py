@@ -8,7 +8,6 @@ them with the project's own decoder and prints each row.
 """
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import sys
 import time

@@ -17,7 +17,6 @@ the compiled .proto, so they cannot drift from the record schema.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import logging
 import os
