@@ -113,15 +113,3 @@ def polling_daemon(tmp_path):
         d.stop()
 
 
-def scripts_without_help() -> list[str]:
-    """Console scripts of the installed package that do not answer -help (owned elsewhere)."""
-    from importlib.metadata import distribution
-    import shutil
-    bad = []
-    for ep in distribution("xtcp2").entry_points:
-        if ep.group != "console_scripts":
-            continue
-        exe = shutil.which(ep.name, path=os.path.dirname(sys.executable)) or shutil.which(ep.name)
-        if not exe or subprocess.run([exe, "-help"], capture_output=True, timeout=60).returncode != 0:
-            bad.append(ep.name)
-    return bad
