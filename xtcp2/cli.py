@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import signal
 import sys
 from typing import Sequence
@@ -16,31 +15,10 @@ from typing import Sequence
 from . import __version__
 from .config import MARSHALLERS, MODES, Config, parse_deserializers
 from .errors import Xtcp2Error
+from .argparse_go import parse_duration
 from .argparse_go import parser as go_parser
 
 log = logging.getLogger("xtcp2")
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Go duration syntax ("10s", "1m30s", "250ms") or plain seconds, as float seconds."""
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 10s, 1m30s, 250ms)")
-    return total
-
-
 def _bool(text: str) -> bool:
     t = text.lower()
     if t in ("1", "true", "t", "yes"):

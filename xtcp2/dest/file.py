@@ -14,17 +14,7 @@ from urllib.parse import parse_qs
 
 from ..errors import DestinationError
 from .base import Destination, register
-
-
-def _int_option(opts: dict, name: str, default: int, minimum: int) -> int:
-    raw = opts.get(name, [str(default)])[-1]
-    try:
-        value = int(raw)
-    except ValueError:
-        raise DestinationError(f"file: option {name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise DestinationError(f"file: option {name} must be >= {minimum}")
-    return value
+from .queued import num_option
 
 
 @register("file")
@@ -34,14 +24,14 @@ class FileDestination(Destination):
         path, _, query = address.partition("?")
         if not path:
             raise DestinationError("file: needs a path, e.g. file:/var/log/xtcp2.bin")
-        opts = parse_qs(query, strict_parsing=False) if query else {}
+        opts = {k: v[-1] for k, v in parse_qs(query).items()} if query else {}
         unknown = set(opts) - {"maxBytes", "keep", "perEnvelope"}
         if unknown:
             raise DestinationError(f"file: unknown option(s) {', '.join(sorted(unknown))}")
         self.path = path
-        self.max_bytes = _int_option(opts, "maxBytes", 64 * 1024 * 1024, 1024)
-        self.keep = _int_option(opts, "keep", 5, 0)
-        self.per_envelope = bool(_int_option(opts, "perEnvelope", 0, 0))
+        self.max_bytes = num_option("file", opts, "maxBytes", 64 * 1024 * 1024, 1024)
+        self.keep = num_option("file", opts, "keep", 5, 0)
+        self.per_envelope = bool(num_option("file", opts, "perEnvelope", 0, 0))
         self._seq = 0
         self._fh = None
         if self.per_envelope:

@@ -5,16 +5,8 @@ Envelope per destination message (ClickHouse rejects two concatenated in one mes
 """
 from __future__ import annotations
 
+from ..records.encode import varint
 from ..records.envelope import EncodedEnvelope
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def marshal(env: EncodedEnvelope) -> bytes:

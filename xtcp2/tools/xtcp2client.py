@@ -28,7 +28,7 @@ import grpc
 from google.protobuf import json_format
 
 from ..api.record_filter import METADATA_KEY, TCP_STATES, RecordFilter, parse_state
-from ..cli import parse_duration
+from ..argparse_go import parse_duration
 from ..errors import ConfigError
 from ..gen.xtcp_config.v1 import xtcp_config_pb2 as cfg_pb
 from ..gen.xtcp_config.v1 import xtcp_config_pb2_grpc as cfg_grpc
