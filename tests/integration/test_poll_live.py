@@ -160,3 +160,20 @@ def test_aborted_dumps_do_not_leak_buffers(make_netns):
     finally:
         pop.stdin.close()
         pop.wait(30)
+
+
+def test_placeholder_file_in_run_netns_is_not_a_namespace(make_netns):
+    """`ip netns add` creates the file before mounting; a file left unmounted is not on nsfs."""
+    from xtcp2.netns.discover import discover
+
+    ns = make_netns()
+    placeholder = f"/run/netns/{ns}-placeholder"
+    open(placeholder, "w").close()
+    try:
+        refs = discover(include_proc=False)
+        names = {n for r in refs.values() for n in [r.name, *r.aliases]}
+        assert ns in names and f"{ns}-placeholder" not in names
+        mounted = [r for r in refs.values() if r.name == ns][0]
+        assert mounted.mounts == [("netns", f"/run/netns/{ns}")]
+    finally:
+        os.unlink(placeholder)

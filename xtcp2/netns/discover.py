@@ -23,6 +23,7 @@ class NetnsRef:
     source: str  # "netns", "docker", "proc", "self"
     pids: list[int] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)  # other names of the same namespace
+    mounts: list[tuple[str, str]] = field(default_factory=list)  # every (source, path) bind mount of it
 
     @property
     def key(self) -> tuple[int, int]:
@@ -40,6 +41,7 @@ def _stat_ns(path: str):
 def discover(include_proc: bool = True, dirs=NETNS_DIRS) -> dict[tuple[int, int], NetnsRef]:
     found: dict[tuple[int, int], NetnsRef] = {}
     st = _stat_ns("/proc/self/ns/net")
+    nsfs_dev = st.st_dev if st else None  # every namespace file lives on the one nsfs
     if st:
         found[(st.st_dev, st.st_ino)] = NetnsRef("self", "/proc/self/ns/net", st.st_ino, st.st_dev, "self", [os.getpid()])
     for d in dirs:
@@ -51,16 +53,18 @@ def discover(include_proc: bool = True, dirs=NETNS_DIRS) -> dict[tuple[int, int]
         for name in names:
             path = os.path.join(d, name)
             st = _stat_ns(path)
-            if st is None or st.st_ino == 0:
-                continue
+            if st is None or st.st_ino == 0 or (nsfs_dev is not None and st.st_dev != nsfs_dev):
+                continue  # vanished, or a placeholder file that is not a mounted namespace
             key = (st.st_dev, st.st_ino)
             ref = found.get(key)
             if ref is None or ref.source in ("proc", "self"):
                 pids = ref.pids if ref else []
                 aliases = [ref.name] if ref else []
-                found[key] = NetnsRef(name, path, st.st_ino, st.st_dev, source, pids, aliases)
+                mounts = ref.mounts if ref else []
+                ref = found[key] = NetnsRef(name, path, st.st_ino, st.st_dev, source, pids, aliases, mounts)
             else:
                 ref.aliases.append(name)
+            ref.mounts.append((source, path))
     if include_proc:
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():

@@ -11,7 +11,6 @@ namespace assigned to it (RTM_GETNSID), -1 if none.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -29,7 +28,6 @@ from .tcp_server import GoFlagParser
 # xtcp2.netlink.diag (and numpy behind it) is imported when a namespace is inspected,
 # not at module load: `ns -help` stays cheap, which matters in a TCG guest.
 
-CLONE_NEWNET = 0x40000000
 NAMED_DIRS = tuple(("docker" if "docker" in d else "netns", d) for d in NETNS_DIRS)
 T = TypeVar("T")
 
@@ -65,52 +63,18 @@ def run_in_netns(path: str, fn: Callable[[], T]) -> T:
 def discover() -> list[Namespace]:
     """The daemon's discovery (named mounts, docker's, /proc, self), as inspector rows."""
     out = []
-    for ref in daemon_discover(include_proc=True, dirs=tuple(d for _, d in NAMED_DIRS)).values():
-        ns = Namespace(dev=ref.dev, inode=ref.inode, pids=sorted(set(ref.pids)), path=ref.path)
-        if ref.source == "self":
-            ns.own = True
-        elif ref.source in ("netns", "docker"):
-            if not _is_netns(ref.path):
-                continue  # a placeholder file left behind, not a mounted namespace
-            ns.names.append({"source": ref.source, "path": ref.path})
-        out.append(ns)
     own = os.stat("/proc/self/ns/net")
-    for ns in out:
-        # The daemon's discovery names a namespace once; the inspector shows every path to it.
-        if ns.key == (own.st_dev, own.st_ino):
-            ns.own = True
-            ns.path = "/proc/self/ns/net" if not ns.names else ns.path
-    for source, directory in NAMED_DIRS:
-        try:
-            entries = sorted(os.listdir(directory))
-        except OSError:
-            continue
-        for name in entries:
-            path = os.path.join(directory, name)
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
-            for ns in out:
-                if ns.key == (st.st_dev, st.st_ino) and not any(x["path"] == path for x in ns.names):
-                    ns.names.append({"source": source, "path": path})
+    for ref in daemon_discover(include_proc=True, dirs=tuple(d for _, d in NAMED_DIRS)).values():
+        ns = Namespace(dev=ref.dev, inode=ref.inode, pids=sorted(set(ref.pids)), path=ref.path,
+                       names=[{"source": src, "path": p} for src, p in ref.mounts])
+        # the daemon names a namespace once; the inspector shows every path to it
+        ns.own = ns.key == (own.st_dev, own.st_ino)
+        if ns.own and not ns.names:
+            ns.path = "/proc/self/ns/net"
+        out.append(ns)
     for ns in out:
         ns.pids = sorted(set(ns.pids))
     return sorted(out, key=lambda n: (not n.own, n.inode))
-
-
-def _is_netns(path: str) -> bool:
-    """True if path is a mounted network namespace (NS_GET_NSTYPE answers CLONE_NEWNET)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        return fcntl.ioctl(fd, 0xB703) == CLONE_NEWNET  # NS_GET_NSTYPE = _IO(0xb7, 0x3)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def ns_path(ns: Namespace) -> str | None:
