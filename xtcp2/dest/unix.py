@@ -31,6 +31,17 @@ def _check_path(scheme: str, path: str) -> str:
     return path
 
 
+
+def _connect_unix(sock_type: int, scheme: str, path: str, timeout: float) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, sock_type)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except OSError as e:
+        s.close()
+        raise DestinationError(f"{scheme} {path}: cannot connect: {e.strerror or e}") from None
+    return s
+
 @register("unix")
 class UnixStreamDestination(QueuedDestination):
     batch_max_items = 64
@@ -46,14 +57,7 @@ class UnixStreamDestination(QueuedDestination):
         self.start()
 
     def _connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self.path)
-        except OSError as e:
-            s.close()
-            raise DestinationError(f"unix {self.path}: cannot connect: {e.strerror or e}") from None
-        self._sock = s
+        self._sock = _connect_unix(socket.SOCK_STREAM, "unix", self.path, self.timeout)
 
     def _deliver(self, batch: list[Item]) -> None:
         try:
@@ -82,11 +86,4 @@ class UnixgramDestination(DatagramDestination):
         self.start()
 
     def _connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self.path)
-        except OSError as e:
-            s.close()
-            raise DestinationError(f"unixgram {self.path}: cannot connect: {e.strerror or e}") from None
-        self._sock = s
+        self._sock = _connect_unix(socket.SOCK_DGRAM, "unixgram", self.path, self.timeout)
