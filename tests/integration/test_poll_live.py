@@ -1,5 +1,6 @@
 """Poll mode against real namespaces and real sockets: every socket exactly once."""
 import os
+import re
 import subprocess
 import sys
 import time
@@ -177,3 +178,42 @@ def test_placeholder_file_in_run_netns_is_not_a_namespace(make_netns):
         assert mounted.mounts == [("netns", f"/run/netns/{ns}")]
     finally:
         os.unlink(placeholder)
+
+
+def test_namespace_found_by_pid_then_mounted_is_renamed_and_logged(caplog):
+    """A namespace seen first through /proc/PID (before `ip netns` mounts it) keeps its
+    socket and takes the mount name; the rename is logged under the new name."""
+    import logging
+    import uuid
+
+    from xtcp2.netns.registry import NamespaceTable
+
+    proc = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    name = f"xt2t-late-{uuid.uuid4().hex[:6]}"
+    target = f"/run/netns/{name}"
+    table = NamespaceTable(include_proc=True)
+    try:
+        deadline = time.time() + 10
+        while os.stat(f"/proc/{proc.pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
+            assert time.time() < deadline, "unshare did not move the process"
+            time.sleep(0.05)
+        inode = os.stat(f"/proc/{proc.pid}/ns/net").st_ino
+        table.reconcile()
+        before = table.by_inode(inode)
+        assert before is not None and before.name.startswith("pid:")
+        os.makedirs("/run/netns", exist_ok=True)
+        open(target, "w").close()
+        subprocess.run(["mount", "--bind", f"/proc/{proc.pid}/ns/net", target], check=True)
+        with caplog.at_level(logging.INFO, logger="xtcp2.netns.registry"):
+            added, removed = table.reconcile()
+        after = table.by_inode(inode)
+        assert after is before and (added, removed) == (0, 0)  # same socket, not reopened
+        assert after.name == name and after.ref.path == target
+        assert re.search(rf"netns {name}: watching \(was pid:\d+", caplog.text), caplog.text
+    finally:
+        table.close()
+        subprocess.run(["umount", target], capture_output=True)
+        if os.path.exists(target):
+            os.unlink(target)
+        proc.kill()
+        proc.wait()

@@ -76,7 +76,11 @@ class NamespaceTable:
             for key, ref in found.items():
                 known = self.by_key.get(key)
                 if known is not None:
-                    known.ref.name, known.ref.pids = ref.name, ref.pids
+                    if known.ref.name != ref.name:
+                        # found first through a process's /proc entry, now under its mount
+                        # name: records carry the new name from here on, so say so
+                        log.info("netns %s: watching (was %s, inode %d)", ref.name, known.ref.name, ref.inode)
+                    known.ref = ref
                     continue
                 ns = self._open(ref)
                 if ns is None:
