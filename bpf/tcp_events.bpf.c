@@ -23,6 +23,22 @@ char LICENSE[] SEC("license") = "GPL";
 #define IPPROTO_TCP 6
 #define NR_unshare 272 /* x86_64 */
 #define NR_setns 308
+#define TCPI_OPT_TIMESTAMPS 1
+#define TCPI_OPT_SACK 2
+#define TCPI_OPT_WSCALE 4
+#define TCPI_OPT_ECN 8
+#define TCPI_OPT_ECN_SEEN 16
+#define TCPI_OPT_SYN_DATA 32
+#define TCPI_OPT_USEC_TS 64
+#define TCPI_OPT_TFO_CHILD 128
+#define TCP_ECN_OK 1
+#define TCP_ECN_SEEN 8
+#define TCP_ECN_MODE_ACCECN 16  /* 6.18: tcp_ecn_mode_any() */
+#define USEC_PER_SEC 1000000ULL
+
+/* libbpf fills this from the kernel config; 0 (weak) if the config is not readable,
+ * and then the jiffies-based fields stay 0 rather than being wrong */
+extern unsigned int CONFIG_HZ __kconfig __weak;
 
 /* Read by the loader to check that its numpy dtype matches this layout. */
 const volatile __u32 xtcp2_event_size = sizeof(struct xtcp2_event);
@@ -127,6 +143,115 @@ static __always_inline void fill_counters(struct xtcp2_event *e, const struct so
 	e->flags |= XTCP2_F_COUNTERS;
 }
 
+/* jiffies -> microseconds, as jiffies_to_usecs() (HZ divides 1,000,000 on every config) */
+static __always_inline __u32 j2us(__u32 j)
+{
+	return CONFIG_HZ ? j * (__u32)(USEC_PER_SEC / CONFIG_HZ) : 0;
+}
+
+/* Bitfields are read relative to the outermost struct (tp, rx_opt.x): clang computes
+ * the field's byte offset from the root of the access chain, so passing &tp->rx_opt
+ * as the base would add rx_opt's offset twice.
+ *
+ * The remaining tcp_get_info() fields (net/ipv4/tcp.c), same formulas and units: after
+ * TCP_CLOSE the connection's counters no longer change, so this equals the destroy
+ * broadcast sent later from sk_destruct() (tests/ebpf/test_close_fidelity.py checks
+ * every field). */
+static __always_inline void fill_info(struct xtcp2_event *e, const struct sock *sk)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	const struct inet_connection_sock *icsk = (const struct inet_connection_sock *)sk;
+	__u32 now = (__u32)bpf_jiffies64(), opts = 0, ato, dmax, rate, intv, mss;
+	__u32 chrono_start, write_seq, snd_nxt;
+	__u64 busy = 0, st;
+	__u8 ecn, ctype;
+	int i;
+
+	e->pacing_rate = BPF_CORE_READ(sk, sk_pacing_rate);
+	e->max_pacing_rate = BPF_CORE_READ(sk, sk_max_pacing_rate);
+	e->retransmits = BPF_CORE_READ(icsk, icsk_retransmits);
+	e->probes = BPF_CORE_READ(icsk, icsk_probes_out);
+	e->backoff = BPF_CORE_READ(icsk, icsk_backoff);
+
+	if (BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.tstamp_ok))
+		opts |= TCPI_OPT_TIMESTAMPS;
+	if (BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.sack_ok))
+		opts |= TCPI_OPT_SACK;
+	if (BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.wscale_ok)) {
+		opts |= TCPI_OPT_WSCALE;
+		e->snd_wscale = BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.snd_wscale);
+		e->rcv_wscale = BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.rcv_wscale);
+	}
+	ecn = BPF_CORE_READ(tp, ecn_flags);
+	if (ecn & (TCP_ECN_OK | TCP_ECN_MODE_ACCECN))
+		opts |= TCPI_OPT_ECN;
+	if (ecn & TCP_ECN_SEEN)
+		opts |= TCPI_OPT_ECN_SEEN;
+	if (BPF_CORE_READ_BITFIELD_PROBED(tp, syn_data_acked))
+		opts |= TCPI_OPT_SYN_DATA;
+	if (bpf_core_field_exists(tp->tcp_usec_ts) && BPF_CORE_READ_BITFIELD_PROBED(tp, tcp_usec_ts))
+		opts |= TCPI_OPT_USEC_TS;
+	if (bpf_core_field_exists(tp->syn_fastopen_child) && BPF_CORE_READ_BITFIELD_PROBED(tp, syn_fastopen_child))
+		opts |= TCPI_OPT_TFO_CHILD;
+	e->options = opts;
+
+	e->rto = j2us(BPF_CORE_READ(icsk, icsk_rto));
+	ato = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ack.ato);
+	if (bpf_core_field_exists(icsk->icsk_delack_max)) {
+		dmax = BPF_CORE_READ(icsk, icsk_delack_max);
+		if (dmax && ato > dmax)
+			ato = dmax;
+	}
+	e->ato = j2us(ato);
+	if (CONFIG_HZ) {
+		e->last_data_sent = (now - BPF_CORE_READ(tp, lsndtime)) * (1000 / CONFIG_HZ);
+		e->last_data_recv = (now - BPF_CORE_READ(icsk, icsk_ack.lrcvtime)) * (1000 / CONFIG_HZ);
+		e->last_ack_recv = (now - BPF_CORE_READ(tp, rcv_tstamp)) * (1000 / CONFIG_HZ);
+	}
+	e->rcv_rtt = BPF_CORE_READ(tp, rcv_rtt_est.rtt_us) >> 3;
+
+	write_seq = BPF_CORE_READ(tp, write_seq);
+	snd_nxt = BPF_CORE_READ(tp, snd_nxt);
+	if ((int)(write_seq - snd_nxt) > 0)
+		e->notsent_bytes = write_seq - snd_nxt;
+
+	/* tcp_get_info_chrono_stats(): busy, rwnd-limited, sndbuf-limited */
+	ctype = BPF_CORE_READ(tp, chrono_type);
+	chrono_start = BPF_CORE_READ(tp, chrono_start);
+	for (i = 1; i <= 3; i++) {
+		st = BPF_CORE_READ(tp, chrono_stat[i - 1]);
+		if (i == ctype)
+			st += (__u32)(now - chrono_start);
+		st = CONFIG_HZ ? st * (USEC_PER_SEC / CONFIG_HZ) : 0;
+		busy += st;
+		if (i == 2)
+			e->rwnd_limited = st;
+		else if (i == 3)
+			e->sndbuf_limited = st;
+	}
+	e->busy_time = busy;
+
+	e->delivery_rate_app_limited = BPF_CORE_READ_BITFIELD_PROBED(tp, rate_app_limited) ? 1 : 0;
+	rate = BPF_CORE_READ(tp, rate_delivered);
+	intv = BPF_CORE_READ(tp, rate_interval_us);
+	mss = BPF_CORE_READ(tp, mss_cache);
+	if (rate && intv)
+		e->delivery_rate = (__u64)rate * mss * USEC_PER_SEC / intv;
+	e->fastopen_client_fail = BPF_CORE_READ_BITFIELD_PROBED(tp, fastopen_client_fail);
+	if (bpf_core_field_exists(tp->plb_rehash))
+		e->rehash = BPF_CORE_READ(tp, plb_rehash);
+	if (bpf_core_field_exists(tp->timeout_rehash))
+		e->rehash += BPF_CORE_READ(tp, timeout_rehash);
+	if (bpf_core_field_exists(tp->rto_stamp)) {
+		__u32 stamp = BPF_CORE_READ(tp, rto_stamp);
+
+		if (stamp)
+			e->total_rto_time += (__u32)(bpf_ktime_get_ns() / 1000000) - stamp;
+	}
+	bpf_probe_read_kernel_str(e->ca_name, sizeof(e->ca_name), BPF_CORE_READ(icsk, icsk_ca_ops, name));
+	e->flags |= XTCP2_F_FULLINFO;
+}
+
 static __always_inline int on_state(const struct sock *sk, int oldstate, int newstate, __u64 cookie,
 				    __u16 cookie_flags)
 {
@@ -178,8 +303,10 @@ static __always_inline int on_state(const struct sock *sk, int oldstate, int new
 			e->flags |= XTCP2_F_DURATION;
 			bpf_map_delete_elem(&opened, &key);
 		}
-		if (oldstate != TCP_LISTEN)
+		if (oldstate != TCP_LISTEN) {
 			fill_counters(e, sk);
+			fill_info(e, sk);
+		}
 	}
 	submit(e);
 	return 0;

@@ -12,6 +12,7 @@
 #define XTCP2_F_COUNTERS 1 /* final counters below are valid (newstate == CLOSE) */
 #define XTCP2_F_NOCOOKIE 2 /* classic tracepoint and the socket never got a cookie */
 #define XTCP2_F_DURATION 4 /* duration_ns is valid (the open was seen) */
+#define XTCP2_F_FULLINFO 8 /* every tcp_info field below is valid too */
 
 struct xtcp2_event {
 	__u64 ktime_ns;
@@ -68,6 +69,32 @@ struct xtcp2_event {
 	__u32 total_rto_time;
 	__u32 rcv_space;
 	__u32 ca_state;
+	/* the rest of tcp_get_info(), so that a close record from the BPF event carries
+	 * what the destroy broadcast would (XTCP2_F_FULLINFO). Not the queues: a socket
+	 * reaches TCP_CLOSE (FIN_WAIT2 -> TIME_WAIT) while its owner may still read. */
+	__u64 pacing_rate;
+	__u64 max_pacing_rate;
+	__u64 delivery_rate;
+	__u64 busy_time;        /* microseconds, like tcpi_busy_time */
+	__u64 rwnd_limited;
+	__u64 sndbuf_limited;
+	__u32 rto;              /* microseconds */
+	__u32 ato;
+	__u32 last_data_sent;   /* milliseconds */
+	__u32 last_data_recv;
+	__u32 last_ack_recv;
+	__u32 rcv_rtt;
+	__u32 notsent_bytes;
+	__u32 rehash;
+	__u8  retransmits;
+	__u8  probes;
+	__u8  backoff;
+	__u8  options;          /* TCPI_OPT_* */
+	__u8  snd_wscale;
+	__u8  rcv_wscale;
+	__u8  delivery_rate_app_limited;
+	__u8  fastopen_client_fail;
+	char  ca_name[16];      /* congestion control algorithm */
 };
 
 #endif

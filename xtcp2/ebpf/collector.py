@@ -52,6 +52,7 @@ BPF_LATENCY = Histogram("xtcp2_bpf_event_to_record_seconds",
                         "open (lookup), close_destroy (broadcast), close_bpf (in-kernel counters)", ["source"],
                         buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
+NEW_NETNS_WAIT = 1.0  # s a close waits for its new namespace to be discovered (its name is mounted)
 _SOURCES = {"open": 0, "close_destroy": 1, "close_bpf": 2}
 _LOOKUP_STATES = c.ALL_STATES & ~((1 << 6) | (1 << 3) | (1 << 12))  # no TIME_WAIT / SYN_RECV mini sockets
 
@@ -64,7 +65,7 @@ def available() -> tuple[bool, str]:
 class BpfCollector:
     """Runs --mode bpf on top of the poll pipeline's namespace table, collector and emitter."""
 
-    def __init__(self, config: Config, table, emitter, poller, window: float = 0.005, close_wait: float = 0.05,
+    def __init__(self, config: Config, table, emitter, poller, window: float = 0.005, close_wait: float = 0.0,
                  coalesce_threshold: int = 16, load_options: loader.LoadOptions | None = None,
                  use_destroy_groups: bool = True, min_step: float = 0.01) -> None:
         self.config = config
@@ -91,6 +92,8 @@ class BpfCollector:
         self._chunk = new_chunk(4 << 20)
         self._ktimes: np.ndarray | None = None
         self._stage: list = []          # (columns, n, consts) waiting for _flush_stage
+        self._held: list = []           # destroy broadcasts waiting for the ring to be drained
+        self._closes_waiting: dict[int, tuple[float, list]] = {}  # netns inode -> (until, close events)
         self._stage_ktimes: list = []
         self._counter = 0
         self._drops_seen = 0
@@ -162,6 +165,7 @@ class BpfCollector:
                 d = self.tracker.next_deadline()
                 if d is not None:
                     deadlines.append(d)
+                deadlines += [due for due, _ in self._closes_waiting.values()]
                 timeout = max(0.0, min(min(deadlines) - now, 0.25))
                 if not reader.wait(0):  # fences, then re-checks: no lost wakeup
                     ep.poll(timeout)
@@ -214,9 +218,23 @@ class BpfCollector:
         now = time.monotonic()
         emitted = 0
         reader = self.bp.reader
+        # Broadcasts first, ring second: a broadcast read now was sent after its socket's
+        # TCP_CLOSE event was committed, so after the ring drain below that event has
+        # been seen unless the ring lost it. Only then may the broadcast be the record.
+        for _ in range(4):  # one multicast message per recv: drain harder than the ring
+            got = self.watcher.poll(0)
+            for key, cols, overrun in got:
+                if overrun:
+                    self._resync_reason = self._resync_reason or "destroy_enobufs"
+                if cols["_n"]:
+                    self._held.append((key, cols))
+            if not got:
+                break
+        drained = False
         for _ in range(8):  # bounded: timers and broadcasts must not starve under a flood
             rec = reader.read(65536)
             if not len(rec):
+                drained = True
                 break
             ev = rec["ev"]
             BPF_EVENTS.labels("state").inc(int((ev["kind"] == E.EV_STATE).sum()))
@@ -227,21 +245,18 @@ class BpfCollector:
             t = time.monotonic()
             # `ip netns add` unshares before it bind-mounts the name: look again shortly after
             self._reconcile_at += [t, t + 0.3]
-        for _ in range(4):  # one multicast message per recv: drain harder than the ring
-            got = self.watcher.poll(0)
-            for key, cols, overrun in got:
-                if overrun:
-                    self._resync_reason = self._resync_reason or "destroy_enobufs"
-                if cols["_n"]:
-                    emitted += self._emit_destroy(key, cols)
-            if not got:
-                break
-        for ino, ev in self.tracker.due_opens(now, force):
-            emitted += self._lookup(ino, ev, now)
         ev = self.tracker.due_closes(time.monotonic(), force)
         if len(ev):
-            emitted += self._emit_bpf_closes(ev)
-        BPF_PENDING.set(self.tracker.pending())
+            emitted += self._emit_bpf_closes(ev, force)
+        if self._closes_waiting:
+            emitted += self._emit_bpf_closes(self._closes_resolved(force), force=True)
+        if self._held and (drained or force):
+            held, self._held = self._held, []
+            for key, cols in held:
+                emitted += self._emit_destroy(key, cols)
+        for ino, ev in self.tracker.due_opens(now, force):
+            emitted += self._lookup(ino, ev, now)
+        BPF_PENDING.set(self.tracker.pending() + sum(len(p) for _, ps in self._closes_waiting.values() for p in ps))
         self._flush_stage()
         return emitted
 
@@ -321,11 +336,19 @@ class BpfCollector:
         kt = np.fromiter((kts.get(c, 0) for c in ck.tolist()), np.int64, n)
         return self._emit(dict(cols), self._consts(ns, ino, T.TRIGGER_CLOSE), kt[kt > 0], "close_destroy")
 
-    def _emit_bpf_closes(self, ev: np.ndarray) -> int:
+    def _emit_bpf_closes(self, ev: np.ndarray, force: bool = False) -> int:
+        """Close records from BPF close events; force: now, even for unknown namespaces."""
         emitted = 0
+        now = time.monotonic()
         for ino in np.unique(ev["netns_ino"]).tolist():
             part = ev[ev["netns_ino"] == ino]
-            ns = self.table.by_inode(ino)
+            ns = self._namespace(ino)
+            if ns is None and not force and (ino in self._resolving or ino in self._closes_waiting):
+                # a namespace created a moment ago (`ip netns add` mounts its name after
+                # the first sockets may already have closed): wait for discovery, briefly
+                due, parts = self._closes_waiting.setdefault(ino, (now + NEW_NETNS_WAIT, []))
+                parts.append(part)
+                continue
             if ns is None and self.table.names:
                 BPF_CLOSES.labels("not_watched").inc(len(part))  # --netns restricts what we report
                 continue
@@ -342,6 +365,16 @@ class BpfCollector:
             self.stats["close_bpf"] += len(part)
             emitted += self._emit(cols, self._consts(ns, ino, T.TRIGGER_CLOSE), part["ktime_ns"], "close_bpf")
         return emitted
+
+    def _closes_resolved(self, force: bool) -> np.ndarray:
+        """Waiting closes whose namespace is known now or whose wait is over."""
+        now = time.monotonic()
+        ready = []
+        for ino, (due, parts) in list(self._closes_waiting.items()):
+            if force or due <= now or self.table.by_inode(ino) is not None:
+                del self._closes_waiting[ino]
+                ready.extend(parts)
+        return np.concatenate(ready) if ready else np.empty(0, E.EVENT_DTYPE)
 
     # ---- targeted reads --------------------------------------------------------------------
     def _lookup(self, ino: int, ev: np.ndarray, now: float) -> int:

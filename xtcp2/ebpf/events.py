@@ -8,6 +8,7 @@ EV_NETNS = 2
 F_COUNTERS = 1
 F_NOCOOKIE = 2
 F_DURATION = 4
+F_FULLINFO = 8
 
 TCP_ESTABLISHED = 1
 TCP_SYN_SENT = 2
@@ -29,6 +30,13 @@ EVENT_DTYPE = np.dtype([
     ("unacked", "<u4"), ("sacked", "<u4"), ("lost", "<u4"), ("retrans", "<u4"), ("delivered_ce", "<u4"),
     ("dsack_dups", "<u4"), ("reord_seen", "<u4"), ("rcv_ooopack", "<u4"), ("total_rto", "<u4"),
     ("total_rto_recoveries", "<u4"), ("total_rto_time", "<u4"), ("rcv_space", "<u4"), ("ca_state", "<u4"),
+    ("pacing_rate", "<u8"), ("max_pacing_rate", "<u8"), ("delivery_rate", "<u8"), ("busy_time", "<u8"),
+    ("rwnd_limited", "<u8"), ("sndbuf_limited", "<u8"),
+    ("rto", "<u4"), ("ato", "<u4"), ("last_data_sent", "<u4"), ("last_data_recv", "<u4"), ("last_ack_recv", "<u4"),
+    ("rcv_rtt", "<u4"), ("notsent_bytes", "<u4"), ("rehash", "<u4"),
+    ("retransmits", "u1"), ("probes", "u1"), ("backoff", "u1"), ("options", "u1"), ("snd_wscale", "u1"),
+    ("rcv_wscale", "u1"), ("delivery_rate_app_limited", "u1"), ("fastopen_client_fail", "u1"),
+    ("ca_name", "S16"),
 ])
 EVENT_SIZE = EVENT_DTYPE.itemsize  # checked against the object's xtcp2_event_size at load
 

@@ -35,8 +35,13 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
 
 
+LIBBPF_DEBUG = 2
+
+
 @_PRINT_FN
 def _print(level: int, fmt: bytes, va: int) -> int:
+    if level >= LIBBPF_DEBUG:  # per-relocation chatter would push the real error out
+        return 0
     # va_list is an array type on x86_64: it arrives as a pointer vsnprintf accepts.
     buf = ctypes.create_string_buffer(1024)
     _libc.vsnprintf(buf, len(buf), fmt, va)

@@ -109,7 +109,7 @@ def _open(lib, path: Path, opts: LoadOptions, use_btf: bool) -> int:
         lib.bpf_program__set_autoload(prog(PROG_FORK), opts.watch_netns)
         lib.bpf_program__set_autoload(prog(PROG_SYS_EXIT), opts.watch_netns)
         if use_btf and opts.tp_btf_target:
-            libbpf.check_int("bpf_program__set_attach_target",
+            libbpf.check_int(f"bpf_program__set_attach_target({opts.tp_btf_target})",
                              lib.bpf_program__set_attach_target(prog(PROG_BTF), 0, opts.tp_btf_target.encode()))
         rb = libbpf.check_ptr("find map events", lib.bpf_object__find_map_by_name(obj, b"events"))
         libbpf.check_int("bpf_map__set_max_entries", lib.bpf_map__set_max_entries(rb, opts.ringbuf_bytes))

@@ -1,4 +1,9 @@
-"""XtcpFlatRecord columns for a close that only the BPF program saw (no destroy broadcast)."""
+"""XtcpFlatRecord columns of close records built from BPF close events.
+
+The BPF program reads at TCP_CLOSE every field tcp_get_info() and tcp_diag_get_info()
+would report (the sock_diag destroy broadcast, sent later from sk_destruct(), carries
+the same values), plus the congestion control name.
+"""
 from __future__ import annotations
 
 import socket
@@ -47,6 +52,28 @@ _COUNTERS = {
     "total_rto_time": "tcp_info_total_rto_time",
     "rcv_space": "tcp_info_rcv_space",
     "ca_state": "tcp_info_ca_state",
+    "pacing_rate": "tcp_info_pacing_rate",
+    "max_pacing_rate": "tcp_info_max_pacing_rate",
+    "delivery_rate": "tcp_info_delivery_rate",
+    "busy_time": "tcp_info_busy_time",
+    "rwnd_limited": "tcp_info_rwnd_limited",
+    "sndbuf_limited": "tcp_info_sndbuf_limited",
+    "rto": "tcp_info_rto",
+    "ato": "tcp_info_ato",
+    "last_data_sent": "tcp_info_last_data_sent",
+    "last_data_recv": "tcp_info_last_data_recv",
+    "last_ack_recv": "tcp_info_last_ack_recv",
+    "rcv_rtt": "tcp_info_rcv_rtt",
+    "notsent_bytes": "tcp_info_not_sent_bytes",
+    "rehash": "tcp_info_rehash",
+    "retransmits": "tcp_info_retransmits",
+    "probes": "tcp_info_probes",
+    "backoff": "tcp_info_backoff",
+    "options": "tcp_info_options",
+    "snd_wscale": "tcp_info_send_scale",
+    "rcv_wscale": "tcp_info_rcv_scale",
+    "delivery_rate_app_limited": "tcp_info_delivery_rate_app_limited",
+    "fastopen_client_fail": "tcp_info_fast_open_client_failed",
 }
 
 
@@ -69,6 +96,10 @@ def close_columns(ev: np.ndarray, last_known: dict[int, tuple[int, int]] | None 
     }
     for src, dst in _COUNTERS.items():
         cols[dst] = ev[src].astype(np.uint64 if ev.dtype[src].itemsize == 8 else np.uint32)
+    names = ev["ca_name"]
+    cols["congestion_algorithm_string"] = BytesColumn(
+        np.frombuffer(names.tobytes(), np.uint8).reshape(n, 16).copy(),
+        np.char.str_len(names).astype(np.uint8))
     if last_known:
         uid = np.zeros(n, np.uint32)
         ino = np.zeros(n, np.uint32)
