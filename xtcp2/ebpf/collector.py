@@ -1,9 +1,11 @@
 """--mode bpf: kernel events drive targeted inet_diag reads.
 
 One thread runs the loop: ring buffer events -> Tracker -> exact lookups (or one
-filtered dump per namespace when many opens land together) -> OPEN records; destroy
-broadcasts -> CLOSE records at once; BPF close events that no broadcast covered
-within close_wait -> CLOSE records from the in-kernel counters. Live namespaces get
+filtered dump per namespace when many opens land together) -> OPEN records; BPF
+close events -> CLOSE records at once (the program read every tcp_info field at
+TCP_CLOSE); destroy broadcasts -> CLOSE records only for sockets whose BPF event was
+lost or that never changed state (close_wait > 0 prefers broadcasts instead, waiting
+that long for each). Live namespaces get
 a REFRESH dump every poll_frequency, every namespace a RESYNC at resync_frequency
 and whenever a drop was counted (ring buffer reservation failure, destroy ENOBUFS).
 """
@@ -42,7 +44,7 @@ BPF_LOOKUPS = Counter("xtcp2_bpf_lookups_total",
 BPF_COALESCED = Counter("xtcp2_bpf_coalesced_dumps_total", "Per-namespace filtered dumps replacing many lookups")
 BPF_CLOSES = Counter("xtcp2_bpf_close_records_total",
                      "Close records by source: destroy (sock_diag broadcast), bpf (in-kernel counters); not reported: "
-                     "not_watched (namespace excluded by --netns), destroy_late (broadcast after the bpf record), "
+                     "not_watched (namespace excluded by --netns), destroy_late (broadcast of a socket already reported), "
                      "no_cookie_broadcast (classic tracepoint: the broadcast is the record)", ["source"])
 BPF_RESYNCS = Counter("xtcp2_bpf_resyncs_total", "Full resyncs by reason", ["reason"])
 BPF_ERRORS = Counter("xtcp2_bpf_errors_total", "Collector steps that failed unexpectedly (followed by a resync)")
