@@ -117,3 +117,26 @@ def test_close_record_pump_for_poll_mode(netns):
         pump.close()
         table.close()
 
+
+
+def test_keep_filter_skips_messages_before_decoding(netns):
+    """bpf mode decodes only broadcasts of sockets it has not reported yet."""
+    ns = netns()
+    enter = NetnsEnterer()
+    try:
+        sub = enter.run_in(ns.path, DestroySubscriber.open)
+        try:
+            ns.generate(50, procs=1)
+            time.sleep(0.3)
+            seen = []
+
+            def keep(cookies):
+                seen.extend(cookies.tolist())
+                return cookies % 2 == 0
+            cols, overrun = sub.read(keep=keep)
+        finally:
+            sub.close()
+    finally:
+        enter.close()
+    assert not overrun and len(seen) == 101 and len(set(seen)) == 101 and all(seen)
+    assert sorted(cols["inet_diag_msg_socket_cookie"].tolist()) == sorted(c for c in seen if c % 2 == 0)

@@ -168,6 +168,8 @@ class BpfCollector:
                 if d is not None:
                     deadlines.append(d)
                 deadlines += [due for due, _ in self._closes_waiting.values()]
+                if self._held:  # broadcasts wait for one more ring drain
+                    deadlines.append(now + self.min_step)
                 timeout = max(0.0, min(min(deadlines) - now, 0.25))
                 if not reader.wait(0):  # fences, then re-checks: no lost wakeup
                     ep.poll(timeout)
@@ -220,18 +222,6 @@ class BpfCollector:
         now = time.monotonic()
         emitted = 0
         reader = self.bp.reader
-        # Broadcasts first, ring second: a broadcast read now was sent after its socket's
-        # TCP_CLOSE event was committed, so after the ring drain below that event has
-        # been seen unless the ring lost it. Only then may the broadcast be the record.
-        for _ in range(4):  # one multicast message per recv: drain harder than the ring
-            got = self.watcher.poll(0)
-            for key, cols, overrun in got:
-                if overrun:
-                    self._resync_reason = self._resync_reason or "destroy_enobufs"
-                if cols["_n"]:
-                    self._held.append((key, cols))
-            if not got:
-                break
         drained = False
         for _ in range(8):  # bounded: timers and broadcasts must not starve under a flood
             rec = reader.read(65536)
@@ -252,7 +242,24 @@ class BpfCollector:
             emitted += self._emit_bpf_closes(ev, force)
         if self._closes_waiting:
             emitted += self._emit_bpf_closes(self._closes_resolved(force), force=True)
+        # A broadcast is sent after its socket's TCP_CLOSE event was committed. One read
+        # before this step's ring drain found no close record for these sockets: unless
+        # the ring lost their events, the drain above has reported them by now.
         if self._held and (drained or force):
+            held, self._held = self._held, []
+            for key, cols in held:
+                emitted += self._emit_destroy(key, cols)
+        for _ in range(4):  # one multicast message per recv: drain harder than the ring
+            # sockets already reported (nearly all of them) are skipped before decoding
+            got = self.watcher.poll(0, keep=self._not_reported)
+            for key, cols, overrun in got:
+                if overrun:
+                    self._resync_reason = self._resync_reason or "destroy_enobufs"
+                if cols["_n"]:
+                    self._held.append((key, cols))
+            if not got:
+                break
+        if force and self._held:
             held, self._held = self._held, []
             for key, cols in held:
                 emitted += self._emit_destroy(key, cols)
@@ -318,6 +325,14 @@ class BpfCollector:
             self.latency_source[idx] = _SOURCES[source]
             self.latency_count += k
         return n
+
+    def _not_reported(self, cookies: np.ndarray) -> np.ndarray:
+        """Broadcasts worth decoding: sockets without a close record yet."""
+        keep = self.tracker.not_final(cookies)
+        dup = len(keep) - int(keep.sum())
+        if dup:
+            BPF_CLOSES.labels("destroy_late").inc(dup)
+        return keep
 
     def _emit_destroy(self, key, cols: Columns) -> int:
         ns = self.table.by_key.get(key)

@@ -20,14 +20,20 @@ from typing import Callable, Hashable
 
 from prometheus_client import Counter, Gauge
 
+import numpy as np
+
 from . import constants as c
 from .decode import Columns, decode_messages
+from .layouts import INET_DIAG_MSG
 
 SKNLGRP_INET_TCP_DESTROY = 1
 SKNLGRP_INET6_TCP_DESTROY = 3
 _GROUPS = (1 << (SKNLGRP_INET_TCP_DESTROY - 1)) | (1 << (SKNLGRP_INET6_TCP_DESTROY - 1))
 SO_RCVBUFFORCE = 33
 DEFAULT_RCVBUF = 32 << 20
+Keep = Callable[[np.ndarray], np.ndarray]  # socket cookies -> mask of messages to decode
+_COOKIE_AT = c.NLMSG_HDRLEN + dict((f[0], f[1]) for f in INET_DIAG_MSG)["inet_diag_msg_socket_cookie"]
+_U64_BYTES = np.arange(8)
 
 DESTROY_MESSAGES = Counter("xtcp2_destroy_messages_total", "Final socket records received from the sock_diag destroy groups")
 DESTROY_OVERRUNS = Counter("xtcp2_destroy_overruns_total",
@@ -69,10 +75,12 @@ class DestroySubscriber:
         import struct
         return struct.unpack("=Q", self.sock.getsockopt(socket.SOL_SOCKET, c.SO_NETNS_COOKIE, 8))[0]
 
-    def read(self, max_messages: int = 65536) -> tuple[Columns, bool]:
+    def read(self, max_messages: int = 65536, keep: Keep | None = None) -> tuple[Columns, bool]:
         """Drain what is queued without blocking: (decoded columns, overrun?).
 
-        overrun is True if the kernel reported ENOBUFS (some broadcasts were lost)."""
+        overrun is True if the kernel reported ENOBUFS (some broadcasts were lost).
+        keep(cookies) -> mask selects the messages worth decoding (bpf mode already
+        reported most of these sockets: skipping them before the decode is the saving)."""
         offsets = array.array("I")
         used = 0
         overrun = False
@@ -103,8 +111,18 @@ class DestroySubscriber:
             used = (end + 7) & ~7
         if not offsets:
             return {"_n": 0}, overrun
+        DESTROY_MESSAGES.inc(len(offsets))
+        if keep is not None:
+            offs = np.frombuffer(offsets, np.uint32).astype(np.int64)
+            raw = np.frombuffer(self.buf, np.uint8)
+            # a message too short to hold a cookie gets cookie 0 (kept: the decoder judges it)
+            whole = np.frombuffer(self.buf, np.uint32)[offs >> 2] >= _COOKIE_AT + 8
+            at = np.where(whole, offs + _COOKIE_AT, 0)
+            cookies = np.where(whole, raw[at[:, None] + _U64_BYTES].view("<u8").ravel(), 0)
+            offsets = offs[keep(cookies)]
+            if not len(offsets):
+                return {"_n": 0}, overrun
         cols = decode_messages(self.buf, offsets, used=used)
-        DESTROY_MESSAGES.inc(cols["_n"])
         return cols, overrun
 
     def close(self) -> None:
@@ -172,14 +190,14 @@ class DestroyWatcher:
     def fileno(self) -> int:
         return self._ep.fileno()
 
-    def poll(self, timeout: float = 0.0) -> list[tuple[Hashable, Columns, bool]]:
-        """(key, columns, overrun) for every namespace with something queued."""
+    def poll(self, timeout: float = 0.0, keep: Keep | None = None) -> list[tuple[Hashable, Columns, bool]]:
+        """(key, columns, overrun) for every namespace with something queued (see read())."""
         out = []
         for fd, _ in self._ep.poll(timeout):
             key = self._by_fd.get(fd)
             if key is None:
                 continue
-            cols, overrun = self._subs[key].read()
+            cols, overrun = self._subs[key].read(keep=keep)
             if cols["_n"] or overrun:
                 out.append((key, cols, overrun))
         return out
