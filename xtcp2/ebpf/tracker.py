@@ -29,9 +29,9 @@ class Tracker:
         self._final_log: deque[tuple[float, list[int]]] = deque()
         self._opens: dict[int, list[np.ndarray]] = {}
         self._open_due: dict[int, float] = {}
+        self._open_since: dict[int, float] = {}  # netns inode -> ingest time of its oldest pending open
         self._closes: deque[tuple[float, np.ndarray]] = deque()
         self._closed: deque[tuple[float, np.ndarray]] = deque()      # cookies seen closing
-        self._closed_cat: np.ndarray | None = None
         self.live: dict[int, int] = {}       # netns inode -> open sockets seen (clamped at 0)
         self.netns_seen: list[int] = []      # inodes from EV_NETNS, drained by the collector
         self.last_known: dict[int, tuple[int, int]] = {}  # cookie -> (uid, inode) from an open lookup
@@ -53,13 +53,13 @@ class Tracker:
             for ino in np.unique(inos).tolist():
                 part = opens[inos == ino]
                 self._opens.setdefault(ino, []).append(part)
+                self._open_since.setdefault(ino, now)
                 self._open_due.setdefault(ino, now + self.window)
                 self.live[ino] = self.live.get(ino, 0) + int((part["newstate"] == E.TCP_ESTABLISHED).sum())
         if len(closes):
             self._closes.append((now + self.close_wait, closes))
             cks = closes["cookie"].copy()
             self._closed.append((now, cks))
-            self._closed_cat = None
             self.close_ktime.update(zip(cks.tolist(), closes["ktime_ns"].tolist()))
             inos, counts = np.unique(closes["netns_ino"][closes["oldstate"] != E.TCP_LISTEN], return_counts=True)
             for ino, k in zip(inos.tolist(), counts.tolist()):
@@ -88,7 +88,7 @@ class Tracker:
             del self._open_due[ino]
             evs = self._opens.pop(ino)
             ev = evs[0] if len(evs) == 1 else np.concatenate(evs)
-            closed = self._closed_cookies()
+            closed = self._closed_since(self._open_since.pop(ino, 0.0))
             if len(closed):
                 # opened and closed within the window (cookie 0 = unknown: classic tracepoint)
                 ev = ev[~np.isin(ev["cookie"], closed) | (ev["cookie"] == 0)]
@@ -101,6 +101,7 @@ class Tracker:
     def requeue(self, ino: int, ev: np.ndarray, due: float) -> None:
         """Put opens back (their namespace is not known yet)."""
         self._opens.setdefault(ino, []).append(ev)
+        self._open_since[ino] = 0.0  # their ingest time is gone: compare with every close remembered
         self._open_due[ino] = min(self._open_due.get(ino, due), due)
 
     def due_closes(self, now: float, force: bool = False) -> np.ndarray:
@@ -133,10 +134,17 @@ class Tracker:
         self.live = {ino: k for ino, k in counts.items() if k > 0}
 
     # ---- internals -------------------------------------------------------------------
-    def _closed_cookies(self) -> np.ndarray:
-        if self._closed_cat is None:
-            self._closed_cat = np.concatenate([c for _, c in self._closed]) if self._closed else _EMPTY_U64
-        return self._closed_cat
+    def _closed_since(self, t: float) -> np.ndarray:
+        """Cookies of closes ingested at or after t: a socket cannot close before its
+        open was ingested, so pending opens only need the closes since the oldest of them."""
+        parts = []
+        for ts, cks in reversed(self._closed):
+            if ts < t:
+                break
+            parts.append(cks)
+        if not parts:
+            return _EMPTY_U64
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _expire(self, now: float) -> None:
         horizon = now - self.remember
@@ -144,7 +152,6 @@ class Tracker:
             ck = self.close_ktime
             for c in self._closed.popleft()[1].tolist():
                 ck.pop(c, None)
-            self._closed_cat = None
         old = now - self.remember_final
         while self._final_log and self._final_log[0][0] < old:
             for c in self._final_log.popleft()[1]:
