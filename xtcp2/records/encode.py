@@ -14,6 +14,7 @@ are passed as `constants`, encoded once and broadcast.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -66,7 +67,11 @@ _SPEC = {f.name: f for f in FIELDS}
 
 def encode_constant(name: str, value: Any) -> bytes:
     """Tag + value bytes of one field, b"" for a default (unset) value."""
-    spec = _SPEC[name]
+    return _encode_value(_SPEC[name], value)
+
+
+def _encode_value(spec: FieldSpec, value: Any) -> bytes:
+    """Tag + value bytes of one field, b"" for a default (unset) value."""
     if spec.varint:
         v = int(value)
         return spec.tag + varint(v) if v else b""
@@ -75,8 +80,19 @@ def encode_constant(name: str, value: Any) -> bytes:
 
 
 _THRESHOLDS = np.array([1 << (7 * k) for k in range(1, 10)], dtype=np.uint64)
-_SHIFTS = (np.arange(10, dtype=np.uint64) * np.uint64(7))[:, None]
 _J = np.arange(11, dtype=np.uint8)[:, None]
+# Shift amounts of the 7-bit groups, in each matrix dtype (a uint64 shift would promote
+# a uint32 matrix to uint64 and double the memory traffic).
+_SHIFTS = {np.dtype(dt): (np.arange(10, dtype=dt) * dt(7))[:, None] for dt in (np.uint32, np.uint64)}
+_MAT_DTYPES = (np.dtype(np.uint32), np.dtype(np.uint64))
+# Largest varint of each matrix class: the fixed slot widths of the small-batch layout.
+_CLASS_WIDTH = (5, 10)
+# Below this many rows the layout gives every varint field its class's widest slot:
+# the layout then no longer depends on the data (one cached layout serves every batch)
+# and all fields of a class are processed as one block. The unused bytes cost more
+# than they save only for large batches, where fields are grouped by their own width.
+SMALL_BATCH = 512
+_ALWAYS = 255   # "row length" of constants: every byte of theirs is kept
 
 
 def _varint_lengths(v: np.ndarray, vmax: int) -> np.ndarray:
@@ -88,156 +104,266 @@ def _varint_lengths(v: np.ndarray, vmax: int) -> np.ndarray:
 
 def _varint_bytes(v: np.ndarray, size: np.ndarray, width: int) -> np.ndarray:
     """(width, n) varint bytes: 7 bits each, high bit set while more bytes follow."""
-    out = ((v[None, :] >> _SHIFTS[:width]) & np.uint64(0x7F)).astype(np.uint8)
+    out = ((v[None, :] >> _SHIFTS[v.dtype][:width]) & np.uint64(0x7F)).astype(np.uint8)
     out |= (size[None, :] > _J[1:width + 1]).view(np.uint8) << 7
     return out
 
 
-def _plan(columns: Mapping[str, Any], constants: Mapping[str, Any]) -> list:
-    """Fields in number order as ("const", blob) | ("var", tag, column) | ("bytes", tag, BytesColumn)."""
-    unknown = (set(columns) | set(constants)) - FIELD_NAMES - {"_n"}
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    """What a set of column names/kinds and constant names encodes to, before any data.
+
+    Varint columns are copied into two matrices, class 0 (uint32, for dtypes of up to
+    4 bytes) and class 1 (uint64). `var` lists them in matrix order; `items` is the
+    record's field order. Cached per signature: the caller's column set rarely changes.
+    """
+    var_pos: tuple[tuple[int, ...], tuple[int, ...]]  # per class: positions in columns.values()
+    var_tags: tuple[bytes, ...]                      # per var field, class 0 then class 1
+    var_class: tuple[int, ...]
+    bytes_pos: tuple[int, ...]
+    bytes_tags: tuple[bytes, ...]
+    const_specs: tuple[FieldSpec, ...]               # field number order
+    items: tuple[tuple[str, int], ...]               # ("var"|"bytes"|"const", index) in field order
+    fixed_widths: tuple[int, ...]                    # small-batch slot width per var field
+    normalise: bool                                  # some column is not an ndarray/BytesColumn
+
+
+@functools.lru_cache(maxsize=64)
+def _make_plan(names: tuple[str, ...], kinds: tuple, const_names: tuple[str, ...]) -> _Plan:
+    unknown = (set(names) | set(const_names)) - FIELD_NAMES - {"_n"}
     if unknown:
         raise KeyError(f"not XtcpFlatRecord fields: {', '.join(sorted(unknown))}")
-    items: list = []
-    pending = bytearray()
+    where = {name: (i, kind) for i, (name, kind) in enumerate(zip(names, kinds))}
+    consts = set(const_names)
+    var: list[list[tuple[int, bytes]]] = [[], []]
+    byte_cols: list[tuple[int, bytes]] = []
+    const_specs = []
+    raw_items = []
+    normalise = False
     for spec in FIELDS:
-        if spec.name in constants:
-            pending += encode_constant(spec.name, constants[spec.name])
+        if spec.name in consts:   # a constant wins over a column of the same name
+            raw_items.append(("const", len(const_specs)))
+            const_specs.append(spec)
             continue
-        col = columns.get(spec.name)
-        if col is None:
+        if spec.name not in where:
             continue
-        if pending:
-            items.append(("const", bytes(pending)))
-            pending = bytearray()
-        items.append(("bytes" if isinstance(col, BytesColumn) else "var", spec.tag, col))
-    if pending:
-        items.append(("const", bytes(pending)))
-    return items
+        pos, kind = where[spec.name]
+        if isinstance(kind, int):   # ndarray, keyed by itemsize
+            cls = int(kind > 4)
+            raw_items.append(("var", (cls, len(var[cls]))))
+            var[cls].append((pos, spec.tag))
+        elif issubclass(kind, BytesColumn):
+            raw_items.append(("bytes", len(byte_cols)))
+            byte_cols.append((pos, spec.tag))
+        else:
+            normalise = True
+    # var fields are numbered class 0 first, then class 1 (their order in the matrices)
+    items = tuple((kind, idx[1] + (len(var[0]) if idx[0] else 0)) if kind == "var" else (kind, idx)
+                  for kind, idx in raw_items)
+    return _Plan(
+        var_pos=(tuple(p for p, _ in var[0]), tuple(p for p, _ in var[1])),
+        var_tags=tuple(t for _, t in var[0] + var[1]),
+        var_class=(0,) * len(var[0]) + (1,) * len(var[1]),
+        bytes_pos=tuple(p for p, _ in byte_cols),
+        bytes_tags=tuple(t for _, t in byte_cols),
+        const_specs=tuple(const_specs),
+        items=items,
+        fixed_widths=(_CLASS_WIDTH[0],) * len(var[0]) + (_CLASS_WIDTH[1],) * len(var[1]),
+        normalise=normalise,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _Group:
+    """Varint fields of one matrix class sharing a slot width."""
+    cls: int
+    width: int
+    select: np.ndarray | None   # rows of the class matrix; None = all of them, in order
+    tag_len: np.ndarray         # (fields, 1) uint8
+    e_rows: slice               # their rows in the per-item length matrix E
+    value_rows: np.ndarray      # body rows of their value bytes, field-major
+
+
+@dataclass(frozen=True, eq=False)
+class _BytesSlot:
+    col: int          # index in plan.bytes_pos
+    run: int          # tag + length byte
+    e_row: int
+    len_row: int      # body row of the length byte; the data bytes follow
+    width: int
+
+
+@dataclass(frozen=True, eq=False)
+class _Layout:
+    """Body rows of the (slots x rows) byte matrix for one plan and set of slot widths.
+
+    Every body row belongs to one item (a var field, a bytes column, or constants) and
+    is kept for a record iff its offset in that item's run is below the item's encoded
+    length in that record: E[row_item] holds those lengths (0 = field absent), so the
+    whole keep-mask is one comparison. Constants are rows of E set to _ALWAYS.
+    """
+    groups: tuple[_Group, ...]
+    byte_slots: tuple[_BytesSlot, ...]
+    e_height: int              # var fields, bytes columns, then the _ALWAYS row
+    row_item: np.ndarray       # body row -> row of E
+    row_offset: np.ndarray     # (rows, 1) body row -> offset in its item's run
+    static_rows: np.ndarray    # tag bytes, then the constants' bytes
+    tag_bytes: bytes           # values of the tag rows; the constants' bytes follow per call
+
+
+@functools.lru_cache(maxsize=64)
+def _make_layout(plan: _Plan, widths: tuple[int, ...], bws: tuple[int, ...], clens: tuple[int, ...]) -> _Layout:
+    """Layout for slot widths per var field (0 = absent), per bytes column and per constant."""
+    by_group: dict[tuple[int, int], list[int]] = {}
+    for f, w in enumerate(widths):
+        if w:
+            by_group.setdefault((plan.var_class[f], w), []).append(f)
+    e_row_of: dict[int, int] = {}
+    for fs in by_group.values():
+        for f in fs:
+            e_row_of[f] = len(e_row_of)
+    n_var = len(e_row_of)
+    live_bytes = [b for b, bw in enumerate(bws) if bw]
+    always = n_var + len(live_bytes)
+
+    row_item: list[int] = []
+    row_offset: list[int] = []
+    tag_rows: list[int] = []
+    tag_bytes = bytearray()
+    const_rows: list[int] = []
+    value_rows: dict[int, list[int]] = {}   # var field -> its value rows
+    byte_slots = []
+
+    def run(item: int, length: int) -> int:
+        start = len(row_item)
+        row_item.extend([item] * length)
+        row_offset.extend(range(length))
+        return start
+
+    for kind, i in plan.items:
+        if kind == "var":
+            if not widths[i]:
+                continue
+            tag = plan.var_tags[i]
+            start = run(e_row_of[i], len(tag) + widths[i])
+            tag_rows.extend(range(start, start + len(tag)))
+            tag_bytes += tag
+            value_rows[i] = list(range(start + len(tag), start + len(tag) + widths[i]))
+        elif kind == "bytes":
+            if not bws[i]:
+                continue
+            tag = plan.bytes_tags[i]
+            start = run(n_var + live_bytes.index(i), len(tag) + 1 + bws[i])
+            tag_rows.extend(range(start, start + len(tag)))
+            tag_bytes += tag
+            byte_slots.append(_BytesSlot(i, len(tag) + 1, n_var + live_bytes.index(i), start + len(tag), bws[i]))
+        elif clens[i]:
+            start = len(row_item)
+            row_item.extend([always] * clens[i])
+            row_offset.extend([0] * clens[i])
+            const_rows.extend(range(start, start + clens[i]))
+
+    groups = []
+    n_class0 = plan.var_class.count(0)
+    for (cls, w), fs in by_group.items():
+        sel = [f - n_class0 if cls else f for f in fs]   # rows in the class matrix
+        groups.append(_Group(
+            cls, w,
+            None if sel == list(range(plan.var_class.count(cls))) else np.array(sel, dtype=np.intp),
+            np.array([len(plan.var_tags[f]) for f in fs], dtype=np.uint8)[:, None],
+            slice(e_row_of[fs[0]], e_row_of[fs[0]] + len(fs)),
+            np.array([r for f in fs for r in value_rows[f]], dtype=np.intp)))
+    return _Layout(tuple(groups), tuple(byte_slots), always + 1,
+                   np.array(row_item, dtype=np.intp), np.array(row_offset, dtype=np.uint8)[:, None],
+                   np.array(tag_rows + const_rows, dtype=np.intp), bytes(tag_bytes))
 
 
 def encode_rows(columns: Mapping[str, Any], n: int, constants: Mapping[str, Any] | None = None) -> tuple[bytes, np.ndarray]:
     """Serialize n records. Returns (Envelope body bytes, end offset of each row in it).
 
-    All varint fields are handled together as one (fields x rows) matrix: lengths,
-    presence and row sizes in a handful of 2D operations, and bytes written per
-    group of fields of equal width, so the number of numpy calls does not grow with
-    the number of fields.
+    The layout (which matrix row holds which byte of which field) is cached per column
+    set and slot widths, so a call costs a fixed few dozen numpy operations plus work
+    proportional to the data. Varint fields are processed in blocks of equal slot width
+    (each a (fields x bytes x rows) array), so the number of numpy calls does not grow
+    with the number of fields.
     """
-    items = _plan(columns, constants or {})
-    # Varint fields: u64 columns in one matrix, narrower ones in a uint32 matrix (half
-    # the memory traffic). Per field: its max decides its slot width; fields of equal
-    # width are processed together.
-    var_items = [it for it in items if it[0] == "var"]
-    is64 = [np.asarray(it[2]).dtype.itemsize > 4 for it in var_items]
-    mats = {}
-    for wide in (False, True):
-        idx = [i for i, w in enumerate(is64) if w == wide]
-        mat = np.empty((len(idx), n), dtype=np.uint64 if wide else np.uint32)
-        for r, i in enumerate(idx):
-            mat[r] = var_items[i][2]
-        mats[wide] = (idx, mat)
-    field_of = {}   # var item index -> (wide, row in its matrix)
-    vmax_of = {}
-    for wide, (idx, mat) in mats.items():
-        vm = mat.max(axis=1).tolist() if n and len(idx) else [0] * len(idx)
-        for r, i in enumerate(idx):
-            field_of[i] = (wide, r)
-            vmax_of[i] = vm[r]
-    live = [i for i in range(len(var_items)) if vmax_of[i] > 0]  # all-zero columns are not serialized
-    keep = {id(var_items[i][2]) for i in live}
-    items = [it for it in items if it[0] != "var" or id(it[2]) in keep]
-    var_items = [var_items[i] for i in live]
-    widths = [len(varint(vmax_of[i])) for i in live]
-    loc = [field_of[i] for i in live]
-    groups: dict[tuple[bool, int], list[int]] = {}   # (wide, width) -> live positions
-    for k, (wide, _) in enumerate(loc):
-        groups.setdefault((wide, widths[k]), []).append(k)
-    rs = np.zeros(n, dtype=np.int64)
-    group_data = {}
-    for (wide, w), ks in groups.items():
-        mat = mats[wide][1][[loc[k][1] for k in ks]]
-        nzg = mat != 0
-        sizeg = np.ones(mat.shape, dtype=np.uint8)
-        for j in range(1, w):
-            sizeg += (mat >= (1 << (7 * j))).view(np.uint8)
-        tlg = np.array([len(var_items[k][1]) for k in ks], dtype=np.uint8)
-        rs += ((sizeg + tlg[:, None]) * nzg).sum(axis=0, dtype=np.int64)
-        group_data[(wide, w)] = (mat, nzg, sizeg)
+    constants = constants or {}
+    values = list(columns.values())
+    # ndarrays are keyed by itemsize only: it alone picks the matrix they are copied into
+    kinds = tuple([v.dtype.itemsize if type(v) is np.ndarray else type(v) for v in values])
+    plan = _make_plan(tuple(columns), kinds, tuple(constants))
+    if plan.normalise:   # lists and the like: make them arrays and key again
+        return encode_rows({k: v if k == "_n" or type(v) is np.ndarray or isinstance(v, BytesColumn) else np.asarray(v)
+                            for k, v in columns.items()}, n, constants)
+    if n == 0:
+        return b"", np.zeros(0, dtype=np.int64)
 
-    # slot layout: rows of M (slot-major) in field order
-    consts, byte_cols = [], []
-    tag_rows: dict = {}   # (wide, width) -> ([M row], [tag byte], [field in group])
-    value_rows: dict = {}  # (wide, width) -> [M row]
-    group_pos = {k: gi for ks in groups.values() for gi, k in enumerate(ks)}
-    key_of = {k: g for g, ks in groups.items() for k in ks}
-    pos = 0
-    vi = 0
-    for it in items:
-        if it[0] == "const":
-            consts.append((pos, it[1]))
-            rs += len(it[1])
-            pos += len(it[1])
-        elif it[0] == "var":
-            tag = it[1]
-            g = key_of[vi]
-            trows = tag_rows.setdefault(g, ([], [], []))
-            for k, b in enumerate(tag):
-                trows[0].append(pos + k)
-                trows[1].append(b)
-                trows[2].append(group_pos[vi])
-            pos += len(tag)
-            w = widths[vi]
-            value_rows.setdefault(g, []).extend(range(pos, pos + w))
-            pos += w
-            vi += 1
-        else:
-            tag, col = it[1], it[2]
-            lengths = col.lengths.astype(np.int64)
-            bw = int(lengths.max()) if n else 0
-            if bw == 0:
-                continue
-            if bw >= 128:
-                raise ValueError("bytes columns longer than 127 bytes are not supported")
-            byte_cols.append((pos, tag, col, lengths, bw))
-            rs += np.where(lengths > 0, len(tag) + 1 + lengths, 0)
-            pos += len(tag) + 1 + bw
-    hsize = _varint_lengths(rs.astype(np.uint64), int(rs.max()) if n else 0)
-    hwidth = int(hsize.max()) if n else 1
+    blobs = [_encode_value(spec, constants[spec.name]) for spec in plan.const_specs]
+    mats = tuple(np.array([values[p] for p in pos], dtype=dt).reshape(len(pos), n)
+                 for pos, dt in zip(plan.var_pos, _MAT_DTYPES))
+    if n < SMALL_BATCH:
+        widths = plan.fixed_widths
+    else:   # each field's width: varint length of its max, 0 (not serialized) if all zero
+        w = []
+        for mat in mats:
+            if len(mat):
+                vmax = mat.max(axis=1)
+                w += np.where(vmax > 0, np.searchsorted(_THRESHOLDS, vmax, side="right") + 1, 0).tolist()
+        widths = tuple(w)
+    bcols = [values[p] for p in plan.bytes_pos]
+    bws = tuple([int(c.lengths.max()) for c in bcols])
+    for c, bw in zip(bcols, bws):
+        if bw >= 128:
+            raise ValueError("bytes columns longer than 127 bytes are not supported")
+        if bw > c.data.shape[1] or len(c.lengths) != n:
+            raise ValueError("bytes column lengths do not match its data")
+    lay = _make_layout(plan, widths, bws, tuple(map(len, blobs)))
+
+    # E: encoded length of every item in every record (0 = absent)
+    E = np.empty((lay.e_height, n), dtype=np.uint8)
+    vbytes = []
+    for g in lay.groups:
+        mat = mats[g.cls] if g.select is None else mats[g.cls][g.select]
+        S = mat[:, None, :] >> _SHIFTS[mat.dtype][:g.width]   # 7-bit groups, low first
+        nz = S != 0
+        b = S.astype(np.uint8)   # low 8 bits, truncated
+        b &= 0x7F
+        b[:, :-1] |= nz[:, 1:].view(np.uint8) << 7   # continuation: a higher group is nonzero
+        vbytes.append(b.reshape(-1, n))
+        # bytes of a value = nonzero groups (a zero value has none), plus its tag
+        e = nz.sum(axis=1, dtype=np.uint8)
+        e += g.tag_len * nz[:, 0]
+        E[g.e_rows] = e
+    for s in lay.byte_slots:
+        lengths = bcols[s.col].lengths
+        E[s.e_row] = np.where(lengths > 0, lengths + s.run, 0)
+    const_len = sum(map(len, blobs))
+    rs = E[:-1].sum(axis=0, dtype=np.int64) + const_len
+    E[-1] = _ALWAYS
+
+    rs64 = rs.astype(np.uint64)
+    hsize = _varint_lengths(rs64, int(rs.max()))
+    hwidth = int(hsize.max())
     head = 1 + hwidth
-    M = np.empty((head + pos, n), dtype=np.uint8)
-    K = np.empty((head + pos, n), dtype=bool)
+    rows = head + len(lay.row_item)
+    M = np.empty((rows, n), dtype=np.uint8)
+    K = np.empty((rows, n), dtype=bool)
     M[0] = ROW_TAG
     K[0] = True
-    M[1:head] = _varint_bytes(rs.astype(np.uint64), hsize, hwidth)
+    M[1:head] = _varint_bytes(rs64, hsize, hwidth)
     K[1:head] = hsize > _J[:hwidth]
-    for g, (mat, nzg, sg) in group_data.items():
-        trow, tval, tfield = tag_rows[g]
-        rows = np.array(trow) + head
-        M[rows] = np.array(tval, dtype=np.uint8)[:, None]
-        K[rows] = nzg[tfield]
-        w = g[1]
-        rows = np.array(value_rows[g]) + head
-        shifts = _SHIFTS[:w].astype(mat.dtype)
-        M[rows] = (((mat[:, None, :] >> shifts) & mat.dtype.type(0x7F)).astype(np.uint8)
-                   | ((sg[:, None, :] > _J[1:w + 1]).view(np.uint8) << 7)).reshape(-1, n)
-        K[rows] = (nzg[:, None, :] & (sg[:, None, :] > _J[:w])).reshape(-1, n)
-    for p, blob in consts:
-        M[head + p:head + p + len(blob)] = np.frombuffer(blob, dtype=np.uint8)[:, None]
-        K[head + p:head + p + len(blob)] = True
-    for p, tag, col, lengths, bw in byte_cols:
-        p += head
-        present = lengths > 0
-        tlen = len(tag)
-        M[p:p + tlen] = np.frombuffer(tag, dtype=np.uint8)[:, None]
-        K[p:p + tlen] = present
-        M[p + tlen] = lengths.astype(np.uint8)
-        K[p + tlen] = present
-        M[p + tlen + 1:p + tlen + 1 + bw] = col.data[:, :bw].T
-        K[p + tlen + 1:p + tlen + 1 + bw] = np.arange(bw)[:, None] < lengths[None, :]
-    body = M.T[K.T].tobytes()
+    np.less(lay.row_offset, E[lay.row_item], out=K[head:])
+    body = M[head:]
+    body[lay.static_rows] = np.frombuffer(lay.tag_bytes + b"".join(blobs), dtype=np.uint8)[:, None]
+    for g, b in zip(lay.groups, vbytes):
+        body[g.value_rows] = b
+    for s in lay.byte_slots:
+        col = bcols[s.col]
+        body[s.len_row] = col.lengths
+        body[s.len_row + 1:s.len_row + 1 + s.width] = col.data[:, :s.width].T
+    out = M.T[K.T].tobytes()
     row_ends = np.cumsum(1 + hsize.astype(np.int64) + rs)
-    return body, row_ends
+    return out, row_ends
 
 
 def encode_envelopes(columns: Mapping[str, Any], n: int, constants: Mapping[str, Any] | None = None,
