@@ -104,10 +104,13 @@ def test_inputs_that_are_not_arrays_and_bad_lengths():
     reference, _ = encode_rows({"tcp_info_rtt": np.array([1, 0, 300], dtype=np.uint32)}, n)
     assert encode_rows({"tcp_info_rtt": [1, 0, 300]}, n)[0] == reference
     assert encode_rows({"tcp_info_rtt": np.array([1, 0, 300], dtype=np.uint32).view(np.recarray)}, n)[0] == reference
+    assert encode_rows({"tcp_info_rtt": 300}, n)[0] == encode_rows({"tcp_info_rtt": np.full(n, 300)}, n)[0]
     body, ends = encode_rows({"tcp_info_rtt": np.zeros(0, dtype=np.uint32)}, 0, {"hostname": "h"})
     assert body == b"" and len(ends) == 0
     with pytest.raises(ValueError):
         encode_rows({"tcp_info_rtt": np.array([1, 2], dtype=np.uint32)}, n)
+    with pytest.raises(ValueError):
+        encode_rows({"tcp_info_rtt": [1, 2]}, n)
     with pytest.raises(ValueError):
         encode_rows({"inet_diag_msg_socket_source": bytes_column([b"ab"] * 2)}, n)
     with pytest.raises(KeyError):

@@ -1,13 +1,19 @@
 """Columnar protobuf encoder: Columns -> serialized Envelope bytes, no per-row Python.
 
-Every record is laid out in a (rows x slots) byte matrix: one slot run per field, wide
-enough for that field's longest value in this batch, preceded by the row's own header
-(tag of Envelope.row + varint length). A parallel boolean mask marks the bytes that
-exist (a zero field has none: proto3 does not serialize defaults). Reading the matrix
-through the mask in row-major order yields exactly the bytes protobuf would write,
-field by field in number order, row after row. Work is per field and per byte
-position, each a numpy operation over all rows. Output is byte-identical to
-Envelope.SerializeToString() (tests/unit/test_encode.py checks it).
+Every record is laid out in a (slots x records) byte matrix: one slot run per field,
+at least as wide as that field's longest value in this batch, preceded by the record's
+own header (tag of Envelope.row + varint length). A parallel boolean mask marks the
+bytes that exist (a zero field has none: proto3 does not serialize defaults; a short
+value leaves the end of its slot unused). Reading the matrix through the mask record
+by record yields exactly the bytes protobuf would write, field by field in number
+order. Work is per block of fields and byte positions, each a numpy operation over all
+records. Output is byte-identical to Envelope.SerializeToString()
+(tests/unit/test_encode.py and test_encode_layout.py check it).
+
+Which slot holds what depends only on the column set, the constants' lengths and the
+slot widths, so it is computed once and cached: small batches, whose cost is mostly
+this fixed part, use slots as wide as each field's type allows and so always find
+their layout in the cache.
 
 Fields that are the same for every row (hostname, netns, timestamp of the dump...)
 are passed as `constants`, encoded once and broadcast.
@@ -114,8 +120,9 @@ class _Plan:
     """What a set of column names/kinds and constant names encodes to, before any data.
 
     Varint columns are copied into two matrices, class 0 (uint32, for dtypes of up to
-    4 bytes) and class 1 (uint64). `var` lists them in matrix order; `items` is the
-    record's field order. Cached per signature: the caller's column set rarely changes.
+    4 bytes) and class 1 (uint64); var fields are numbered in matrix order, class 0
+    first. `items` is the record's field order. Cached per signature: a caller's column
+    set rarely changes.
     """
     var_pos: tuple[tuple[int, ...], tuple[int, ...]]  # per class: positions in columns.values()
     var_tags: tuple[bytes, ...]                      # per var field, class 0 then class 1
@@ -292,9 +299,9 @@ def encode_rows(columns: Mapping[str, Any], n: int, constants: Mapping[str, Any]
     # ndarrays are keyed by itemsize only: it alone picks the matrix they are copied into
     kinds = tuple([v.dtype.itemsize if type(v) is np.ndarray else type(v) for v in values])
     plan = _make_plan(tuple(columns), kinds, tuple(constants))
-    if plan.normalise:   # lists and the like: make them arrays and key again
-        return encode_rows({k: v if k == "_n" or type(v) is np.ndarray or isinstance(v, BytesColumn) else np.asarray(v)
-                            for k, v in columns.items()}, n, constants)
+    if plan.normalise:   # lists, scalars, array subclasses: make them plain arrays and key again
+        return encode_rows({k: v if k == "_n" or type(v) is np.ndarray or isinstance(v, BytesColumn)
+                            else np.broadcast_to(np.asarray(v), (n,)) for k, v in columns.items()}, n, constants)
     if n == 0:
         return b"", np.zeros(0, dtype=np.int64)
 
