@@ -194,8 +194,6 @@ class _Group:
 @dataclass(frozen=True, eq=False)
 class _BytesSlot:
     col: int          # index in plan.bytes_pos
-    run: int          # tag + length byte
-    e_row: int
     len_row: int      # body row of the length byte; the data bytes follow
     width: int
 
@@ -211,6 +209,8 @@ class _Layout:
     """
     groups: tuple[_Group, ...]
     byte_slots: tuple[_BytesSlot, ...]
+    bytes_e: slice             # rows of E of all bytes columns (empty ones have no slot)
+    bytes_run: np.ndarray      # (bytes columns, 1): tag + length byte
     e_height: int              # var fields, bytes columns, then the _ALWAYS row
     row_item: np.ndarray       # body row -> row of E
     row_offset: np.ndarray     # (rows, 1) body row -> offset in its item's run
@@ -230,8 +230,7 @@ def _make_layout(plan: _Plan, widths: tuple[int, ...], bws: tuple[int, ...], cle
         for f in fs:
             e_row_of[f] = len(e_row_of)
     n_var = len(e_row_of)
-    live_bytes = [b for b, bw in enumerate(bws) if bw]
-    always = n_var + len(live_bytes)
+    always = n_var + len(bws)
 
     row_item: list[int] = []
     row_offset: list[int] = []
@@ -260,10 +259,10 @@ def _make_layout(plan: _Plan, widths: tuple[int, ...], bws: tuple[int, ...], cle
             if not bws[i]:
                 continue
             tag = plan.bytes_tags[i]
-            start = run(n_var + live_bytes.index(i), len(tag) + 1 + bws[i])
+            start = run(n_var + i, len(tag) + 1 + bws[i])
             tag_rows.extend(range(start, start + len(tag)))
             tag_bytes += tag
-            byte_slots.append(_BytesSlot(i, len(tag) + 1, n_var + live_bytes.index(i), start + len(tag), bws[i]))
+            byte_slots.append(_BytesSlot(i, start + len(tag), bws[i]))
         elif clens[i]:
             start = len(row_item)
             row_item.extend([always] * clens[i])
@@ -280,7 +279,8 @@ def _make_layout(plan: _Plan, widths: tuple[int, ...], bws: tuple[int, ...], cle
             np.array([len(plan.var_tags[f]) for f in fs], dtype=np.uint8)[:, None],
             slice(e_row_of[fs[0]], e_row_of[fs[0]] + len(fs)),
             np.array([r for f in fs for r in value_rows[f]], dtype=np.intp)))
-    return _Layout(tuple(groups), tuple(byte_slots), always + 1,
+    return _Layout(tuple(groups), tuple(byte_slots), slice(n_var, always),
+                   np.array([len(t) + 1 for t in plan.bytes_tags], dtype=np.uint8)[:, None], always + 1,
                    np.array(row_item, dtype=np.intp), np.array(row_offset, dtype=np.uint8)[:, None],
                    np.array(tag_rows + const_rows, dtype=np.intp), bytes(tag_bytes))
 
@@ -318,7 +318,8 @@ def encode_rows(columns: Mapping[str, Any], n: int, constants: Mapping[str, Any]
                 w += np.where(vmax > 0, np.searchsorted(_THRESHOLDS, vmax, side="right") + 1, 0).tolist()
         widths = tuple(w)
     bcols = [values[p] for p in plan.bytes_pos]
-    bws = tuple([int(c.lengths.max()) for c in bcols])
+    blens = np.array([c.lengths for c in bcols]).reshape(len(bcols), n)
+    bws = tuple(blens.max(axis=1).tolist()) if bcols else ()
     for c, bw in zip(bcols, bws):
         if bw >= 128:
             raise ValueError("bytes columns longer than 127 bytes are not supported")
@@ -341,9 +342,7 @@ def encode_rows(columns: Mapping[str, Any], n: int, constants: Mapping[str, Any]
         e = nz.sum(axis=1, dtype=np.uint8)
         e += g.tag_len * nz[:, 0]
         E[g.e_rows] = e
-    for s in lay.byte_slots:
-        lengths = bcols[s.col].lengths
-        E[s.e_row] = np.where(lengths > 0, lengths + s.run, 0)
+    E[lay.bytes_e] = np.where(blens > 0, blens + lay.bytes_run, 0)
     const_len = sum(map(len, blobs))
     rs = E[:-1].sum(axis=0, dtype=np.int64) + const_len
     E[-1] = _ALWAYS
