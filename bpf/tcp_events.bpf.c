@@ -48,10 +48,11 @@ struct {
 	__uint(max_entries, 16 << 20); /* resized by the loader before load */
 } events SEC(".maps");
 
-/* [0] ring buffer reservation failures, [1] events submitted */
+/* [0] ring buffer reservation failures, [1] events submitted,
+ * [2] destroy broadcasts dropped by xtcp2_destroy_filter (already reported) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 3);
 	__type(key, __u32);
 	__type(value, __u64);
 } stats SEC(".maps");
@@ -71,6 +72,16 @@ struct {
 	__type(key, __u64);
 	__type(value, __u8);
 } netns_seen SEC(".maps");
+
+/* cookies of sockets whose close event is in the ring buffer: their destroy
+ * broadcast is a duplicate and xtcp2_destroy_filter drops it in the kernel. LRU:
+ * sockets of namespaces nobody subscribed to never get a broadcast to clear them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u8);
+} reported SEC(".maps");
 
 static __always_inline void count(__u32 idx)
 {
@@ -307,6 +318,11 @@ static __always_inline int on_state(const struct sock *sk, int oldstate, int new
 			fill_counters(e, sk);
 			fill_info(e, sk);
 		}
+		if (cookie) {
+			__u8 one = 1;
+
+			bpf_map_update_elem(&reported, &cookie, &one, BPF_ANY);
+		}
 	}
 	submit(e);
 	return 0;
@@ -376,4 +392,30 @@ int BPF_PROG(xtcp2_sys_exit, struct pt_regs *regs, long ret)
 	if (id != NR_unshare && id != NR_setns)
 		return 0;
 	return report_netns(BPF_CORE_READ(bpf_get_current_task_btf(), nsproxy, net_ns));
+}
+
+#define NLMSG_HDRLEN 16
+#define SOCK_DIAG_BY_FAMILY 20
+#define IDIAG_COOKIE_OFF (NLMSG_HDRLEN + 44) /* inet_diag_msg.id.idiag_cookie */
+
+/* Socket filter on the sock_diag destroy-group sockets (SO_ATTACH_BPF; netlink runs
+ * sk_filter() for every broadcast): a broadcast whose socket's close event went into
+ * the ring buffer is a duplicate, dropped here instead of costing user space a
+ * recv() and a decode. What passes: sockets whose event was lost (ring full) or
+ * that never changed state, and anything that is not an inet_diag message. */
+SEC("socket")
+int xtcp2_destroy_filter(struct __sk_buff *skb)
+{
+	__u16 type = 0;
+	__u64 cookie = 0;
+
+	if (bpf_skb_load_bytes(skb, 4, &type, sizeof(type)) || type != SOCK_DIAG_BY_FAMILY)
+		return skb->len;
+	if (bpf_skb_load_bytes(skb, IDIAG_COOKIE_OFF, &cookie, sizeof(cookie)) || !cookie)
+		return skb->len;
+	if (!bpf_map_lookup_elem(&reported, &cookie))
+		return skb->len;
+	bpf_map_delete_elem(&reported, &cookie);
+	count(2);
+	return 0;
 }

@@ -46,6 +46,8 @@ BPF_CLOSES = Counter("xtcp2_bpf_close_records_total",
                      "Close records by source: destroy (sock_diag broadcast), bpf (in-kernel counters); not reported: "
                      "not_watched (namespace excluded by --netns), destroy_late (broadcast of a socket already reported), "
                      "no_cookie_broadcast (classic tracepoint: the broadcast is the record)", ["source"])
+BPF_BROADCASTS_FILTERED = Counter("xtcp2_bpf_destroy_broadcasts_filtered_total",
+                                  "Destroy broadcasts dropped in the kernel: their socket's close was in the ring buffer")
 BPF_RESYNCS = Counter("xtcp2_bpf_resyncs_total", "Full resyncs by reason", ["reason"])
 BPF_ERRORS = Counter("xtcp2_bpf_errors_total", "Collector steps that failed unexpectedly (followed by a resync)")
 BPF_PENDING = Gauge("xtcp2_bpf_pending_events", "Events waiting for a lookup or for their destroy broadcast")
@@ -99,6 +101,7 @@ class BpfCollector:
         self._stage_ktimes: list = []
         self._counter = 0
         self._drops_seen = 0
+        self._filtered_seen = 0
         self._resync_reason = ""
         self._reconcile_at: list[float] = []
         self._last_reconcile = 0.0
@@ -127,6 +130,9 @@ class BpfCollector:
     def start(self) -> str:
         """Load and attach; raises Xtcp2Error with the reason if BPF cannot run."""
         self.bp = loader.load(self.load_options)
+        if self.tracker.close_wait == 0:
+            # BPF close records go out first: their broadcasts are dropped in the kernel
+            self.watcher.filter_fd = self.bp.filter_fd
         how = self.bp.attach_kind
         if self.bp.fallback_reason:
             how += f" (tp_btf unavailable: {self.bp.fallback_reason})"
@@ -507,6 +513,10 @@ class BpfCollector:
         self.watcher.sync_with(self.table, subscribe=self.use_destroy_groups)
 
     def _check_drops(self) -> None:
+        filtered = self.bp.broadcasts_filtered()
+        if filtered > self._filtered_seen:
+            BPF_BROADCASTS_FILTERED.inc(filtered - self._filtered_seen)
+            self._filtered_seen = filtered
         fails, _ = self.bp.drop_counts()
         if fails > self._drops_seen:
             BPF_DROPS.inc(fails - self._drops_seen)

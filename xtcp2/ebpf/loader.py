@@ -26,6 +26,7 @@ PROG_BTF = "xtcp2_state_btf"
 PROG_TP = "xtcp2_state_tp"
 PROG_FORK = "xtcp2_fork"
 PROG_SYS_EXIT = "xtcp2_sys_exit"
+PROG_DESTROY_FILTER = "xtcp2_destroy_filter"  # socket filter, attached by DestroyWatcher
 TRACEFS = "/sys/kernel/tracing"
 DEFAULT_RINGBUF = 16 << 20
 
@@ -73,17 +74,22 @@ class BpfProgram:
     stats_fd: int = -1
     ncpus: int = 1
     prog_ids: list[int] = field(default_factory=list)
+    filter_fd: int = -1   # xtcp2_destroy_filter, for SO_ATTACH_BPF on destroy-group sockets
 
     def drop_counts(self) -> tuple[int, int]:
         """(reservation failures, events submitted) summed over CPUs."""
+        return self._stat(0), self._stat(1)
+
+    def broadcasts_filtered(self) -> int:
+        """Destroy broadcasts the socket filter dropped as already reported."""
+        return self._stat(2)
+
+    def _stat(self, idx: int) -> int:
         lib = libbpf.load()
         vals = (ctypes.c_uint64 * self.ncpus)()
-        out = []
-        for idx in (0, 1):
-            key = ctypes.c_uint32(idx)
-            rc = lib.bpf_map_lookup_elem(self.stats_fd, ctypes.byref(key), vals)
-            out.append(sum(vals) if rc == 0 else 0)
-        return out[0], out[1]
+        key = ctypes.c_uint32(idx)
+        rc = lib.bpf_map_lookup_elem(self.stats_fd, ctypes.byref(key), vals)
+        return sum(vals) if rc == 0 else 0
 
     def close(self) -> None:
         lib = libbpf.load()
@@ -190,6 +196,7 @@ def load(opts: LoadOptions | None = None, path: Path | None = None) -> BpfProgra
         st = lib.bpf_object__find_map_by_name(bp.obj, b"stats")
         bp.stats_fd = lib.bpf_map__fd(st)
         bp.ncpus = max(1, lib.libbpf_num_possible_cpus())
+        bp.filter_fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(bp.obj, PROG_DESTROY_FILTER.encode()))
         bp.reader = RingBufferReader(lib.bpf_map__fd(rb), opts.ringbuf_bytes)
     except BaseException:
         bp.close()
@@ -198,7 +205,7 @@ def load(opts: LoadOptions | None = None, path: Path | None = None) -> BpfProgra
 
 
 def prog_names() -> tuple[str, ...]:
-    return (PROG_BTF, PROG_TP, PROG_FORK, PROG_SYS_EXIT)
+    return (PROG_BTF, PROG_TP, PROG_FORK, PROG_SYS_EXIT, PROG_DESTROY_FILTER)
 
 
 def available(path: Path | None = None) -> tuple[bool, str]:

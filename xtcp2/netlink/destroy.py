@@ -30,6 +30,7 @@ SKNLGRP_INET_TCP_DESTROY = 1
 SKNLGRP_INET6_TCP_DESTROY = 3
 _GROUPS = (1 << (SKNLGRP_INET_TCP_DESTROY - 1)) | (1 << (SKNLGRP_INET6_TCP_DESTROY - 1))
 SO_RCVBUFFORCE = 33
+SO_ATTACH_BPF = 50
 DEFAULT_RCVBUF = 32 << 20
 Keep = Callable[[np.ndarray], np.ndarray]  # socket cookies -> mask of messages to decode
 _COOKIE_AT = c.NLMSG_HDRLEN + dict((f[0], f[1]) for f in INET_DIAG_MSG)["inet_diag_msg_socket_cookie"]
@@ -38,7 +39,8 @@ _U64_BYTES = np.arange(8)
 DESTROY_MESSAGES = Counter("xtcp2_destroy_messages_total", "Final socket records received from the sock_diag destroy groups")
 DESTROY_OVERRUNS = Counter("xtcp2_destroy_overruns_total",
                            "ENOBUFS on a destroy-group socket: broadcasts were lost (answered with a resync)")
-DESTROY_ERRORS = Counter("xtcp2_destroy_errors_total", "Destroy-group sockets that failed (open, recv)", ["kind"])
+DESTROY_ERRORS = Counter("xtcp2_destroy_errors_total",
+                         "Destroy-group sockets that failed (open, recv, truncated, filter attach)", ["kind"])
 DESTROY_SOCKETS = Gauge("xtcp2_destroy_sockets", "Open destroy-group subscriber sockets (one per namespace)")
 
 
@@ -138,7 +140,10 @@ class DestroyWatcher:
     daemon runs DestroySubscriber.open through its namespace-entering thread).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, filter_fd: int = -1) -> None:
+        # a BPF socket filter attached to every subscriber (bpf mode: drops broadcasts
+        # of sockets already reported from the ring buffer)
+        self.filter_fd = filter_fd
         self._ep = select.epoll()
         self._subs: dict[Hashable, DestroySubscriber] = {}
         self._by_fd: dict[int, Hashable] = {}
@@ -171,6 +176,11 @@ class DestroyWatcher:
         except OSError:
             DESTROY_ERRORS.labels("open").inc()
             return False
+        if self.filter_fd >= 0:
+            try:
+                sub.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, self.filter_fd)
+            except OSError:  # unfiltered still works: user space drops the duplicates
+                DESTROY_ERRORS.labels("filter").inc()
         self._subs[key] = sub
         self._by_fd[sub.fileno()] = key
         self._ep.register(sub.fileno(), select.EPOLLIN)
