@@ -56,6 +56,7 @@ BPF_LATENCY = Histogram("xtcp2_bpf_event_to_record_seconds",
                         "open (lookup), close_destroy (broadcast), close_bpf (in-kernel counters)", ["source"],
                         buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
+READ_MAX = 65536  # records per ring buffer read
 NEW_NETNS_WAIT = 1.0  # s a close waits for its new namespace to be discovered (its name is mounted)
 _SOURCES = {"open": 0, "close_destroy": 1, "close_bpf": 2}
 _LOOKUP_STATES = c.ALL_STATES & ~((1 << 6) | (1 << 3) | (1 << 12))  # no TIME_WAIT / SYN_RECV mini sockets
@@ -230,14 +231,18 @@ class BpfCollector:
         reader = self.bp.reader
         drained = False
         for _ in range(8):  # bounded: timers and broadcasts must not starve under a flood
-            rec = reader.read(65536)
+            rec = reader.read(READ_MAX)
+            # a record still being written (another CPU, microseconds) is left for the
+            # next step rather than spinning on it: whatever was committed before it is read
+            drained = len(rec) < READ_MAX
             if not len(rec):
-                drained = True
                 break
             ev = rec["ev"]
             BPF_EVENTS.labels("state").inc(int((ev["kind"] == E.EV_STATE).sum()))
             BPF_EVENTS.labels("netns").inc(int((ev["kind"] == E.EV_NETNS).sum()))
             self.tracker.ingest(ev, now)
+            if drained:
+                break
         if self.tracker.netns_seen:
             self.tracker.netns_seen.clear()
             t = time.monotonic()

@@ -49,6 +49,7 @@ class RingBufferReader:
         self._ep.register(map_fd, select.EPOLLIN)
         self.consumed = 0
         self.discarded = 0
+        self.stalled = False  # the last read stopped at a record still being written
 
     def fileno(self) -> int:
         """An epoll fd that is readable when the kernel signalled new records."""
@@ -64,12 +65,14 @@ class RingBufferReader:
         prod = int(self._prod[0])
         n = min((prod - cons) // RECORD_STRIDE, max_records)
         if n <= 0:
+            self.stalled = False
             return np.empty(0, RECORD_DTYPE)
         start = cons & self.mask
         view = self._data[start:start + n * RECORD_STRIDE].view(RECORD_DTYPE)
         lens = view["rb_len"]
         busy = np.flatnonzero(lens & RB_BUSY)
-        if len(busy):
+        self.stalled = bool(len(busy))
+        if self.stalled:
             n = int(busy[0])  # stop at the first record still being written
             view = view[:n]
             lens = lens[:n]
