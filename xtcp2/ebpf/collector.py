@@ -256,10 +256,8 @@ class BpfCollector:
         # A broadcast is sent after its socket's TCP_CLOSE event was committed. One read
         # before this step's ring drain found no close record for these sockets: unless
         # the ring lost their events, the drain above has reported them by now.
-        if self._held and (drained or force):
-            held, self._held = self._held, []
-            for key, cols in held:
-                emitted += self._emit_destroy(key, cols)
+        if drained or force:
+            emitted += self._emit_held()
         for _ in range(4):  # one multicast message per recv: drain harder than the ring
             # sockets already reported (nearly all of them) are skipped before decoding
             got = self.watcher.poll(0, keep=self._not_reported)
@@ -270,10 +268,8 @@ class BpfCollector:
                     self._held.append((key, cols))
             if not got:
                 break
-        if force and self._held:
-            held, self._held = self._held, []
-            for key, cols in held:
-                emitted += self._emit_destroy(key, cols)
+        if force:
+            emitted += self._emit_held()
         for ino, ev in self.tracker.due_opens(now, force):
             emitted += self._lookup(ino, ev, now)
         BPF_PENDING.set(self.tracker.pending() + sum(len(p) for _, ps in self._closes_waiting.values() for p in ps))
@@ -336,6 +332,10 @@ class BpfCollector:
             self.latency_source[idx] = _SOURCES[source]
             self.latency_count += k
         return n
+
+    def _emit_held(self) -> int:
+        held, self._held = self._held, []
+        return sum(self._emit_destroy(key, cols) for key, cols in held)
 
     def _not_reported(self, cookies: np.ndarray) -> np.ndarray:
         """Broadcasts worth decoding: sockets without a close record yet."""
