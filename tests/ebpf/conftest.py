@@ -1,6 +1,7 @@
 """Fixtures for the bpf-mode tests: built BPF object, throwaway network namespaces."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -48,9 +49,32 @@ class Netns:
         out = self.run(sys.executable, str(GEN), "--count", str(count), "--procs", str(procs), timeout=timeout).stdout
         return [json.loads(ln) for ln in out.splitlines() if ln.strip()]
 
+    def generate_counted(self, count: int, procs: int = 2) -> tuple[list[list[int]], dict[str, int]]:
+        """generate(), with this namespace's TcpActiveOpens / TcpPassiveOpens deltas over it."""
+        before = self.snmp_tcp()
+        conns = self.generate(count, procs)
+        after = self.snmp_tcp()
+        return conns, {k: after[k] - before.get(k, 0) for k in ("ActiveOpens", "PassiveOpens")}
+
     def snmp_tcp(self) -> dict[str, int]:
         lines = [ln.split() for ln in self.run("cat", "/proc/net/snmp").stdout.splitlines() if ln.startswith("Tcp:")]
         return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:])}
+
+
+@contextlib.contextmanager
+def destroy_subscriber(ns: Netns, **kw):
+    """A DestroySubscriber opened inside ns; closed (with its entering thread) on exit."""
+    from xtcp2.netlink.destroy import DestroySubscriber
+    from xtcp2.netns.enter import NetnsEnterer
+    enter = NetnsEnterer()
+    try:
+        sub = enter.run_in(ns.path, lambda: DestroySubscriber.open(**kw))
+        try:
+            yield sub
+        finally:
+            sub.close()
+    finally:
+        enter.close()
 
 
 def make_netns() -> Netns:

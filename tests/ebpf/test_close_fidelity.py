@@ -19,8 +19,8 @@ from xtcp2.ebpf import events as E
 from xtcp2.ebpf import loader
 from xtcp2.ebpf.records import close_columns
 from xtcp2.netlink.decode import BytesColumn
-from xtcp2.netlink.destroy import DestroySubscriber
-from xtcp2.netns.enter import NetnsEnterer
+
+from .conftest import destroy_subscriber
 
 pytestmark = pytest.mark.root
 
@@ -74,33 +74,28 @@ def _values(col, rows):
 
 def test_bpf_close_record_equals_the_destroy_broadcast(bpf_object, netns):
     ns = netns()
-    enter = NetnsEnterer()
     bp = loader.load(loader.LoadOptions(watch_netns=False))
-    sub = None
     try:
-        sub = enter.run_in(ns.path, DestroySubscriber.open)
-        ns.run(sys.executable, "-c", TRAFFIC, timeout=120)
-        # half-close first, then the reply: the client reaches TCP_CLOSE (FIN_WAIT2 ->
-        # TIME_WAIT) before it has read the reply
-        gen = ns.generate(100, procs=1)
-        evs, bcast = [], []
-        deadline = time.monotonic() + 10
-        # every socket and the listeners (one per pair, one for the generator)
-        while time.monotonic() < deadline and sum(b["_n"] for b in bcast) < WANT + 47:
-            rec = bp.reader.read()
-            if len(rec):
-                evs.append(rec["ev"].copy())
-            cols, overrun = sub.read()
-            assert not overrun
-            if cols["_n"]:
-                bcast.append(cols)
-            time.sleep(0.05)
-        evs.append(bp.reader.read()["ev"].copy())
+        with destroy_subscriber(ns) as sub:
+            ns.run(sys.executable, "-c", TRAFFIC, timeout=120)
+            # half-close first, then the reply: the client reaches TCP_CLOSE (FIN_WAIT2 ->
+            # TIME_WAIT) before it has read the reply
+            gen = ns.generate(100, procs=1)
+            evs, bcast = [], []
+            deadline = time.monotonic() + 10
+            # every socket and the listeners (one per pair, one for the generator)
+            while time.monotonic() < deadline and sum(b["_n"] for b in bcast) < WANT + 47:
+                rec = bp.reader.read()
+                if len(rec):
+                    evs.append(rec["ev"].copy())
+                cols, overrun = sub.read()
+                assert not overrun
+                if cols["_n"]:
+                    bcast.append(cols)
+                time.sleep(0.05)
+            evs.append(bp.reader.read()["ev"].copy())
     finally:
-        if sub is not None:
-            sub.close()
         bp.close()
-        enter.close()
 
     ev = np.concatenate(evs)
     ev = ev[(ev["kind"] == E.EV_STATE) & (ev["newstate"] == E.TCP_CLOSE) & (ev["netns_ino"] == ns.inode)

@@ -10,6 +10,8 @@ import pytest
 from xtcp2.netlink.destroy import DestroySubscriber, DestroyWatcher
 from xtcp2.netns.enter import NetnsEnterer
 
+from .conftest import destroy_subscriber
+
 pytestmark = pytest.mark.root
 
 
@@ -67,18 +69,11 @@ def test_short_connections_final_tcp_info_per_namespace(netns):
 
 def test_enobufs_is_reported_as_overrun(netns):
     ns = netns()
-    enter = NetnsEnterer()
-    try:
-        sub = enter.run_in(ns.path, lambda: DestroySubscriber.open(rcvbuf=4096))
-        try:
-            ns.generate(400, procs=2)
-            time.sleep(0.2)
-            cols, overrun = sub.read()
-            assert overrun and cols["_n"] < 800
-        finally:
-            sub.close()
-    finally:
-        enter.close()
+    with destroy_subscriber(ns, rcvbuf=4096) as sub:
+        ns.generate(400, procs=2)
+        time.sleep(0.2)
+        cols, overrun = sub.read()
+    assert overrun and cols["_n"] < 800
 
 
 def test_close_record_pump_for_poll_mode(netns):
@@ -118,25 +113,17 @@ def test_close_record_pump_for_poll_mode(netns):
         table.close()
 
 
-
 def test_keep_filter_skips_messages_before_decoding(netns):
     """bpf mode decodes only broadcasts of sockets it has not reported yet."""
     ns = netns()
-    enter = NetnsEnterer()
-    try:
-        sub = enter.run_in(ns.path, DestroySubscriber.open)
-        try:
-            ns.generate(50, procs=1)
-            time.sleep(0.3)
-            seen = []
+    seen = []
 
-            def keep(cookies):
-                seen.extend(cookies.tolist())
-                return cookies % 2 == 0
-            cols, overrun = sub.read(keep=keep)
-        finally:
-            sub.close()
-    finally:
-        enter.close()
+    def keep(cookies):
+        seen.extend(cookies.tolist())
+        return cookies % 2 == 0
+    with destroy_subscriber(ns) as sub:
+        ns.generate(50, procs=1)
+        time.sleep(0.3)
+        cols, overrun = sub.read(keep=keep)
     assert not overrun and len(seen) == 101 and len(set(seen)) == 101 and all(seen)
     assert sorted(cols["inet_diag_msg_socket_cookie"].tolist()) == sorted(c for c in seen if c % 2 == 0)

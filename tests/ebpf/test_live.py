@@ -86,12 +86,10 @@ def test_20000_short_connections_in_3_namespaces_all_closed_exactly(bpf_object, 
 def test_close_records_from_bpf_counters_alone(bpf_object, netns):
     ns = netns()
     with running([ns.name], use_destroy_groups=False) as (col, cap):
-        before = ns.snmp_tcp()
-        conns = ns.generate(500, procs=2)
-        after = ns.snmp_tcp()
+        conns, deltas = ns.generate_counted(500)
         time.sleep(0.5)
         assert col.stats["close_destroy"] == 0 and col.stats["close_bpf"] >= 1000
-    _check_every_connection(cap.records(), ns, conns, _delta(before, after))
+    _check_every_connection(cap.records(), ns, conns, deltas)
 
 
 HOLD = (
@@ -116,9 +114,7 @@ def test_tiny_ring_buffer_drops_trigger_resync_and_broadcasts_replace_lost_close
             assert len(ports) == 50
             n_before = len(cap.records())
             # a flood no 4 KiB ring can hold, while the collector is busy with the burst
-            before = ns.snmp_tcp()
-            conns = ns.generate(3000, procs=2)
-            after = ns.snmp_tcp()
+            conns, deltas = ns.generate_counted(3000)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and BPF_RESYNCS.labels("ringbuf_drops")._value.get() == resyncs0:
                 time.sleep(0.05)
@@ -134,7 +130,7 @@ def test_tiny_ring_buffer_drops_trigger_resync_and_broadcasts_replace_lost_close
     # the close events the ring lost are not lost: their destroy broadcasts passed the
     # kernel-side filter (only reported sockets are filtered) and became the records
     assert col.stats["close_destroy"] > 0 and col.stats["close_bpf"] > 0
-    _check_every_connection(cap.records(), ns, conns, _delta(before, after))
+    _check_every_connection(cap.records(), ns, conns, deltas)
 
 
 def test_duplicate_broadcasts_are_dropped_in_the_kernel(bpf_object, netns):
@@ -144,12 +140,10 @@ def test_duplicate_broadcasts_are_dropped_in_the_kernel(bpf_object, netns):
     with running([ns.name]) as (col, cap):
         assert col.watcher.filter_fd >= 0
         f0, m0 = BPF_BROADCASTS_FILTERED._value.get(), DESTROY_MESSAGES._value.get()
-        before = ns.snmp_tcp()
-        conns = ns.generate(500, procs=2)
-        after = ns.snmp_tcp()
+        conns, deltas = ns.generate_counted(500)
         time.sleep(0.5)
         filtered, received = BPF_BROADCASTS_FILTERED._value.get() - f0, DESTROY_MESSAGES._value.get() - m0
-    _check_every_connection(cap.records(), ns, conns, _delta(before, after))
+    _check_every_connection(cap.records(), ns, conns, deltas)
     assert col.stats["close_bpf"] >= 1000 and col.stats["close_destroy"] == 0
     # 1000 connected sockets + the listener; the generator's own short-lived sockets may add a few
     assert filtered >= 1001 and received <= 5, (filtered, received)
@@ -212,11 +206,9 @@ def test_classic_tracepoint_fallback_still_closes_every_connection_once(bpf_obje
     opts = loader.LoadOptions(tp_btf_target="xtcp2_no_such_tracepoint")
     with running([ns.name], load_options=opts) as (col, cap):
         assert col.bp.attach_kind == "tracepoint"
-        before = ns.snmp_tcp()
-        conns = ns.generate(300, procs=2)
-        after = ns.snmp_tcp()
+        conns, deltas = ns.generate_counted(300)
         time.sleep(0.5)
-    _check_every_connection(cap.records(), ns, conns, _delta(before, after))
+    _check_every_connection(cap.records(), ns, conns, deltas)
 
 
 V6 = (
