@@ -59,6 +59,10 @@ FLAGS = [
     ("promListen", "prom_listen", str, "Prometheus listen address"),
     ("promPath", "prom_path", str, "Prometheus path"),
     ("grpcPort", "grpc_port", int, "gRPC port"),
+    ("grpcAllowUid", "grpc_allow_uid", str, "besides root, these uids/user names may use the gRPC API (comma list)"),
+    ("grpcAllowGid", "grpc_allow_gid", str, "besides root, members of these gids/groups may use the gRPC API"),
+    ("grpcTokenFile", "grpc_token_file", str, "bearer token file (mode 0600); required for a non-loopback -grpcListen"),
+    ("fileDestDir", "file_dest_dir", str, "gRPC Set may point file/unix destinations and capture_path only inside this directory"),
     ("d", "debug_level", int, "debug level"),
 ]
 

@@ -79,6 +79,11 @@ class Config:
     prom_path: str = "/metrics"
     grpc_port: int = 8889
     grpc_listen: str = "127.0.0.1"
+    # who may use the gRPC API besides root (see xtcp2/api/grpc_auth.py); never settable over gRPC
+    grpc_allow_uid: str = ""               # comma list of uids / user names
+    grpc_allow_gid: str = ""               # comma list of gids / group names
+    grpc_token_file: str = ""              # bearer token; required on a non-loopback listener
+    file_dest_dir: str = "/var/lib/xtcp2"  # the only place gRPC may point file/unix dests and capture_path
     debug_level: int = 111
 
     def __post_init__(self) -> None:

@@ -82,7 +82,11 @@ class RunningDaemon:
         from xtcp2.daemon import Daemon
 
         self.daemon = Daemon(config)
-        self.server = start_grpc_server(self.daemon, config, **server_kw)
+        try:
+            self.server = start_grpc_server(self.daemon, config, **server_kw)
+        except BaseException:
+            self.daemon.close()
+            raise
         self.target = f"127.0.0.1:{self.server.port}"
         self.thread = threading.Thread(target=self.daemon.run, name="test-daemon", daemon=True)
         self.thread.start()
@@ -116,3 +120,76 @@ def start_daemon(socket_netns):
     yield start
     for rd in running:
         rd.close()
+
+
+def unprivileged(uid: int = 65534, gid: int = 65534) -> list[str]:
+    """argv prefix that runs a command with only this uid/gid, as a local user would."""
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+
+
+@pytest.fixture(scope="session")
+def unpriv_python():
+    """(python, env): an interpreter uid 65534 can run that imports grpc and this checkout.
+
+    The venv's interpreter may live where only root can enter (pyenv under /root); the
+    system python of the same version runs the same site-packages.
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    v = sys.version_info
+    tried = []
+    for exe in (sys.executable, f"/usr/bin/python{v.major}.{v.minor}", f"/usr/local/bin/python{v.major}.{v.minor}"):
+        if not os.path.exists(exe):
+            continue
+        r = subprocess.run([*unprivileged(), exe, "-c", "import grpc, xtcp2.tools.xtcp2client"],
+                           env=env, capture_output=True, text=True, timeout=60)
+        if r.returncode == 0:
+            return exe, env
+        tried.append(f"{exe}: {r.stderr.strip().splitlines()[-1:] or r.returncode}")
+    msg = f"uid 65534 cannot run python with grpc and xtcp2 importable ({'; '.join(tried)})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def public_upstream(upstream_gen):
+    """The upstream client (runner + generated stubs) copied where uid 65534 can read it."""
+    import shutil
+    import tempfile
+    d = pathlib.Path(tempfile.mkdtemp(prefix="xtcp2-upstream-public-"))  # pytest's own tmp is 0700
+    try:
+        shutil.copytree(upstream_gen, d / "gen")
+        shutil.copy(RUNNER, d / "upstream_runner.py")
+        for p in [d, *d.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def run_upstream_as(public_upstream, unpriv_python):
+    """run_upstream_as(uid, target, ops) -> results, from the upstream client run as `uid`."""
+    exe, env = unpriv_python
+
+    def run(uid: int, target: str, ops: list, gid: int | None = None, timeout: float = 60) -> list:
+        proc = subprocess.run([*unprivileged(uid, uid if gid is None else gid), exe,
+                               str(public_upstream / "upstream_runner.py"), str(public_upstream / "gen"), target],
+                              input=json.dumps(ops), capture_output=True, text=True, timeout=timeout, env=env)
+        if proc.returncode != 0:
+            raise AssertionError(f"upstream client as uid {uid} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        return json.loads(proc.stdout)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def xtcp2client_as(unpriv_python):
+    """xtcp2client_as(uid, port, *argv) -> CompletedProcess of xtcp2client run as `uid`."""
+    exe, env = unpriv_python
+
+    def run(uid: int, port: int, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([*unprivileged(uid), exe, "-m", "xtcp2.tools.xtcp2client", "-port", str(port), *argv],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+
+    return run

@@ -19,6 +19,8 @@ from prometheus_client import Counter, Histogram
 from ..errors import ConfigError, DestinationError, Xtcp2Error
 from ..gen.xtcp_config.v1 import xtcp_config_pb2 as pb
 from ..gen.xtcp_config.v1 import xtcp_config_pb2_grpc as pb_grpc
+from .grpc_auth import DENIED
+from .path_policy import PathDenied, check_paths
 from .config_proto import config_from_proto, config_to_proto, duration_to_seconds, seconds_to_duration
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,9 @@ def counted(method: str) -> Callable:
             try:
                 try:
                     return await fn(self, request, context)
+                except PathDenied as e:
+                    DENIED.labels(method).inc()
+                    raise Refused(grpc.StatusCode.PERMISSION_DENIED, str(e)) from None
                 except ConfigError as e:
                     raise Refused(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
                 except Xtcp2Error as e:
@@ -127,6 +132,7 @@ class ConfigService(pb_grpc.ConfigServiceServicer):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _apply(self, new) -> pb.XtcpConfig:
+        check_paths(new, self._daemon.config)  # PathDenied: nothing applied
         try:
             await self._call(self._daemon.reconfigure, new)
         except DestinationError as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from ..errors import Xtcp2Error
 from ..gen.xtcp_config.v1 import xtcp_config_pb2, xtcp_config_pb2_grpc
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2
 from .config_service import ConfigService
+from .grpc_auth import AuthInterceptor, Authorizer, is_unix, prepare_unix_listener
 from .flat_record_service import DEFAULT_MAX_CLIENTS, SERVICE as RECORD_SERVICE, FlatRecordService
 from .record_fanout import DEFAULT_QUEUE_ROWS, FanOut, Subscriber
 
@@ -33,6 +35,8 @@ _ = xtcp_flat_record_pb2  # registers the record service descriptor for reflecti
 
 
 def listen_address(host: str, port: int) -> str:
+    if is_unix(host):
+        return host
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
@@ -51,6 +55,7 @@ class GrpcServer:
     _daemon: object
     _executor: ThreadPoolExecutor
     _health: object = None
+    _auth: Authorizer | None = None
     _stopped: bool = field(default=False)
 
     def subscribers(self) -> list[Subscriber]:
@@ -87,6 +92,8 @@ class GrpcServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._auth is not None:
+            self._auth.close()
 
 
 def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE_ROWS,
@@ -98,6 +105,9 @@ def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE
     number of concurrent stream clients (further ones get RESOURCE_EXHAUSTED).
     """
     address = listen_address(config.grpc_listen, config.grpc_port)
+    auth = Authorizer(config)  # Xtcp2Error: bad token file, unknown user, open listener without a token
+    if auth.kind == "unix":
+        prepare_unix_listener(address[len("unix:"):])
     loop = asyncio.new_event_loop()
     started = threading.Event()
     result: dict = {}
@@ -106,7 +116,7 @@ def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE
         server = grpc.aio.server(options=[
             ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
             ("grpc.max_concurrent_streams", max_clients + 16),
-        ])
+        ], interceptors=[AuthInterceptor(auth)])
         executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="xtcp2-grpc-call")
         fanout = FanOut(loop, queue_rows)
         config_service = ConfigService(daemon, executor)
@@ -126,6 +136,9 @@ def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE
             raise Xtcp2Error(f"gRPC: cannot listen on {address}: {e}") from None
         if not port:
             raise Xtcp2Error(f"gRPC: cannot listen on {address} (address in use or not local)")
+        auth.bound(port)
+        if auth.kind == "unix":
+            os.chmod(address[len("unix:"):], 0o600)
         await server.start()
         result.update(server=server, port=port, fanout=fanout, config_service=config_service,
                       records=records, executor=executor, health=health)
@@ -157,7 +170,7 @@ def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE
     handle = GrpcServer(address=address, port=result["port"], fanout=result["fanout"],
                         config_service=result["config_service"], _loop=loop, _thread=thread,
                         _server=result["server"], _records=result["records"], _daemon=daemon,
-                        _executor=result["executor"], _health=result["health"])
+                        _executor=result["executor"], _health=result["health"], _auth=auth)
     daemon.add_listener(handle.fanout.publish)
-    log.info("gRPC API listening on %s", listen_address(config.grpc_listen, handle.port))
+    log.info("gRPC API listening on %s (%s)", listen_address(config.grpc_listen, handle.port), auth.describe())
     return handle

@@ -8,6 +8,7 @@ file:/data/ch/?perEnvelope=1             a directory: one file per payload, name
 """
 from __future__ import annotations
 
+import errno
 import os
 import time
 from urllib.parse import parse_qs
@@ -15,6 +16,11 @@ from urllib.parse import parse_qs
 from ..errors import DestinationError
 from .base import Destination, register
 from .queued import num_option
+
+
+def _no_follow(path: str, flags: int) -> int:
+    # a symlink planted at the destination must not redirect root's writes elsewhere
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
 
 
 @register("file")
@@ -44,9 +50,10 @@ class FileDestination(Destination):
 
     def _open(self) -> None:
         try:
-            self._fh = open(self.path, "ab")
+            self._fh = open(self.path, "ab", opener=_no_follow)
         except OSError as e:
-            raise DestinationError(f"file: cannot open {self.path}: {e.strerror}") from None
+            why = "is a symbolic link (refused)" if e.errno == errno.ELOOP else e.strerror
+            raise DestinationError(f"file: cannot open {self.path}: {why}") from None
 
     def _rotate(self) -> None:
         self._fh.close()
@@ -66,7 +73,7 @@ class FileDestination(Destination):
                 self._seq += 1
                 name = os.path.join(self.path, f"{time.time_ns()}-{self._seq:06d}.bin")
                 tmp = name + ".tmp"
-                with open(tmp, "wb") as fh:
+                with open(tmp, "wb", opener=_no_follow) as fh:
                     fh.write(payload)
                 os.replace(tmp, name)  # readers never see a half-written file
                 return

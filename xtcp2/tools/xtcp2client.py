@@ -10,8 +10,11 @@
     xtcp2client trigger-poll
     xtcp2client poll-burst -count 6 -interval 10s
     xtcp2client health
+    xtcp2client -target unix:/run/xtcp2/grpc.sock get   a daemon on a unix socket
+    xtcp2client -target host -tokenFile /etc/xtcp2/token get   a daemon with -grpcTokenFile
 
-Flags follow upstream's client (-target, -port, -poll, -pollFrequency, -json). Exit
+The daemon serves root and the users it allows (-grpcAllowUid/-grpcAllowGid); others
+get PERMISSION_DENIED. Flags follow upstream's client (-target, -port, -poll, -pollFrequency, -json). Exit
 status: 0 ok, 1 the daemon refused or could not be reached (one line on stderr), 2 usage.
 """
 from __future__ import annotations
@@ -37,6 +40,13 @@ from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2_grpc as rec_grpc
 from ..argparse_go import parser as go_parser
 
 CONNECT_TIMEOUT = 5.0
+AUTH: tuple = ()  # (("authorization", "Bearer ..."),) with -tokenFile
+
+
+def _md(extra=None):
+    """Metadata for a call: the bearer token, if any, plus `extra`."""
+    both = tuple(extra or ()) + AUTH
+    return both or None
 
 
 class ClientError(Exception):
@@ -52,6 +62,8 @@ def _rpc_error(e: grpc.RpcError, target: str) -> ClientError:
         return ClientError(f"xtcp2 at {target} did not answer in time")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return ClientError(f"refused: {e.details()}")
+    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+        return ClientError(f"{code.name}: {e.details()}")
     return ClientError(f"{code.name}: {e.details()}")
 
 
@@ -113,7 +125,7 @@ def print_records(records: Iterator[rec_pb.XtcpFlatRecord], fmt: str, count: int
 
 def _listen(ch: grpc.Channel, timeout: float | None, metadata) -> tuple[Iterator[rec_pb.XtcpFlatRecord], grpc.Future]:
     call = rec_grpc.XTCPFlatRecordServiceStub(ch).FlatRecords(rec_pb.FlatRecordsRequest(), timeout=timeout,
-                                                              metadata=metadata)
+                                                              metadata=_md(metadata))
     return (resp.xtcp_flat_record for resp in call), call
 
 
@@ -123,7 +135,7 @@ def _poll(ch: grpc.Channel, frequency: float, timeout: float | None, stop: threa
             yield rec_pb.PollFlatRecordsRequest()
             stop.wait(frequency)
 
-    call = rec_grpc.XTCPFlatRecordServiceStub(ch).PollFlatRecords(requests(), timeout=timeout, metadata=metadata)
+    call = rec_grpc.XTCPFlatRecordServiceStub(ch).PollFlatRecords(requests(), timeout=timeout, metadata=_md(metadata))
     return (resp.xtcp_flat_record for resp in call), call
 
 
@@ -202,7 +214,7 @@ def apply_assignment(cfg: cfg_pb.XtcpConfig, assignment: str) -> None:
 def cmd_get(args, target: str) -> int:
     ch, stub = _config_stub(target)
     with ch:
-        _print_config(stub.Get(cfg_pb.GetRequest(), timeout=10).config)
+        _print_config(stub.Get(cfg_pb.GetRequest(), timeout=10, metadata=_md()).config)
     return 0
 
 
@@ -219,10 +231,10 @@ def cmd_set(args, target: str) -> int:
         else:
             if not args.assignments:
                 raise ClientError("nothing to set: give FIELD=VALUE pairs or -file")
-            cfg = stub.Get(cfg_pb.GetRequest(), timeout=10).config
+            cfg = stub.Get(cfg_pb.GetRequest(), timeout=10, metadata=_md()).config
         for a in args.assignments:
             apply_assignment(cfg, a)
-        _print_config(stub.Set(cfg_pb.SetRequest(config=cfg), timeout=30).config)
+        _print_config(stub.Set(cfg_pb.SetRequest(config=cfg), timeout=30, metadata=_md()).config)
     return 0
 
 
@@ -238,7 +250,7 @@ def cmd_set_poll_frequency(args, target: str) -> int:
     ch, stub = _config_stub(target)
     with ch:
         resp = stub.SetPollFrequency(cfg_pb.SetPollFrequencyRequest(
-            poll_frequency=_duration_pb(args.frequency), poll_timeout=_duration_pb(args.timeout)), timeout=30)
+            poll_frequency=_duration_pb(args.frequency), poll_timeout=_duration_pb(args.timeout)), timeout=30, metadata=_md())
         _print_config(resp.config)
     return 0
 
@@ -246,7 +258,7 @@ def cmd_set_poll_frequency(args, target: str) -> int:
 def cmd_trigger_poll(args, target: str) -> int:
     ch, stub = _config_stub(target)
     with ch:
-        stub.TriggerPoll(cfg_pb.TriggerPollRequest(), timeout=10)
+        stub.TriggerPoll(cfg_pb.TriggerPollRequest(), timeout=10, metadata=_md())
     print("poll triggered")
     return 0
 
@@ -255,7 +267,7 @@ def cmd_poll_burst(args, target: str) -> int:
     ch, stub = _config_stub(target)
     with ch:
         resp = stub.TriggerPollBurst(cfg_pb.TriggerPollBurstRequest(
-            count=args.count, interval=_duration_pb(args.interval)), timeout=10)
+            count=args.count, interval=_duration_pb(args.interval)), timeout=10, metadata=_md())
     print(f"burst scheduled: {resp.count} polls {resp.interval.ToTimedelta().total_seconds():g} s apart")
     return 0
 
@@ -284,8 +296,11 @@ def _duration_arg(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = go_parser(prog="xtcp2client", allow_abbrev=False, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-target", "--target", default="127.0.0.1", help="daemon host (default 127.0.0.1)")
+    p.add_argument("-target", "--target", default="127.0.0.1",
+                   help="daemon host, or unix:/PATH for a unix socket listener (default 127.0.0.1)")
     p.add_argument("-port", "--port", type=int, default=8889, help="daemon -grpcPort (default 8889)")
+    p.add_argument("-tokenFile", "--token-file", dest="tokenFile", default=None,
+                   help="send the bearer token in this file (daemons with -grpcTokenFile)")
     p.add_argument("-format", "--format", choices=("table", "json"), default="table",
                    help="live record output: table (like ss) or json (protoJson, one per line)")
     p.add_argument("-json", "--json", action="store_true", help="same as -format json")
@@ -318,9 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     host = args.target
-    target = f"[{host}]:{args.port}" if ":" in host and not host.startswith("[") else f"{host}:{args.port}"
+    if host.startswith("unix:"):
+        target = host
+    else:
+        target = f"[{host}]:{args.port}" if ":" in host and not host.startswith("[") else f"{host}:{args.port}"
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `xtcp2client | head` ends quietly
     try:
+        if args.tokenFile:
+            global AUTH
+            with open(args.tokenFile) as f:
+                AUTH = (("authorization", f"Bearer {f.read().strip()}"),)
         return COMMANDS[args.cmd](args, target)
     except ClientError as e:
         print(f"xtcp2client: {e}", file=sys.stderr)
