@@ -22,6 +22,9 @@
   promListen = "127.0.0.1:9088";
   promPath = "/metrics";
   grpcPort = 8889;
+  grpcAllowUid = "";
+  grpcAllowGid = "";
+  fileDestDir = "/var/lib/xtcp2";
   label = "";
   tag = "";
   location = "";

@@ -94,7 +94,8 @@ def test_invalid_set_refused_and_nothing_changes(start_daemon, run_upstream):
 
 def test_set_switches_marshaller_and_destination_live(start_daemon, run_upstream, socket_netns, tmp_path):
     first, second = tmp_path / "a.bin", tmp_path / "b.json"
-    rd = start_daemon(dest=f"file:{first}", marshal_to="protobufList", poll_frequency=0.3, poll_timeout=0.2)
+    rd = start_daemon(dest=f"file:{first}", marshal_to="protobufList", poll_frequency=0.3, poll_timeout=0.2,
+                      file_dest_dir=str(tmp_path))
     rd.wait_loops(1)
     cfg = unary(run_upstream, rd, "Get", {})["response"]["config"]
     cfg.update(dest=f"file:{second}", marshal_to="protoJson")
@@ -109,13 +110,13 @@ def test_set_switches_marshaller_and_destination_live(start_daemon, run_upstream
 
 def test_destination_that_cannot_open_is_refused(start_daemon, run_upstream, tmp_path):
     out = tmp_path / "records.bin"
-    rd = start_daemon(dest=f"file:{out}", poll_frequency=0.5, poll_timeout=0.4)
+    rd = start_daemon(dest=f"file:{out}", poll_frequency=0.5, poll_timeout=0.4, file_dest_dir=str(tmp_path))
     before = rd.daemon.config.as_dict()
     cfg = unary(run_upstream, rd, "Get", {})["response"]["config"]
-    cfg["dest"] = "file:/nonexistent-dir/x.bin"
+    cfg["dest"] = f"file:{tmp_path}/nonexistent-dir/x.bin"  # allowed place, but it cannot be opened
     res = unary(run_upstream, rd, "Set", {"config": cfg})
     assert res["code"] == "INVALID_ARGUMENT" and res["details"].startswith("dest: "), res
-    assert "/nonexistent-dir/x.bin" in res["details"]
+    assert f"{tmp_path}/nonexistent-dir/x.bin" in res["details"]
     assert rd.daemon.config.as_dict() == before
     # the old destination still receives records
     size = out.stat().st_size if out.exists() else 0

@@ -25,7 +25,7 @@ MAX_STRING = 4096
 _CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _PROTO_FIELDS = {f.name: f for f in pb.XtcpConfig.DESCRIPTOR.fields}
 
-# Never handed out (no auth on the API); an empty value in Set means "unchanged".
+# Never handed out, not even to allowed callers; an empty value in Set means "unchanged".
 SECRET_FIELDS = frozenset({"s3_access_key", "s3_secret_key"})
 # Informational, filled by the daemon.
 READ_ONLY_FIELDS = frozenset({"daemon_version"})
