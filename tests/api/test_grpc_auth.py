@@ -246,3 +246,47 @@ def test_unix_socket_listener_is_root_only(socket_netns, xtcp2client_as):
             RunningDaemon(Config(netns=[socket_netns["name"]], grpc_listen=f"unix:{sock}").validate())
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("listen, targets", [("::1", ["[::1]"]), ("localhost", ["127.0.0.1", "[::1]"])])
+def test_ipv6_and_localhost_listeners(start_daemon, run_upstream, run_upstream_as, listen, targets):
+    rd = start_daemon(grpc_listen=listen)
+    for host in targets:
+        target = f"{host}:{rd.server.port}"
+        assert run_upstream(target, [["unary", "Get", {}]])[0]["ok"], target
+        r = run_upstream_as(NOBODY, target, [["unary", "Get", {}]])[0]
+        assert r["code"] == "PERMISSION_DENIED" and "uid 65534" in r["details"], (target, r)
+
+
+def test_peer_lookup_matches_only_the_exact_connection():
+    """A listener on the client's port must not answer for a connection that is gone."""
+    import socket
+    import time
+
+    from xtcp2.api.grpc_auth import PeerUidLookup
+
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen()
+    lookup = PeerUidLookup("127.0.0.1")
+    lookup.port = lst.getsockname()[1]
+    try:
+        cli = socket.create_connection(lst.getsockname())
+        srv, _ = lst.accept()
+        port = cli.getsockname()[1]
+        assert lookup.uid(f"ipv4:127.0.0.1:{port}") == 0
+        srv.close()  # server side first: its end keeps the TIME_WAIT, the client's port is free
+        cli.close()
+        time.sleep(0.2)
+        squat = socket.socket()  # someone now listens on the client's old port
+        squat.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squat.bind(("127.0.0.1", port))
+        squat.listen()
+        try:
+            assert lookup.uid(f"ipv4:127.0.0.1:{port}") is None
+        finally:
+            squat.close()
+        assert lookup.uid("ipv4:127.0.0.1:notaport") is None and lookup.uid("unix:") is None
+    finally:
+        lookup.close()
+        lst.close()
