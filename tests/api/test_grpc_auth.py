@@ -7,6 +7,7 @@ by that uid as a local user's would be.
 from __future__ import annotations
 
 import os
+import time
 
 import grpc
 import pytest
@@ -290,3 +291,40 @@ def test_peer_lookup_matches_only_the_exact_connection():
     finally:
         lookup.close()
         lst.close()
+
+
+def test_real_daemon_process(socket_netns, xtcp2client_as, tmp_path):
+    """`xtcp2` itself: the issue's attack against the process, and start-up refusals (exit 2, one line)."""
+    import subprocess
+    import sys
+
+    from .test_capabilities import ROOT
+    from .test_daemon_cli import free_port
+
+    base = [sys.executable, "-m", "xtcp2", "--mode", "poll", "-netns", socket_netns["name"], "-dest", "null",
+            "-frequency", "30s", "-timeout", "0.4s", "-promListen", ""]
+    for extra, message in ((["-grpcListen", "0.0.0.0"], "xtcp2: gRPC: refusing to listen on non-loopback address"),
+                           (["-grpcAllowUid", "no-such-user-xtcp2"], "xtcp2: gRPC: unknown uid 'no-such-user-xtcp2'")):
+        res = subprocess.run(base + ["-grpcPort", str(free_port()), *extra], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60)
+        lines = [ln for ln in res.stderr.splitlines() if ln.startswith("xtcp2: ")]
+        assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith(message), res.stderr
+
+    victim = tmp_path / "x"
+    victim.write_bytes(b"root's data\n")
+    port = free_port()
+    proc = subprocess.Popen(base + ["-grpcPort", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while xtcp2client_as(NOBODY, port, "health").returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.3)
+        res = xtcp2client_as(NOBODY, port, "set", f"dest=file:{victim}?maxBytes=1024&keep=1")
+        assert res.returncode == 1 and "PERMISSION_DENIED" in res.stderr, res.stderr
+        got = xtcp2client_as(0, port, "get")
+        assert got.returncode == 0 and '"dest": "null"' in got.stdout, got.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert victim.read_bytes() == b"root's data\n" and sorted(p.name for p in tmp_path.iterdir()) == ["x"]
