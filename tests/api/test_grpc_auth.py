@@ -120,10 +120,12 @@ def test_file_destination_over_grpc_stays_inside_the_directory(start_daemon, xtc
         f"capture_path={outside}": "PERMISSION_DENIED: capture_path:",
         f"dest=file:{allowed}/link.bin": "refused: dest: file: cannot open",  # O_NOFOLLOW: inside, but a symlink
     }
+    denied_before = denied("Set")
     for assignment, start in refused.items():
         res = set_(assignment)
         assert res.returncode == 1 and res.stderr.startswith(f"xtcp2client: {start}"), (assignment, res.stderr)
         assert "\n" not in res.stderr.strip()
+    assert denied("Set") == denied_before + len(refused) - 1  # all but the O_NOFOLLOW one, which is INVALID_ARGUMENT
     assert "is a symbolic link" in set_(f"dest=file:{allowed}/link.bin").stderr
     assert rd.daemon.config.as_dict() == before
     assert list(outside.iterdir()) == [] and not (allowed / "real.bin").exists()
