@@ -122,33 +122,18 @@ def start_daemon(socket_netns):
         rd.close()
 
 
-def unprivileged(uid: int = 65534, gid: int = 65534) -> list[str]:
-    """argv prefix that runs a command with only this uid/gid, as a local user would."""
-    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+AS_USER = HERE / "as_user.py"
+UPSTREAM_MODULES = ("upstream_xtcp_config_pb2", "upstream_xtcp_config_pb2_grpc",
+                    "upstream_xtcp_flat_record_pb2", "upstream_xtcp_flat_record_pb2_grpc")
 
 
-@pytest.fixture(scope="session")
-def unpriv_python():
-    """(python, env): an interpreter uid 65534 can run that imports grpc and this checkout.
+def as_user(uid: int = 65534, gid: int | None = None) -> list[str]:
+    """argv prefix that runs a Python client as this uid/gid with no groups, as a local user's.
 
-    The venv's interpreter may live where only root can enter (pyenv under /root); the
-    system python of the same version runs the same site-packages.
+    The client is loaded as root and then drops privileges for good (tests/api/as_user.py),
+    because the interpreter may live where uid 65534 cannot read (pyenv under /root).
     """
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    v = sys.version_info
-    tried = []
-    for exe in (sys.executable, f"/usr/bin/python{v.major}.{v.minor}", f"/usr/local/bin/python{v.major}.{v.minor}"):
-        if not os.path.exists(exe):
-            continue
-        r = subprocess.run([*unprivileged(), exe, "-c", "import grpc, xtcp2.tools.xtcp2client"],
-                           env=env, capture_output=True, text=True, timeout=60)
-        if r.returncode == 0:
-            return exe, env
-        tried.append(f"{exe}: {r.stderr.strip().splitlines()[-1:] or r.returncode}")
-    msg = f"uid 65534 cannot run python with grpc and xtcp2 importable ({'; '.join(tried)})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(msg)
-    pytest.skip(msg)
+    return [sys.executable, str(AS_USER), str(uid), str(uid if gid is None else gid)]
 
 
 @pytest.fixture(scope="session")
@@ -168,14 +153,15 @@ def public_upstream(upstream_gen):
 
 
 @pytest.fixture(scope="session")
-def run_upstream_as(public_upstream, unpriv_python):
+def run_upstream_as(public_upstream):
     """run_upstream_as(uid, target, ops) -> results, from the upstream client run as `uid`."""
-    exe, env = unpriv_python
+    gen = public_upstream / "gen"
+    preload = [a for m in UPSTREAM_MODULES for a in ("--import", m)]
 
     def run(uid: int, target: str, ops: list, gid: int | None = None, timeout: float = 60) -> list:
-        proc = subprocess.run([*unprivileged(uid, uid if gid is None else gid), exe,
-                               str(public_upstream / "upstream_runner.py"), str(public_upstream / "gen"), target],
-                              input=json.dumps(ops), capture_output=True, text=True, timeout=timeout, env=env)
+        proc = subprocess.run([*as_user(uid, gid), "--path", str(gen), *preload,
+                               str(public_upstream / "upstream_runner.py"), str(gen), target],
+                              input=json.dumps(ops), capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             raise AssertionError(f"upstream client as uid {uid} failed ({proc.returncode}): {proc.stderr[-2000:]}")
         return json.loads(proc.stdout)
@@ -184,12 +170,11 @@ def run_upstream_as(public_upstream, unpriv_python):
 
 
 @pytest.fixture(scope="session")
-def xtcp2client_as(unpriv_python):
+def xtcp2client_as():
     """xtcp2client_as(uid, port, *argv) -> CompletedProcess of xtcp2client run as `uid`."""
-    exe, env = unpriv_python
 
     def run(uid: int, port: int, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([*unprivileged(uid), exe, "-m", "xtcp2.tools.xtcp2client", "-port", str(port), *argv],
-                              capture_output=True, text=True, timeout=timeout, env=env)
+        return subprocess.run([*as_user(uid), "-m", "xtcp2.tools.xtcp2client", "-port", str(port), *argv],
+                              capture_output=True, text=True, timeout=timeout)
 
     return run

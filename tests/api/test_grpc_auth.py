@@ -1,7 +1,7 @@
 """Who may use the gRPC API of the root daemon, tested with real clients run as uid 65534.
 
 The daemon is the real one; the clients are separate processes (upstream's generated
-client and xtcp2client) that `setpriv` runs as uid 65534, so their sockets are owned
+client and xtcp2client) loaded as root and then run as uid 65534 (tests/api/as_user.py), so their sockets are owned
 by that uid as a local user's would be.
 """
 from __future__ import annotations
