@@ -2,6 +2,7 @@
 
     xtcp2 [flags]                  run the daemon
     xtcp2 decode [--format F] PCAP decode a netlink capture to records
+    xtcp2 top [FILTER]             live full-screen view of connections
 """
 from __future__ import annotations
 
@@ -155,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv and argv[0] == "decode":
             from .decode_cmd import main as decode_main
             return decode_main(argv[1:])
+        if argv and argv[0] == "top":
+            from .ui.top import main as top_main
+            return top_main(argv[1:])
         return run_daemon(argv)
     except Xtcp2Error as e:
         print(f"xtcp2: {e}", file=sys.stderr)
