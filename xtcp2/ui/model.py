@@ -15,10 +15,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from ..gen.xtcp_flat_record.v1.xtcp_flat_record_pb2 import XtcpFlatRecord
 from .filter import Predicate, state_name
 
 HISTORY = 60  # samples kept per connection for the sparklines
-TRIGGER_OPEN, TRIGGER_CLOSE = 2, 3  # xtcp_flat_record.v1.XtcpFlatRecord.Trigger
+TRIGGER_CLOSE = XtcpFlatRecord.TRIGGER_CLOSE
 
 
 def _ip(raw: bytes):

@@ -129,7 +129,7 @@ def build_app(source, table: ConnTable, keep_text: str, title: str):
             box = self.query_one("#filter", Input)
             box.value = self.filter_text
             box.add_class("editing")
-            box.focus()
+            self.call_after_refresh(box.focus)  # a hidden widget takes focus only once shown
 
         def on_input_submitted(self, event: Input.Submitted) -> None:
             text = event.value.strip()
