@@ -143,7 +143,8 @@ class Emitter:
 
     def _close_dest(self, dest: Destination) -> None:
         try:
-            dest.flush(5.0)
+            if not getattr(dest, "flushes_on_close", False):  # queued ones drain within their flushTimeout
+                dest.flush(5.0)
             dest.close()
         except Exception as e:
             log.warning("closing destination %s: %s", getattr(dest, "scheme", "?"), e)

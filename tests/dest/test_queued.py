@@ -62,7 +62,7 @@ def test_down_at_start_starts_anyway_and_counts_on_close(tmp_path, caplog):
     assert metric("xtcp2_dest_errors_total", "unixgram") > errors0
     lines = [r.getMessage() for r in caplog.records]
     assert any("cannot connect: No such file or directory" in m for m in lines)
-    assert any("dropped 100 records (shutdown before delivery)" in m for m in lines)
+    assert any("closed: 0 records delivered, 100 dropped in total (100 at shutdown)" in m for m in lines)
     # one line per distinct failure, not one per retry
     assert sum("retrying with back-off" in m for m in lines) == 1
 

@@ -26,7 +26,7 @@ import time
 
 from ..errors import DestinationError
 from .base import register
-from .queued import Backpressure, Item, PermanentError, QueuedDestination, num_option, parse_options, split_host_port
+from .queued import Backpressure, Item, QueuedDestination, num_option, parse_options, split_host_port
 
 try:
     from confluent_kafka import KafkaError, KafkaException, Producer
@@ -83,6 +83,7 @@ class KafkaDestination(QueuedDestination):
         self.producers_replaced = 0
         self._fatal = ""
         self._topic_ok = False
+        self._broker_down = False
         self.start()
 
     def _make_producer(self) -> Producer:
@@ -105,10 +106,16 @@ class KafkaDestination(QueuedDestination):
         })
 
     def _on_error(self, err) -> None:
+        # librdkafka keeps our payloads and retries by itself, so without this an outage
+        # would show no error until messages time out: count every failed attempt
+        self._count_error()
         if err.fatal():
             self._fatal = err.str()
         elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             self._last_error = f"broker {self.bootstrap} unreachable: {err.str()}"
+            if not self._broker_down:
+                self._broker_down = True
+                log.warning("kafka %s: %s; queueing until it is back", self.where, self._last_error)
 
     def _connect(self) -> None:
         if self._producer is None or self._fatal:
@@ -132,7 +139,7 @@ class KafkaDestination(QueuedDestination):
         if t is not None and t.error is not None and t.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
             raise DestinationError(f"kafka: not authorized for topic {self.topic!r} on {self.bootstrap}")
 
-    def _abandon_producer(self, requeue: bool) -> None:
+    def _abandon_producer(self, requeue: bool, serve: float = 2.0) -> None:
         """The old producer can never deliver again (fatal error, stall) or we shut down.
 
         Purging makes librdkafka report every message it holds as failed with
@@ -143,34 +150,47 @@ class KafkaDestination(QueuedDestination):
         self._requeue_purged = requeue
         try:
             p.purge(in_queue=True, in_flight=True)
-            p.flush(2)  # serves the purge's delivery reports
+            p.flush(serve)  # serves the purge's delivery reports
         except Exception:  # noqa: BLE001
             pass
         finally:
             self._requeue_purged = False
 
     def _deliver(self, batch: list[Item]) -> None:
+        """Hand the batch to librdkafka. Items handed over leave `batch`, so a retry after
+        Backpressure or an error sends only the rest (never one payload twice)."""
         if self._fatal or self._producer is None:
             self._connect()
-        if self._pending == sum(i.records for i in batch):
+        if not self._pending:
             self._last_progress = time.monotonic()  # nothing was outstanding: start the stall clock
-        for item in batch:
-            cb = self._report(item)
-            try:
-                self._producer.produce(self.topic, item.payload, self.key, on_delivery=cb)
-            except BufferError:
-                # librdkafka's own queue is full: leave the item in ours, retry after back-off
-                raise Backpressure("kafka: producer queue full (broker slow or down)") from None
-            except KafkaException as e:
-                if e.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                    raise PermanentError(f"kafka: message of {len(item.payload)} bytes too large") from None
-                raise DestinationError(f"kafka: produce failed: {e.args[0].str()}") from None
+        done = 0
+        try:
+            for item in batch:
+                self._handed(item)
+                try:
+                    self._producer.produce(self.topic, item.payload, self.key, on_delivery=self._report(item))
+                except BufferError:
+                    self._unhand(item)
+                    # librdkafka's own queue is full: leave the item in ours, retry after back-off
+                    raise Backpressure("kafka: producer queue full (broker slow or down)") from None
+                except KafkaException as e:
+                    self._unhand(item)
+                    if e.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                        raise DestinationError(f"kafka: produce failed: {e.args[0].str()}") from None
+                    self._count_error()
+                    self._drop(item.records, f"kafka: message of {len(item.payload)} bytes too large")
+                done += 1
+        finally:
+            del batch[:done]
         self._producer.poll(0)
 
     def _report(self, item: Item):
         def on_delivery(err, msg) -> None:
             self._last_progress = time.monotonic()
             if err is None:
+                if self._broker_down:
+                    self._broker_down = False
+                    log.warning("kafka %s: delivering again", self.where)
                 self._ack(item)
             elif self._requeue_purged and err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
                 self._requeue(item)
@@ -192,11 +212,11 @@ class KafkaDestination(QueuedDestination):
                 self._abandon_producer(requeue=True)
                 self._last_progress = time.monotonic()
 
-    def _close_transport(self) -> None:
+    def _close_transport(self, timeout: float) -> None:
         if self._producer is not None:
-            left = self._producer.flush(self.flush_timeout)
+            left = self._producer.flush(timeout)
             if left:
-                self._abandon_producer(requeue=False)
+                self._abandon_producer(requeue=False, serve=0.2)
 
     def _disconnect(self) -> None:
         # librdkafka reconnects by itself and keeps queued messages: keep the producer

@@ -28,7 +28,12 @@ Common address options (after "?"), shared by every queued destination:
     queueBytes=N      bytes kept likewise (default 256 MiB)
     backoffMax=S      cap of the reconnect back-off in seconds (default 10)
     flushTimeout=S    how long close() waits to drain the queue (default 5); close()
-                      returns within flushTimeout + 2 s even if the server hangs
+                      returns within flushTimeout + CLOSE_GRACE even if the server hangs
+
+Async transports hand each payload to their client library with _handed(item) (before
+the hand-over, so an early report cannot find it missing) and hear back through _ack /
+_nack / _requeue; what the library holds counts in the queue depth and, at shutdown, as
+dropped unless it was confirmed. One summary line at close gives the exact totals.
 """
 from __future__ import annotations
 
@@ -46,6 +51,10 @@ from .base import Destination
 log = logging.getLogger(__name__)
 
 COMMON_OPTIONS = {"queue", "queueBytes", "backoffMax", "flushTimeout"}
+DEFAULT_FLUSH_TIMEOUT = 5.0
+# What close() may take beyond flushTimeout: the sender leaving a transport call, and the
+# transport dropping what it still holds. The daemon's stop budget is flushTimeout + 1 s.
+CLOSE_GRACE = 0.5
 
 
 class PermanentError(DestinationError):
@@ -125,6 +134,7 @@ class QueuedDestination(Destination):
     # The pipeline must not count sent records/bytes/latency when send() returns: for a
     # queued destination that only means "queued". This wrapper counts them on delivery.
     accounts_itself: bool = True
+    flushes_on_close: bool = True   # close() drains within flushTimeout: no separate flush()
     batch_max_items: int = 1
     batch_max_records: int = 1 << 62
     batch_max_bytes: int = 1 << 62
@@ -142,14 +152,15 @@ class QueuedDestination(Destination):
         self.queue_max = num_option(s, opts, "queue", 10000, 1)
         self.queue_max_bytes = num_option(s, opts, "queueBytes", 256 << 20, 1024)
         self.backoff_max = num_option(s, opts, "backoffMax", 10.0, 0.01, float)
-        self.flush_timeout = num_option(s, opts, "flushTimeout", 5.0, 0.0, float)
+        self.flush_timeout = num_option(s, opts, "flushTimeout", DEFAULT_FLUSH_TIMEOUT, 0.0, float)
         self._q: collections.deque[Item] = collections.deque()
         self._q_bytes = 0
         self._q_records = 0
         self._cv = threading.Condition()
         self._acct = threading.Lock()
         self._inflight: list[Item] = []     # the batch the sender is working on
-        self._pending = 0                   # records handed over but not yet acked
+        self._pending = 0                   # records handed to the client library, not yet acked
+        self._pending_items = 0
         self._stop = False
         self._closed = False
         self._flushing = 0
@@ -187,7 +198,7 @@ class QueuedDestination(Destination):
             self._q.append(Item(payload, records))
             self._q_bytes += len(payload)
             self._q_records += records
-            self._m_queue.set(len(self._q))
+            self._set_depth()
             self._cv.notify()
 
     def flush(self, timeout: float = 5.0) -> None:
@@ -206,10 +217,13 @@ class QueuedDestination(Destination):
                 self._flushing -= 1
 
     def close(self) -> None:
-        """Flush within flushTimeout, then stop; whatever is left is counted as dropped."""
+        """Deliver what can be delivered within flushTimeout, then stop; whatever is left
+        is counted as dropped. Returns within flushTimeout + CLOSE_GRACE."""
         if self._closed:
             return
+        deadline = time.monotonic() + self.flush_timeout
         self.flush(self.flush_timeout)
+        dropped_before = self.dropped_records
         with self._cv:
             self._closed = True
             self._stop = True
@@ -217,7 +231,7 @@ class QueuedDestination(Destination):
         if self._thread:
             # the sender may be inside a transport call (bounded by its socket timeout):
             # give it a moment, then abandon it; whatever it still holds counts as dropped
-            self._thread.join(2.0)
+            self._thread.join(max(0.0, deadline - time.monotonic()) + CLOSE_GRACE / 2)
         with self._cv:
             self._abandoned = True
             left = sum(i.records for i in self._q) + sum(i.records for i in self._inflight)
@@ -225,29 +239,49 @@ class QueuedDestination(Destination):
             self._inflight = []
             self._q_bytes = 0
             self._q_records = 0
-            self._m_queue.set(0)
         if left:
-            self._drop(left, "shutdown before delivery", force_log=True)
+            self._drop(left, "shutdown before delivery", quiet=True)
         try:
-            self._close_transport()
+            self._close_transport(max(0.0, deadline - time.monotonic()))
         finally:
-            if self._pending:
-                self._drop(self._pending, "shutdown: delivery not confirmed", force_log=True)
-                self._pending = 0
+            with self._acct:
+                unconfirmed, self._pending, self._pending_items = self._pending, 0, 0
+            if unconfirmed > 0:
+                self._drop(unconfirmed, "shutdown: delivery not confirmed", quiet=True)
+            self._set_depth()
             self._disconnect()
+            self._log_totals(dropped_before)
+
+    def _log_totals(self, dropped_before: int) -> None:
+        with self._acct:
+            sent, dropped = self.sent_records, self.dropped_records
+        if dropped:
+            log.warning("%s %s: closed: %d records delivered, %d dropped in total (%d at shutdown)%s",
+                        self.scheme, self.where, sent, dropped, dropped - dropped_before,
+                        f"; last error: {self._last_error}" if self._last_error else "")
+        else:
+            log.info("%s %s: closed: %d records delivered, none dropped", self.scheme, self.where, sent)
 
     @property
     def queue_depth(self) -> int:
-        return len(self._q)
+        """Payloads not yet delivered: in our queue, and handed to the client library."""
+        return len(self._q) + self._pending_items
+
+    def _set_depth(self) -> None:
+        self._m_queue.set(self.queue_depth)
 
     # ---- accounting ---------------------------------------------------------------
-    def _drop(self, records: int, why: str, force_log: bool = False) -> None:
+    def _drop(self, records: int, why: str, quiet: bool = False) -> None:
+        """Count `records` as lost. Logged at most every log_interval; `quiet` for the
+        shutdown path, whose summary line (_log_totals) gives the exact totals."""
+        if records <= 0:
+            return
         # called from the collector (queue full) and the sender thread: one lock
         with self._acct:
             self.dropped_records += records
             self._drops_unlogged += records
             now = time.monotonic()
-            if not (force_log or now - self._last_drop_log >= self.log_interval):
+            if quiet or now - self._last_drop_log < self.log_interval:
                 self._m_drops.inc(records)
                 return
             n, self._drops_unlogged, self._last_drop_log = self._drops_unlogged, 0, now
@@ -262,32 +296,57 @@ class QueuedDestination(Destination):
         self._m_bytes.inc(nbytes)
         self._m_seconds.observe(seconds)
 
+    def _handed(self, item: Item) -> None:
+        """Async transports: `item` is about to go to the client library; exactly one of
+        _ack / _nack / _requeue / _unhand follows for it."""
+        with self._acct:
+            self._pending += item.records
+            self._pending_items += 1
+
+    def _unhand(self, item: Item) -> bool:
+        """`item` is no longer with the client library. False if close() already counted
+        it (the report came too late): the caller must not count it again."""
+        with self._acct:
+            if self._pending_items <= 0:
+                return False
+            self._pending -= item.records
+            self._pending_items -= 1
+        self._set_depth()
+        return True
+
     def _ack(self, item: Item) -> None:
         """Async transports: the server confirmed `item`."""
-        self._pending -= item.records
-        self._account_sent(item.records, len(item.payload), time.monotonic() - item.enqueued)
+        if self._unhand(item):
+            self._account_sent(item.records, len(item.payload), time.monotonic() - item.enqueued)
 
     def _nack(self, item: Item, why: str) -> None:
         """Async transports: `item` is lost for good."""
-        self._pending -= item.records
-        self.errors += 1
-        self._m_errors.inc()
-        self._last_error = why
-        self._drop(item.records, why)
+        if self._unhand(item):
+            self._count_error()
+            self._last_error = why
+            self._drop(item.records, why, quiet=self._closed)
 
     def _requeue(self, item: Item) -> None:
         """Async transports: `item` was taken back from the client library undelivered;
         put it at the head of the queue to be sent again (it may arrive twice)."""
-        self._pending -= item.records
+        if not self._unhand(item):
+            return
         with self._cv:
-            self._q.appendleft(item)
-            self._q_bytes += len(item.payload)
-            self._q_records += item.records
-            self._m_queue.set(len(self._q))
+            if not self._abandoned:
+                self._q.appendleft(item)
+                self._q_bytes += len(item.payload)
+                self._q_records += item.records
+                self._set_depth()
+                return
+        self._drop(item.records, "shutdown before delivery", quiet=True)
+
+    def _count_error(self) -> None:
+        with self._acct:
+            self.errors += 1
+        self._m_errors.inc()
 
     def _error(self, e: BaseException) -> None:
-        self.errors += 1
-        self._m_errors.inc()
+        self._count_error()
         msg = str(e) or type(e).__name__
         if self._connected or msg != self._last_error:
             log.warning("%s %s: %s; retrying with back-off", self.scheme, self.where, msg)
@@ -324,7 +383,7 @@ class QueuedDestination(Destination):
                 batch.append(it)
                 size += len(it.payload)
             self._inflight = batch
-            self._m_queue.set(len(self._q))
+            self._set_depth()
             return batch
 
     def _run(self) -> None:
@@ -355,8 +414,6 @@ class QueuedDestination(Destination):
                             log.warning("%s %s: connected again", self.scheme, self.where)
                         self._last_error = ""
                     t0 = time.monotonic()
-                    if self.acks_async:
-                        self._pending += sum(i.records for i in batch)
                     self._deliver(batch)
                     with self._cv:
                         if self._abandoned:
@@ -371,8 +428,6 @@ class QueuedDestination(Destination):
                         self._cv.notify_all()
                     batch = []
                 except Backpressure as e:
-                    if self.acks_async:
-                        self._pending -= sum(i.records for i in batch)
                     self._last_error = str(e)
                     self._poll_acks(min(backoff, 0.2))
                     with self._cv:
@@ -393,16 +448,12 @@ class QueuedDestination(Destination):
                     batch = []
                 except PermanentError as e:
                     self._error(e)
-                    if self.acks_async:
-                        self._pending -= sum(i.records for i in batch)
                     self._drop(sum(i.records for i in batch), str(e))
                     with self._cv:
                         self._inflight = []
                         self._cv.notify_all()
                     batch = []
                 except Exception as e:  # noqa: BLE001 - any transport failure means: reconnect and retry
-                    if self.acks_async:
-                        self._pending -= sum(i.records for i in batch)
                     self._error(e)
                     self._connected = False
                     try:
@@ -431,5 +482,7 @@ class QueuedDestination(Destination):
     def _poll_acks(self, timeout: float) -> None:
         """Async transports: serve delivery reports for up to `timeout` seconds."""
 
-    def _close_transport(self) -> None:
-        """Last chance to push out in-flight data before the connection is dropped."""
+    def _close_transport(self, timeout: float) -> None:
+        """Last chance to push out in-flight data, within `timeout` seconds, before the
+        connection is dropped; what the client library still holds must be reported
+        (_nack / _requeue) or is counted as dropped."""
