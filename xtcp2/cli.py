@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from typing import Sequence
 
 from . import __version__
@@ -133,8 +134,7 @@ def run_daemon(argv: Sequence[str]) -> int:
             stats = daemon.poll_once()
             print(f"xtcp2: {stats.summary()}", file=sys.stderr)
             return 0
-        signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
-        signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+        _handle_signals(daemon, cfg)
         plane = start_control_plane(daemon, cfg)
         if use_bpf:
             log.info("xtcp2 %s: bpf events, refresh every %.3gs, to %s as %s", __version__, cfg.poll_frequency,
@@ -145,9 +145,39 @@ def run_daemon(argv: Sequence[str]) -> int:
         daemon.run()
         return 0
     finally:
-        if plane is not None:
-            plane.stop()
+        _shut_down(daemon, plane)
+
+
+def _handle_signals(daemon, startup: Config) -> None:
+    """SIGTERM / SIGINT stop the daemon (the destination drains within its flushTimeout).
+    SIGHUP reloads the configuration it was started with, undoing changes made over gRPC;
+    queued records are kept (the destination is only reopened if its address changed)."""
+
+    def reload() -> None:
+        try:
+            daemon.reconfigure(startup)
+            log.info("SIGHUP: configuration reloaded from the command line")
+        except Exception as e:  # noqa: BLE001 - a failed reload must not take the daemon down
+            log.warning("SIGHUP: reload failed, configuration unchanged: %s", e)
+
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    # the handler runs on the main thread, possibly inside a lock reconfigure() needs
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload, name="xtcp2-sighup").start())
+
+
+def _shut_down(daemon, plane) -> None:
+    """Stop the API listeners and drain the destination at the same time, so shutdown
+    takes the destination's flushTimeout, not that plus the gRPC grace period."""
+    stopper = None
+    if plane is not None:
+        stopper = threading.Thread(target=plane.stop, name="xtcp2-plane-stop")
+        stopper.start()
+    try:
         daemon.close()
+    finally:
+        if stopper is not None:
+            stopper.join()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
