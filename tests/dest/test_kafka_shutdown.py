@@ -26,12 +26,14 @@ def metric(name: str) -> float:
 
 
 def read_topic(bootstrap: str, topic: str, quiet: float = 2.0, timeout: float = 30.0) -> list:
-    """Every record in partition 0: read from offset 0 until nothing new came for `quiet`
+    """Every record in every partition (a topic auto-created by a producer's metadata
+    request may have several): read from offset 0 until nothing new came for `quiet`
     seconds (Tansu 0.6 reports a high watermark of 1 whatever the log holds)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "secrel", "enable.auto.commit": False,
                   "auto.offset.reset": "earliest"})
     try:
-        c.assign([TopicPartition(topic, 0, 0)])
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
         rows, deadline = [], time.monotonic() + timeout
         last_new = time.monotonic()
         while time.monotonic() - last_new < quiet and time.monotonic() < deadline:
