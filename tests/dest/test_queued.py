@@ -72,3 +72,17 @@ def test_send_after_close_is_counted(tmp_path):
     d.close()
     d.send(b"x", 3)
     assert d.dropped_records == 3
+
+
+def test_systemd_stop_timeout_covers_the_default_flush_timeout():
+    """systemd kills the daemon after TimeoutStopSec: it must outlast the default drain
+    (flushTimeout) plus the second the daemon takes beyond it."""
+    import pathlib
+    import re
+
+    from xtcp2.dest.queued import DEFAULT_FLUSH_TIMEOUT
+    unit = (pathlib.Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "xtcp2.service").read_text()
+    m = re.search(r"^TimeoutStopSec=(\d+)s$", unit, re.M)
+    assert m, "TimeoutStopSec=<seconds>s missing from the unit"
+    assert int(m.group(1)) >= DEFAULT_FLUSH_TIMEOUT + 1
+    assert re.search(r"^ExecReload=/bin/kill -HUP \$MAINPID$", unit, re.M)
