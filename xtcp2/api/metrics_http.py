@@ -130,7 +130,11 @@ class _SelectorServer:
                 else:
                     conn = self._conns.get(key.fd)
                     if conn is not None:
-                        self._on_ready(conn, mask)
+                        try:
+                            self._on_ready(conn, mask)
+                        except Exception as e:  # noqa: BLE001 - one bad connection must not end the listener
+                            log.warning("metrics: dropping a connection: %s", e)
+                            self._close(conn)
             self._expire(time.monotonic())
         for conn in list(self._conns.values()):
             self._close(conn)

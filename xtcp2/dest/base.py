@@ -15,6 +15,9 @@ from ..config import Config
 
 class Destination(abc.ABC):
     scheme: ClassVar[str]
+    # True when close() itself drains within the destination's own deadline (queued
+    # network destinations): the pipeline then calls close() without a flush() first.
+    flushes_on_close: ClassVar[bool] = False
 
     def __init__(self, address: str, config: Config) -> None:
         """`address` is -dest without "scheme:". Raise DestinationError on a bad address."""
@@ -33,7 +36,7 @@ class Destination(abc.ABC):
         """Push out anything buffered, waiting at most `timeout` seconds."""
 
     def close(self) -> None:
-        """Release resources. Called once, after a final flush()."""
+        """Release resources. Called once, after a final flush() unless flushes_on_close."""
 
 
 _REGISTRY: dict[str, Callable[[str, Config], Destination]] = {}

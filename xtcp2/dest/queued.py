@@ -134,7 +134,7 @@ class QueuedDestination(Destination):
     # The pipeline must not count sent records/bytes/latency when send() returns: for a
     # queued destination that only means "queued". This wrapper counts them on delivery.
     accounts_itself: bool = True
-    flushes_on_close: bool = True   # close() drains within flushTimeout: no separate flush()
+    flushes_on_close = True   # close() drains within flushTimeout: no separate flush()
     batch_max_items: int = 1
     batch_max_records: int = 1 << 62
     batch_max_bytes: int = 1 << 62
