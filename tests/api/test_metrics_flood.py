@@ -122,3 +122,65 @@ def test_idle_connection_flood_as_nobody():
     for s in (during, after):
         assert s["Threads"] <= base["Threads"] + 2, f"threads {base['Threads']} -> {s['Threads']}"
         assert s["VmRSS"] <= base["VmRSS"] + 50 * 1024, f"RSS {base['VmRSS']} -> {s['VmRSS']} kB"
+
+
+# Runs as uid 65534: connects as fast as it can for `seconds`, never sends a byte, keeps
+# at most 500 of its own connections open (closing its oldest), reports how many it made.
+CHURNER = r"""
+import collections, socket, sys, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+held, made, end = collections.deque(), 0, time.monotonic() + seconds
+while time.monotonic() < end:
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        continue
+    made += 1
+    held.append(s)
+    if len(held) > 500:
+        held.popleft().close()
+print(made, flush=True)
+"""
+
+
+def test_connect_flood_as_nobody_scrapes_still_served():
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the daemon and to drop to uid 65534")
+    d = DaemonProcess("--mode", "poll", "-netns", "self", "-dest", "null", "-frequency", "1s")
+    churners: list[subprocess.Popen] = []
+    try:
+        d.wait_metric("xtcp2_polls_total", 2)
+        base = d.status()
+        polls0, t0 = d.value("xtcp2_polls_total"), time.monotonic()
+        seconds = 12
+        for _ in range(3):
+            churners.append(subprocess.Popen(
+                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                 "/usr/bin/python3", "-c", CHURNER, str(d.metrics_port), str(seconds)],
+                stdout=subprocess.PIPE, text=True, cwd="/"))
+        time.sleep(1)
+        slowest, served = 0.0, 0
+        while time.monotonic() - t0 < seconds - 1:
+            t = time.monotonic()
+            d.scrape(timeout=5)
+            slowest = max(slowest, time.monotonic() - t)
+            served += 1
+            time.sleep(0.3)
+        during = d.status()
+        made = sum(int(c.communicate(timeout=30)[0]) for c in churners)
+        polls1, t1 = d.value("xtcp2_polls_total"), time.monotonic()
+    finally:
+        for c in churners:
+            if c.poll() is None:
+                c.kill()
+                c.wait()
+        d.close()
+    print(f"churn: {made} connections in {seconds}s, {served} scrapes, slowest {slowest:.2f}s, "
+          f"{polls1 - polls0:.0f} polls in {t1 - t0:.1f}s, threads {base['Threads']}/{during['Threads']}")
+    assert made > 1000, "the flood was too weak to test anything"
+    assert slowest < 2.0, f"a scrape took {slowest:.2f}s during the flood"
+    assert polls1 - polls0 >= 0.8 * (t1 - t0) - 1
+    assert during["Threads"] <= base["Threads"] + 2
