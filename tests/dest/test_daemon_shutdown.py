@@ -136,3 +136,27 @@ def test_sighup_reloads_and_loses_nothing(tansu, steady_netns):
     produced = produced_records(log)
     assert len(ids) == len(set(ids)) == produced, f"{len(ids)} read back of {produced} produced"
     assert closing_counts(log) == (produced, 0)
+
+
+def test_sigterm_with_broker_hung_keeps_budget(tansu, steady_netns):
+    """A broker that accepts connections but never answers (SIGSTOP): the harder case for
+    the shutdown deadline. What it received may still land later, so only the budget and
+    the closing line's own balance are checked here."""
+    tansu.create_topic("xtcp")
+    flush_timeout = 2.0
+    d = start(steady_netns, tansu.bootstrap, f"queue=5&flushTimeout={flush_timeout:g}&backoffMax=0.2")
+    try:
+        d.wait_metric("xtcp2_dest_sent_records_total", 100, dest="kafka")
+        os.killpg(tansu.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(3)
+            rc, took = d.stop()
+        finally:
+            os.killpg(tansu.proc.pid, signal.SIGCONT)
+        log = d.log_text()
+    finally:
+        d.close()
+    assert rc == 0, log[-3000:]
+    assert took <= flush_timeout + 1.0, f"SIGTERM took {took:.2f}s with flushTimeout={flush_timeout}"
+    sent, dropped = closing_counts(log)
+    assert sent + dropped == produced_records(log) and dropped > 0
