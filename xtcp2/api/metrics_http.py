@@ -252,7 +252,8 @@ class _SelectorServer:
         except UnicodeDecodeError:
             return None
         path, _, query = target.partition("?")
-        environ = {"REQUEST_METHOD": method, "PATH_INFO": unquote(path), "QUERY_STRING": query,
+        # HEAD is answered as GET without the body (prometheus_client itself refuses it)
+        environ = {"REQUEST_METHOD": "GET" if method == "HEAD" else method, "PATH_INFO": unquote(path), "QUERY_STRING": query,
                    "SERVER_NAME": self._host, "SERVER_PORT": str(self.port), "SERVER_PROTOCOL": "HTTP/1.1",
                    "wsgi.url_scheme": "http"}
         for line in lines[1:]:
