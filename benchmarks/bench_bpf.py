@@ -110,9 +110,7 @@ def netns(cmd: str, name: str) -> None:
 
 def pipeline(frequency: float, **extra):
     cfg = Config(mode="bpf", dest="null", poll_frequency=frequency, poll_timeout=min(5.0, frequency),
-                 netns=[POP, CHURN]).validate()
-    for k, v in extra.items():
-        setattr(cfg, k, v)
+                 netns=[POP, CHURN], **extra).validate()
     table = NamespaceTable(cfg.netns, cfg.packet_size, cfg.nl_timeout_milliseconds, cfg.populate_nsid)
     emitter = Emitter(cfg)
     poller = PollCollector(cfg, table, emitter)

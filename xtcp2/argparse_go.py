@@ -1,36 +1,65 @@
-"""argparse with Go conventions shared by every command: `-help` (what upstream's Go flag
-package accepts) and Go duration values."""
+"""The one Go-style flag parser every xtcp2 command uses.
+
+Upstream's tools use Go's flag package, so ours accept what it accepts: `-name value`,
+`-name=value`, `--name value`, `-help`, durations such as 5s / 100ms / 1m30s. A bad
+flag or value is one line on stderr and exit 2, without the usage dump.
+"""
 from __future__ import annotations
 
 import argparse
-import re
+import sys
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+from . import values
 
 
 def parse_duration(text: str) -> float:
-    """Go time.ParseDuration subset ('5s', '100ms', '1m30s', '0'); a bare number means seconds."""
-    text = text.strip()
+    """Go time.ParseDuration subset ('5s', '100ms', '1m30s', '0'); a bare number means seconds.
+    Finite and 0..7 days (values.parse_duration); argparse shows the reason on one line."""
     try:
-        value = float(text)
+        return values.parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text, 0)
     except ValueError:
-        pos, total = 0, 0.0
-        for m in _DURATION_PART.finditer(text):
-            if m.start() != pos:
-                break
-            total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-            pos = m.end()
-        if pos != len(text) or not text:
-            raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 10s, 1m30s, 250ms)")
-        return total
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: must be >= 0")
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
     return value
 
 
-def parser(**kwargs) -> argparse.ArgumentParser:
-    """An ArgumentParser on which `-help` shows help instead of parsing as `-h elp`."""
-    p = argparse.ArgumentParser(add_help=False, **kwargs)
-    p.add_argument("-h", "-help", "--help", action="help", help="show this help and exit")
-    return p
+def port_number(text: str) -> int:
+    value = positive_int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1..65535, not {value}")
+    return value
+
+
+class GoFlagParser(argparse.ArgumentParser):
+    """argparse that accepts Go-style flags: -name value, -name=value, --name value, -help.
+
+    Subparsers (add_subparsers) are made of this class too, so they behave the same.
+    """
+
+    def __init__(self, prog: str | None = None, description: str | None = None, **kwargs) -> None:
+        kwargs["add_help"] = False   # -h would otherwise parse `-help` as `-h elp`
+        kwargs.setdefault("allow_abbrev", False)  # Go's flag package never abbreviates
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(prog=prog, description=description, **kwargs)
+        self.add_argument("-h", "-help", "--help", action="help", help="show this help and exit")
+
+    def flag(self, name: str, **kwargs):
+        """Register -name and --name (both spellings, as Go's flag package accepts)."""
+        return self.add_argument(f"-{name}", f"--{name}", dest=name.replace("-", "_"), **kwargs)
+
+    def error(self, message: str) -> None:  # one line, no usage dump
+        sys.stderr.write(f"{self.prog}: error: {message} (see -help)\n")
+        sys.exit(2)
+
+
+def parser(**kwargs) -> GoFlagParser:
+    """A GoFlagParser; keyword arguments as for argparse.ArgumentParser."""
+    return GoFlagParser(**kwargs)

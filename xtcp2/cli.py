@@ -16,11 +16,14 @@ from typing import Sequence
 
 from . import __version__
 from .config import MARSHALLERS, MODES, Config, parse_deserializers
+from .dest import known_schemes
 from .errors import Xtcp2Error
 from .argparse_go import parse_duration
 from .argparse_go import parser as go_parser
 
 log = logging.getLogger("xtcp2")
+
+
 def _bool(text: str) -> bool:
     t = text.lower()
     if t in ("1", "true", "t", "yes"):
@@ -37,7 +40,6 @@ FLAGS = [
     ("nltimeout", "nl_timeout_milliseconds", int, "netlink socket timeout in milliseconds, 0 = none"),
     ("maxLoops", "max_loops", int, "stop after this many polls, 0 = forever"),
     ("netlinkers", "netlinkers", int, "parallel netlink readers (namespaces dumped at once)"),
-    ("nlmsgSeq", "nlmsg_seq", int, "first netlink sequence number"),
     ("packetSize", "packet_size", int, "netlink recv window in bytes"),
     ("modulus", "modulus", int, "report every Nth socket"),
     ("pollJitterPct", "poll_jitter_pct", int, "poll schedule jitter, percent of -frequency"),
@@ -45,9 +47,12 @@ FLAGS = [
     ("reconcileBeforePoll", "reconcile_before_poll", _bool, "reconcile namespaces before every poll"),
     ("resync", "resync_frequency", parse_duration, "bpf mode: full resync period (default 10x -frequency)"),
     ("bpfRingbufBytes", "bpf_ringbuf_bytes", int, "bpf mode: ring buffer size in bytes (power of two)"),
+    ("bpfRefresh", "bpf_refresh_frequency", parse_duration, "bpf mode: refresh of live sockets, 0 = off (default -frequency)"),
+    ("bpfCoalesceWindow", "bpf_coalesce_window", parse_duration, "bpf mode: opens in one namespace wait this long to share one read"),
+    ("bpfCloseWait", "bpf_close_wait", parse_duration, "bpf mode: hold close records this long so the kernel's destroy broadcast is the record"),
     ("populateNsid", "populate_nsid", _bool, "fill nsid from rtnetlink"),
     ("marshal", "marshal_to", str, f"wire format: {', '.join(MARSHALLERS)}"),
-    ("dest", "dest", str, "destination scheme:address (null, stdout, file:PATH, kafka:HOST:PORT, ...)"),
+    ("dest", "dest", str, f"destination scheme:address, scheme one of {', '.join(sorted(known_schemes()))}"),
     ("topic", "topic", str, "Kafka / NSQ topic"),
     ("envelopeFlushRows", "envelope_flush_threshold_rows", int, "max records per envelope"),
     ("envelopeFlushBytes", "envelope_flush_threshold_bytes", int, "max envelope size in bytes"),

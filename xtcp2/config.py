@@ -2,7 +2,9 @@
 
 Field names follow upstream's XtcpConfig (xtcp_config.v1) in snake_case so the gRPC
 mapping is mechanical. Durations are float seconds. `validate()` raises ConfigError
-naming the field; a Config that passed it is safe to hand to the daemon.
+naming the field; a Config that passed it is safe to hand to the daemon. Flags and
+gRPC Set both end in validate(), so they accept and refuse exactly the same values;
+the ranges are in one table (RANGES) checked by xtcp2.values.
 """
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ import dataclasses
 import socket
 from dataclasses import dataclass, field
 
+from . import values
+from .dest import known_schemes
 from .errors import ConfigError
+from .marshal import MARSHALLERS as _MARSHALLER_REGISTRY
 
 # Netlink attribute decoders, named as upstream's -deserializers keys.
 ALL_DESERIALIZERS = (
@@ -20,8 +25,38 @@ ALL_DESERIALIZERS = (
 # meminfo duplicates skmem value for value; upstream leaves it off by default.
 DEFAULT_DESERIALIZERS = tuple(d for d in ALL_DESERIALIZERS if d != "meminfo")
 
-MARSHALLERS = ("protobufList", "protoJson", "protoText", "msgpack")
+MARSHALLERS = tuple(_MARSHALLER_REGISTRY)   # names from the registry in xtcp2.marshal
 MODES = ("poll", "bpf", "auto")
+MAX_TEXT = 255        # record metadata (hostname, label...): upstream's max_len
+MAX_DEST = 512
+DAY = 24 * 3600.0
+
+# field -> (minimum, maximum, integer); durations are seconds. A value that is not a
+# finite number in range is refused, whichever way it came in.
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "poll_frequency": (0.01, 7 * DAY, False),   # more often than 100/s is a mistake, not a setting
+    "poll_timeout": (0.0, 7 * DAY, False),      # > 0, checked below
+    "nl_timeout_milliseconds": (0, 100_000, True),
+    "max_loops": (0, values.MAX_INT, True),
+    "netlinkers": (1, 256, True),
+    "packet_size": (4096, 16 << 20, True),
+    "modulus": (1, 1_000_000, True),
+    "poll_jitter_pct": (0, 100, True),
+    "reconcile_frequency": (0.0, 7 * DAY, False),
+    "resync_frequency": (0.0, 7 * DAY, False),
+    "bpf_ringbuf_bytes": (4096, 1 << 30, True),
+    "bpf_coalesce_window": (0.0, 10.0, False),
+    "bpf_close_wait": (0.0, 60.0, False),
+    "envelope_flush_threshold_rows": (1, 10_000_000, True),
+    "envelope_flush_threshold_bytes": (1024, 1 << 30, True),
+    "write_files": (0, 1000, True),
+    "grpc_port": (0, 65535, True),
+    "debug_level": (0, 1000, True),
+}
+TEXT_FIELDS = {"hostname": MAX_TEXT, "location": MAX_TEXT, "label": MAX_TEXT, "tag": MAX_TEXT,
+               "dest": MAX_DEST, "topic": MAX_TEXT, "kafka_compression": 32, "capture_path": 4096,
+               "prom_listen": MAX_TEXT, "prom_path": MAX_TEXT, "grpc_listen": MAX_TEXT, "mode": 16,
+               "marshal_to": 32}
 
 
 def parse_deserializers(spec: str) -> tuple[str, ...]:
@@ -47,7 +82,6 @@ class Config:
     nl_timeout_milliseconds: int = 1000
     max_loops: int = 0
     netlinkers: int = 4
-    nlmsg_seq: int = 666
     packet_size: int = 65536
     modulus: int = 1
     poll_jitter_pct: int = 0
@@ -56,6 +90,9 @@ class Config:
     # bpf mode
     resync_frequency: float = 0.0          # full resync period; 0 = 10 x poll_frequency
     bpf_ringbuf_bytes: int = 16 << 20      # BPF ring buffer size, a power of two >= 4096
+    bpf_refresh_frequency: float | None = None  # refresh of live sockets; None = poll_frequency, 0 = off
+    bpf_coalesce_window: float = 0.005     # opens in one namespace wait this long to share one read
+    bpf_close_wait: float = 0.0            # hold BPF close records this long for their broadcast
     once: bool = False
     netns: list[str] = field(default_factory=list)
     enabled_deserializers: tuple[str, ...] = DEFAULT_DESERIALIZERS
@@ -91,41 +128,40 @@ class Config:
             self.hostname = socket.gethostname()
 
     def validate(self) -> "Config":
-        from .dest import known_schemes  # late: dest modules import config
-
         def need(cond: bool, name: str, msg: str) -> None:
             if not cond:
                 raise ConfigError(name, msg)
 
+        def check(name: str, fn, *args, **kw):
+            try:
+                return fn(getattr(self, name), *args, **kw)
+            except ValueError as e:
+                raise ConfigError(name, str(e)) from None
+
+        for name, (lo, hi, integer) in RANGES.items():
+            check(name, values.number, lo, hi, integer=integer)
+        if self.bpf_refresh_frequency is not None:
+            check("bpf_refresh_frequency", values.number, 0.0, 7 * DAY)
+        for name, limit in TEXT_FIELDS.items():
+            check(name, values.text, limit)
+        for i, name in enumerate(self.netns):
+            try:
+                values.text(name, MAX_TEXT)
+            except ValueError as e:
+                raise ConfigError("netns", f"name {i + 1}: {e}") from None
         need(self.mode in MODES, "mode", f"must be one of {', '.join(MODES)}, not {self.mode!r}")
-        need(self.poll_frequency > 0, "poll_frequency", "must be > 0")
         need(self.poll_timeout > 0, "poll_timeout", "must be > 0")
         need(self.poll_timeout <= self.poll_frequency or self.once, "poll_timeout",
              "must not exceed poll_frequency")
-        need(self.nl_timeout_milliseconds >= 0, "nl_timeout_milliseconds", "must be >= 0")
-        need(self.max_loops >= 0, "max_loops", "must be >= 0")
-        need(1 <= self.netlinkers <= 256, "netlinkers", "must be between 1 and 256")
-        need(0 <= self.nlmsg_seq < 2**32, "nlmsg_seq", "must fit in uint32")
-        need(4096 <= self.packet_size <= 16 * 1024 * 1024, "packet_size", "must be between 4096 and 16 MiB")
-        need(self.write_files >= 0, "write_files", "must be >= 0")
-        need(self.modulus >= 1, "modulus", "must be >= 1")
-        need(0 <= self.poll_jitter_pct <= 100, "poll_jitter_pct", "must be between 0 and 100")
-        need(self.reconcile_frequency >= 0, "reconcile_frequency", "must be >= 0")
-        need(self.resync_frequency >= 0, "resync_frequency", "must be >= 0")
         rb = self.bpf_ringbuf_bytes
-        need(rb >= 4096 and rb & (rb - 1) == 0, "bpf_ringbuf_bytes", "must be a power of two >= 4096")
+        need(rb & (rb - 1) == 0, "bpf_ringbuf_bytes", "must be a power of two >= 4096")
         need(self.marshal_to in MARSHALLERS, "marshal_to",
              f"unknown marshaller {self.marshal_to!r}; valid: {', '.join(MARSHALLERS)}")
-        need(self.envelope_flush_threshold_rows >= 1, "envelope_flush_threshold_rows", "must be >= 1")
-        need(self.envelope_flush_threshold_bytes >= 1024, "envelope_flush_threshold_bytes", "must be >= 1024")
         unknown = [d for d in self.enabled_deserializers if d not in ALL_DESERIALIZERS]
         need(not unknown, "enabled_deserializers", f"unknown {', '.join(unknown)}")
         scheme = self.dest.split(":", 1)[0]
         need(scheme in known_schemes(), "dest",
              f"unknown destination scheme {scheme!r}; valid: {', '.join(sorted(known_schemes()))}")
-        need(0 <= self.grpc_port < 65536, "grpc_port", "must be 0..65535")
-        for name in ("hostname", "location", "label", "tag"):
-            need(len(getattr(self, name)) <= 255, name, "longer than 255 characters")
         return self
 
     def replace(self, **changes: object) -> "Config":

@@ -34,10 +34,11 @@ class Capture:
 
 @contextlib.contextmanager
 def running(names: list[str], frequency: float = 10.0, resync: float | None = None, **kw):
-    cfg = Config(mode="bpf", dest="null", poll_frequency=frequency, poll_timeout=min(5.0, frequency), netns=names)
+    settings = {k: kw.pop(k) for k in list(kw) if k in Config.__dataclass_fields__}  # e.g. bpf_close_wait
     if resync is not None:
-        cfg.resync_frequency = resync  # read with getattr by the collector until Config has it
-    cfg.validate()
+        settings["resync_frequency"] = resync
+    cfg = Config(mode="bpf", dest="null", poll_frequency=frequency, poll_timeout=min(5.0, frequency), netns=names,
+                 **settings).validate()
     table = NamespaceTable(names, cfg.packet_size, cfg.nl_timeout_milliseconds, cfg.populate_nsid)
     emitter = Emitter(cfg)
     cap = Capture()

@@ -230,7 +230,7 @@ V6 = (
 def test_ipv6_connections_get_exact_close_records(bpf_object, netns, source):
     import socket
     ns = netns()
-    kw = {"bpf_first": {}, "broadcast_first": {"close_wait": 0.5}, "bpf_only": {"use_destroy_groups": False}}[source]
+    kw = {"bpf_first": {}, "broadcast_first": {"bpf_close_wait": 0.5}, "bpf_only": {"use_destroy_groups": False}}[source]
     with running([ns.name], **kw) as (col, cap):
         out = ns.run(sys.executable, "-c", V6).stdout
         time.sleep(0.5)

@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from xtcp2.tools.tcp_server import parse_duration
+from xtcp2.argparse_go import parse_duration
 
 from .conftest import tool
 

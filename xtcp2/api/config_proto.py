@@ -14,12 +14,12 @@ import dataclasses
 
 from google.protobuf import duration_pb2
 
-from .. import __version__
+from .. import __version__, values
 from ..config import ALL_DESERIALIZERS, Config
 from ..errors import ConfigError
 from ..gen.xtcp_config.v1 import xtcp_config_pb2 as pb
 
-MAX_DURATION_S = 7 * 24 * 3600  # upstream's bound for poll durations
+MAX_DURATION_S = values.MAX_DURATION_S  # upstream's bound for its durations
 MAX_STRING = 4096
 
 _CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -46,6 +46,7 @@ IGNORED_TUNING = frozenset({
     "s3_upload_backoff_cap", "s3_region", "s3_skip_bucket_probe",
     "docker_socket_path", "lldpd_socket_path", "lldpd_version_hint", "uplink_count",
     "kafka_produce_timeout",
+    "nlmsg_seq",   # each sock_diag socket numbers its own requests from 1
 })
 
 _DEFAULTS = Config()
@@ -157,10 +158,6 @@ def config_from_proto(msg: pb.XtcpConfig, current: Config) -> Config:
             if name in ZERO_IS_DEFAULT and not present:
                 value = getattr(_DEFAULTS, name)
             changes[name] = value
-    if changes.get("debug_level", 0) > 1000:
-        raise ConfigError("debug_level", "must be between 0 and 1000")
-    if len(str(changes.get("dest", ""))) > 512:
-        raise ConfigError("dest", "longer than 512 characters")
     try:
         return current.replace(**changes)
     except ConfigError:

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from ..config import Config
 from ..errors import DestinationError
 from .base import Destination, register, registry
+
+if TYPE_CHECKING:  # config imports dest (scheme names): no import back at run time
+    from ..config import Config
 
 # scheme -> module that registers it. Imported lazily so that an optional client
 # library (confluent-kafka, nats-py, ...) is only needed when its scheme is used.

@@ -8,9 +8,10 @@ scheme part of -dest ("kafka:127.0.0.1:9092" -> "kafka").
 from __future__ import annotations
 
 import abc
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
-from ..config import Config
+if TYPE_CHECKING:  # config imports dest (scheme names): no import back at run time
+    from ..config import Config
 
 
 class Destination(abc.ABC):

@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
+from .. import values
 from ..errors import DestinationError
 from ..metrics import DEST_BYTES, DEST_DROPS, DEST_ERRORS, DEST_QUEUE, DEST_RECORDS, DEST_SECONDS
 from .base import Destination
@@ -90,17 +91,19 @@ def parse_options(scheme: str, query: str, allowed: set[str]) -> dict[str, str]:
     return opts
 
 
-def num_option(scheme: str, opts: dict, name: str, default: float, minimum: float, kind=int):
+def num_option(scheme: str, opts: dict, name: str, default: float, minimum: float, kind=int,
+               maximum: float | None = None):
+    """Option `name` as a finite number in [minimum, maximum] (xtcp2.values, as for flags
+    and gRPC); float options are seconds, at most 7 days unless `maximum` says less."""
     raw = opts.get(name)
     if raw is None:
         return default
+    integer = kind is int
+    top = maximum if maximum is not None else (values.MAX_INT if integer else values.MAX_DURATION_S)
     try:
-        value = kind(raw)
-    except ValueError:
-        raise DestinationError(f"{scheme}: option {name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise DestinationError(f"{scheme}: option {name} must be >= {minimum}")
-    return value
+        return kind(values.parse_number(raw, minimum, top, integer=integer))
+    except ValueError as e:
+        raise DestinationError(f"{scheme}: option {name}={raw!r} {e}") from None
 
 
 def split_host_port(scheme: str, hostport: str, default_port: int | None = None) -> tuple[str, int]:
@@ -152,7 +155,7 @@ class QueuedDestination(Destination):
         self.queue_max = num_option(s, opts, "queue", 10000, 1)
         self.queue_max_bytes = num_option(s, opts, "queueBytes", 256 << 20, 1024)
         self.backoff_max = num_option(s, opts, "backoffMax", 10.0, 0.01, float)
-        self.flush_timeout = num_option(s, opts, "flushTimeout", DEFAULT_FLUSH_TIMEOUT, 0.0, float)
+        self.flush_timeout = num_option(s, opts, "flushTimeout", DEFAULT_FLUSH_TIMEOUT, 0.0, float, maximum=3600.0)
         self._q: collections.deque[Item] = collections.deque()
         self._q_bytes = 0
         self._q_records = 0

@@ -70,7 +70,7 @@ def available() -> tuple[bool, str]:
 class BpfCollector:
     """Runs --mode bpf on top of the poll pipeline's namespace table, collector and emitter."""
 
-    def __init__(self, config: Config, table, emitter, poller, window: float = 0.005, close_wait: float = 0.0,
+    def __init__(self, config: Config, table, emitter, poller,
                  coalesce_threshold: int = 16, load_options: loader.LoadOptions | None = None,
                  use_destroy_groups: bool = True, min_step: float = 0.01) -> None:
         self.config = config
@@ -87,11 +87,8 @@ class BpfCollector:
         self.ready = threading.Event()  # set once the start-up resync is done
         self._errors = 0
         self._host_sockets = 0          # sockets seen by the last resync, all namespaces
-        # config may override: bpf_coalesce_window / bpf_close_wait (seconds)
-        self.tracker = Tracker(window=float(getattr(config, "bpf_coalesce_window", window)),
-                               close_wait=float(getattr(config, "bpf_close_wait", close_wait)))
-        self.load_options = load_options or loader.LoadOptions(
-            ringbuf_bytes=int(getattr(config, "bpf_ringbuf_bytes", loader.DEFAULT_RINGBUF)))
+        self.tracker = Tracker(window=config.bpf_coalesce_window, close_wait=config.bpf_close_wait)
+        self.load_options = load_options or loader.LoadOptions(ringbuf_bytes=config.bpf_ringbuf_bytes)
         self.bp: loader.BpfProgram | None = None
         self.watcher = DestroyWatcher()
         self._chunk = new_chunk(4 << 20)
@@ -121,9 +118,9 @@ class BpfCollector:
         self._ext = c.ext_mask(config.enabled_deserializers)
         self._wanted = c.wanted_attrs(config.enabled_deserializers)
         if hasattr(self, "_next"):
-            rf = getattr(config, "bpf_refresh_frequency", None)
-            self._refresh_every = config.poll_frequency if rf is None else float(rf)
-            self._resync_every = float(getattr(config, "resync_frequency", 0) or 10 * config.poll_frequency)
+            rf = config.bpf_refresh_frequency
+            self._refresh_every = config.poll_frequency if rf is None else rf
+            self._resync_every = config.resync_frequency or 10 * config.poll_frequency
             now = time.monotonic()
             self._next["refresh"] = min(self._next["refresh"], now + (self._refresh_every or config.poll_frequency))
             self._next["resync"] = min(self._next["resync"], now + self._resync_every)
@@ -151,9 +148,9 @@ class BpfCollector:
             self.start()
         cfg = self.config
         # 0 = no periodic refresh of live sockets (events and resyncs only)
-        rf = getattr(cfg, "bpf_refresh_frequency", None)   # None: poll_frequency
-        self._refresh_every = cfg.poll_frequency if rf is None else float(rf)
-        self._resync_every = float(getattr(cfg, "resync_frequency", 0) or 10 * cfg.poll_frequency)
+        rf = cfg.bpf_refresh_frequency   # None: poll_frequency
+        self._refresh_every = cfg.poll_frequency if rf is None else rf
+        self._resync_every = cfg.resync_frequency or 10 * cfg.poll_frequency
         self._reconcile()
         self._resync("start")
         self.ready.set()

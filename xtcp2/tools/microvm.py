@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from .tcp_server import GoFlagParser, parse_duration, positive_int
+from ..argparse_go import GoFlagParser, parse_duration, positive_int
 
 FLAVORS = ("lifecycle", "soak", "tcp-stress")
 RESULT_SENTINEL = {

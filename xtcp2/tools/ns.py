@@ -23,7 +23,7 @@ from ..netns.discover import NETNS_DIRS
 from ..netns.discover import discover as daemon_discover
 from ..netns.enter import NetnsEnterer
 from ..netns.nsid import get_nsid
-from .tcp_server import GoFlagParser
+from ..argparse_go import GoFlagParser
 
 # xtcp2.netlink.diag (and numpy behind it) is imported when a namespace is inspected,
 # not at module load: `ns -help` stays cheap, which matters in a TCG guest.

@@ -20,7 +20,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .tcp_server import GoFlagParser, install_stop_signals, parse_duration, positive_int, raise_nofile
+from ..argparse_go import GoFlagParser, parse_duration, positive_int
+from .tcp_server import install_stop_signals, raise_nofile
 
 
 def build_parser() -> GoFlagParser:

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .tcp_server import GoFlagParser, parse_duration, port_number, positive_int
+from ..argparse_go import GoFlagParser, parse_duration, port_number, positive_int
 
 CHECK_NAMES = ("SYSTEMD", "METRICS", "NETLINK", "BINARIES_HELP", "GRPC_ROUNDTRIP",
                "NS_INSPECT", "NSTEST", "NS_LIFECYCLE", "NS_TRAFFIC", "NS_DOCKER")

@@ -15,7 +15,8 @@ import sys
 import time
 from typing import Sequence
 
-from .tcp_server import GoFlagParser, install_stop_signals, parse_duration, port_number, positive_int, raise_nofile
+from ..argparse_go import GoFlagParser, parse_duration, port_number, positive_int
+from .tcp_server import install_stop_signals, raise_nofile
 
 
 def build_parser() -> GoFlagParser:

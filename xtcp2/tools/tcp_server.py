@@ -4,12 +4,11 @@
     ip netns exec ns1 tcp_server -count 10 -bind 0.0.0.0
 
 One thread, one selector: thousands of listeners and connections cost no threads.
-Runs until SIGTERM/SIGINT or -duration. This module also holds the small Go-style
-flag helpers the other tools share (single-dash long flags, durations like 5s/100ms).
+Runs until SIGTERM/SIGINT or -duration. This module also holds the fd-limit and
+stop-signal helpers the other load tools share.
 """
 from __future__ import annotations
 
-import argparse
 import resource
 import selectors
 import signal
@@ -18,40 +17,7 @@ import sys
 import time
 from typing import Sequence
 
-from ..argparse_go import parse_duration  # noqa: F401  (re-exported for the other tools)
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
-    return value
-
-
-def port_number(text: str) -> int:
-    value = positive_int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 1..65535, not {value}")
-    return value
-
-
-class GoFlagParser(argparse.ArgumentParser):
-    """argparse that accepts Go-style flags: -name value, -name=value, --name value, -help."""
-
-    def __init__(self, prog: str, description: str) -> None:
-        super().__init__(prog=prog, description=description, add_help=False, allow_abbrev=False,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
-        self.add_argument("-h", "-help", "--help", action="help", help="show this help and exit")
-
-    def flag(self, name: str, **kwargs):
-        """Register -name and --name (both spellings, as Go's flag package accepts)."""
-        return self.add_argument(f"-{name}", f"--{name}", dest=name.replace("-", "_"), **kwargs)
-
-    def error(self, message: str) -> None:  # one line, no usage dump
-        sys.stderr.write(f"{self.prog}: error: {message} (see -help)\n")
-        sys.exit(2)
+from ..argparse_go import GoFlagParser, parse_duration, port_number, positive_int
 
 
 def raise_nofile(needed: int) -> int:
