@@ -138,6 +138,10 @@ def run_daemon(argv: Sequence[str]) -> int:
         if cfg.once:
             stats = daemon.poll_once()
             print(f"xtcp2: {stats.summary()}", file=sys.stderr)
+            missing = daemon.table.unmatched
+            if missing:  # the poll ran, but not over what was asked for
+                print(f"xtcp2: --netns {', '.join(missing)}: no such network namespace", file=sys.stderr)
+                return 2
             return 0
         _handle_signals(daemon, cfg)
         plane = start_control_plane(daemon, cfg)

@@ -139,9 +139,9 @@ class Config:
                 raise ConfigError(name, str(e)) from None
 
         for name, (lo, hi, integer) in RANGES.items():
-            check(name, values.number, lo, hi, integer=integer)
+            check(name, values.number, lo, hi, integer=integer, unit="" if integer else " s")
         if self.bpf_refresh_frequency is not None:
-            check("bpf_refresh_frequency", values.number, 0.0, 7 * DAY)
+            check("bpf_refresh_frequency", values.number, 0.0, 7 * DAY, unit=" s")
         for name, limit in TEXT_FIELDS.items():
             check(name, values.text, limit)
         for i, name in enumerate(self.netns):

@@ -41,7 +41,7 @@ def test_get_set_and_polls(start_daemon):
     before = rd.daemon.config.as_dict()
     bad = client(rd, "set", "poll_frequency=0s")
     assert bad.returncode == 1
-    assert bad.stderr.strip() == "xtcp2client: refused: poll_frequency: must be > 0"
+    assert bad.stderr.strip() == "xtcp2client: refused: poll_frequency: must be >= 0.01 and <= 604800 s, not 0"
     bad = client(rd, "set", "netlinkers=-3")
     assert bad.returncode == 1 and bad.stderr.startswith("xtcp2client: netlinkers:")
     bad = client(rd, "set", "nosuchfield=1")

@@ -14,6 +14,7 @@ from concurrent.futures import Executor
 from typing import Any, Awaitable, Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 from prometheus_client import Counter, Histogram
 
 from ..errors import ConfigError, DestinationError, Xtcp2Error
@@ -43,6 +44,38 @@ class Refused(Exception):
         self.message = message
 
 
+class Undecodable:
+    """A request whose bytes are not the method's message. grpc would log a traceback and
+    answer UNKNOWN; the handler answers INVALID_ARGUMENT instead (see add_to_server)."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+
+def _tolerant(cls) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes):
+        try:
+            return cls.FromString(data)
+        except DecodeError:
+            return Undecodable(cls.DESCRIPTOR.full_name)
+    return deserialize
+
+
+def add_to_server(service: "ConfigService", server) -> None:
+    """Register ConfigService as the generated add_ConfigServiceServicer_to_server does,
+    with request deserializers that never raise (garbage is refused in `counted`)."""
+    desc = pb.DESCRIPTOR.services_by_name["ConfigService"]
+    handlers = {
+        m.name: grpc.unary_unary_rpc_method_handler(
+            getattr(service, m.name),
+            request_deserializer=_tolerant(getattr(pb, m.input_type.name)),
+            response_serializer=getattr(pb, m.output_type.name).SerializeToString)
+        for m in desc.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(desc.full_name, handlers),))
+    server.add_registered_method_handlers(desc.full_name, handlers)
+
+
 def counted(method: str) -> Callable:
     """Count every call by status and turn Refused / ConfigError into a gRPC status."""
 
@@ -53,6 +86,9 @@ def counted(method: str) -> Callable:
             code = grpc.StatusCode.OK
             try:
                 try:
+                    if isinstance(request, Undecodable):
+                        raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                                      f"request: not a valid {request.type_name} message")
                     return await fn(self, request, context)
                 except PathDenied as e:
                     DENIED.labels(method).inc()

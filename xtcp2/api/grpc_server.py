@@ -21,9 +21,10 @@ from grpc_reflection.v1alpha import reflection
 
 from ..config import Config
 from ..errors import Xtcp2Error
-from ..gen.xtcp_config.v1 import xtcp_config_pb2, xtcp_config_pb2_grpc
+from ..gen.xtcp_config.v1 import xtcp_config_pb2
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2
 from .config_service import ConfigService
+from .config_service import add_to_server as add_config_service
 from .grpc_auth import AuthInterceptor, Authorizer, is_unix, prepare_unix_listener
 from .flat_record_service import DEFAULT_MAX_CLIENTS, SERVICE as RECORD_SERVICE, FlatRecordService
 from .record_fanout import DEFAULT_QUEUE_ROWS, FanOut, Subscriber
@@ -121,7 +122,7 @@ def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE
         fanout = FanOut(loop, queue_rows)
         config_service = ConfigService(daemon, executor)
         records = FlatRecordService(daemon, fanout, max_clients, poll_grace)
-        xtcp_config_pb2_grpc.add_ConfigServiceServicer_to_server(config_service, server)
+        add_config_service(config_service, server)  # garbage requests: INVALID_ARGUMENT, no traceback
         server.add_generic_rpc_handlers((records.handler(),))
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -48,6 +48,7 @@ class NamespaceTable:
         self.populate_nsid = populate_nsid
         self.include_proc = include_proc
         self.by_key: dict[tuple[int, int], Namespace] = {}
+        self.unmatched: list[str] = []  # --netns names no discovery source lists (yet)
         self._enter = NetnsEnterer()
         self._lock = threading.Lock()
 
@@ -66,7 +67,9 @@ class NamespaceTable:
     def reconcile(self) -> tuple[int, int]:
         """Returns (added, removed)."""
         with self._lock:
-            found = select(discover(self.include_proc), self.names)
+            everything = discover(self.include_proc)
+            found = select(everything, self.names)
+            self._note_unmatched(everything)
             added = removed = 0
             for key in list(self.by_key):
                 ns = self.by_key[key]
@@ -91,6 +94,22 @@ class NamespaceTable:
                 log.info("netns %s: watching (inode %d, cookie %d, nsid %d)", ref.name, ref.inode, ns.cookie, ns.nsid)
             metrics.NAMESPACES.set(len(self.by_key))
             return added, removed
+
+    def _note_unmatched(self, everything: dict) -> None:
+        """Say once when a --netns name matches nothing, and when it appears later: watching
+        nothing in silence looks exactly like a host without connections."""
+        if not self.names:
+            return
+        known = {n for r in everything.values() for n in (r.name, *r.aliases)}
+        now = [n for n in dict.fromkeys(self.names) if n not in known]
+        for name in now:
+            if name not in self.unmatched:
+                log.warning("--netns %s: no such network namespace (not in /run/netns, /run/docker/netns "
+                            "or any process); it is watched if it appears", name)
+        for name in self.unmatched:
+            if name not in now:
+                log.info("--netns %s: namespace appeared", name)
+        self.unmatched = now
 
     def _close(self, key, why: str) -> None:
         ns = self.by_key.pop(key)
