@@ -25,46 +25,64 @@ PACKET_HOST, PACKET_OUTGOING = 0, 4
 ARPHRD_NETLINK = 0x0338
 
 
+# No netlink reply is near this (the kernel fills ~32 KiB per recv; -packetSize is at
+# most 16 MiB): a larger incl_len is corruption, refused before anything is allocated.
+MAX_PACKET = 64 << 20
+
+
 def read_packets(path: str, protocol: int | None = c.NETLINK_SOCK_DIAG) -> Iterator[tuple[int, bytes]]:
     """Yield (timestamp_ns, netlink bytes) per packet of `protocol` (None = every protocol).
 
+    The file is read one packet at a time, so memory stays at one packet whatever the
+    file size, and the packets before a damaged one are yielded before the error.
     nlmon captures every netlink family: rtnetlink's RTM_NEWADDR has the same message
     type number (20) as SOCK_DIAG_BY_FAMILY, so packets of other protocols must be
     skipped by the cooked header's protocol field, not by message type.
-    Raises DecodeError on a corrupt file.
+    Raises DecodeError on a corrupt or truncated file, naming the packet.
     """
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        fh = open(path, "rb")
     except OSError as e:
         raise DecodeError(f"{path}: {e.strerror}") from None
-    if len(data) < _GLOBAL.size:
-        raise DecodeError(f"{path}: not a pcap file (only {len(data)} bytes)")
-    magic = struct.unpack_from("<I", data)[0]
-    if magic not in _MAGICS:
-        raise DecodeError(f"{path}: not a pcap file (magic {magic:#010x})")
-    endian, ns_per_unit = _MAGICS[magic]
-    glob = struct.Struct(endian + "IHHiIII")
-    rec = struct.Struct(endian + "IIII")
-    linktype = glob.unpack_from(data)[6] & 0x0FFFFFFF
-    if linktype != LINKTYPE_NETLINK:
-        raise DecodeError(f"{path}: link type {linktype}, expected {LINKTYPE_NETLINK} (netlink)")
-    off = glob.size
-    index = 0
-    while off < len(data):
-        if off + rec.size > len(data):
-            raise DecodeError(f"{path}: packet {index} header truncated at byte {off}")
-        sec, frac, incl, _orig = rec.unpack_from(data, off)
-        off += rec.size
-        if off + incl > len(data):
-            raise DecodeError(f"{path}: packet {index} truncated ({incl} bytes announced, {len(data) - off} left)")
-        if incl < COOKED_LEN:
-            raise DecodeError(f"{path}: packet {index} shorter than the cooked header")
-        proto = struct.unpack_from(">H", data, off + COOKED_LEN - 2)[0]
-        if protocol is None or proto == protocol:
-            yield sec * 1_000_000_000 + frac * ns_per_unit, data[off + COOKED_LEN:off + incl]
-        off += incl
-        index += 1
+    with fh:
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            head = fh.read(_GLOBAL.size)
+        except OSError as e:  # a directory, an unreadable device
+            raise DecodeError(f"{path}: {e.strerror}") from None
+        if len(head) < _GLOBAL.size:
+            raise DecodeError(f"{path}: not a pcap file (only {len(head)} bytes)")
+        magic = struct.unpack_from("<I", head)[0]
+        if magic not in _MAGICS:
+            raise DecodeError(f"{path}: not a pcap file (magic {magic:#010x})")
+        endian, ns_per_unit = _MAGICS[magic]
+        rec = struct.Struct(endian + "IIII")
+        linktype = struct.unpack_from(endian + "IHHiIII", head)[6] & 0x0FFFFFFF
+        if linktype != LINKTYPE_NETLINK:
+            raise DecodeError(f"{path}: link type {linktype}, expected {LINKTYPE_NETLINK} (netlink)")
+        off = _GLOBAL.size
+        index = 0
+        while True:
+            hdr = fh.read(rec.size)
+            if not hdr:
+                return
+            if len(hdr) < rec.size:
+                raise DecodeError(f"{path}: packet {index} header truncated at byte {off}")
+            sec, frac, incl, _orig = rec.unpack(hdr)
+            off += rec.size
+            left = max(0, size - off) if size else incl  # size 0: a pipe or /proc file, read and see
+            if incl > min(left, MAX_PACKET):
+                raise DecodeError(f"{path}: packet {index} truncated ({incl} bytes announced, {left} left)")
+            if incl < COOKED_LEN:
+                raise DecodeError(f"{path}: packet {index} shorter than the cooked header")
+            data = fh.read(incl)
+            if len(data) < incl:
+                raise DecodeError(f"{path}: packet {index} truncated ({incl} bytes announced, {len(data)} left)")
+            proto = struct.unpack_from(">H", data, COOKED_LEN - 2)[0]
+            if protocol is None or proto == protocol:
+                yield sec * 1_000_000_000 + frac * ns_per_unit, data[COOKED_LEN:]
+            off += incl
+            index += 1
 
 
 class PcapWriter:
