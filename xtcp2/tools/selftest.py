@@ -400,53 +400,126 @@ def _traffic_in(path: str, n: int) -> list[socket.socket]:
     return in_new_thread(make)  # type: ignore[return-value]
 
 
-def _records_from(opts: Options, netns: str, want: int) -> list[dict]:
-    """Records the daemon streams over gRPC for one namespace (server-side -netns filter)."""
-    exe = find_tool(opts, "xtcp2client")
-    r = run([exe, "-target", opts.grpc_target, "-port", str(opts.grpc_port), "-netns", netns,
-             "-format", "json", "-count", str(want), "-timeout", f"{opts.wait:g}s"], timeout=opts.wait + 60)
-    out = []
-    for line in r.stdout.splitlines():
+class RecordStream:
+    """`xtcp2client -netns NAME -format json` running in the background; a thread collects
+    its records so a check can wait for exactly the sockets it made."""
+
+    def __init__(self, opts: Options, netns: str) -> None:
+        exe = find_tool(opts, "xtcp2client")
+        self.netns = netns
+        self.records: list[dict] = []
+        self.changed = threading.Condition()
+        self.proc = subprocess.Popen([exe, "-target", opts.grpc_target, "-port", str(opts.grpc_port),
+                                      "-netns", netns, "-format", "json", "-timeout", f"{opts.wait + 30:g}s"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.thread = threading.Thread(target=self._read, name="selftest-stream", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and rec.get("netns") == self.netns:
+                with self.changed:
+                    self.records.append(rec)
+                    self.changed.notify_all()
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait_until(self, done: Callable[[list[dict]], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not done(self.records):
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.thread.is_alive():
+                    return done(self.records)
+                self.changed.wait(min(left, 0.5))
+            return True
+
+    def snapshot(self) -> list[dict]:
+        with self.changed:
+            return list(self.records)
+
+    def close(self) -> str:
+        """Stop the client; its last stderr line if it had ended with an error by itself."""
+        failed = self.proc.poll() not in (None, 0)
+        if self.proc.poll() is None:
+            self.proc.terminate()
         try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("netns") == netns:
-            out.append(rec)
-    if not out and r.returncode != 0:
-        raise CheckFailed(f"xtcp2client -netns {netns} exited {r.returncode}: {_one_line(r.stderr)}")
-    return out
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        self.thread.join(5)
+        return _one_line(err) if failed else ""
+
+
+def _stream_clients(opts: Options) -> float:
+    return fetch_metrics(opts.metrics_url).get("xtcp2_grpc_stream_clients", 0.0)
 
 
 def check_ns_traffic(opts: Options) -> str:
-    """A fresh namespace with a listener and 50 connections: the daemon must stream its sockets.
+    """A fresh namespace with a listener and 50 connections: the daemon must stream every
+    one of those 101 sockets, in its state, to a live-record client of that namespace.
 
-    Checked on the records of that namespace alone (gRPC, filtered by name), so other
-    namespaces' socket churn on a busy host cannot make it pass or fail.
+    The client subscribes before the sockets exist, and the check waits for those exact
+    sockets (by port pair), not for a number of records: what the daemon reports when
+    they open (bpf mode) counts, as does any later poll, refresh or resync. (It used to
+    subscribe afterwards and stop at 202 records, so it passed only if the daemon happened
+    to re-report unchanged sockets twice within -wait.) Filtered by namespace name, so
+    other namespaces' churn on a busy host cannot make it pass or fail.
     """
     name = f"xtcp2-st-{uuid.uuid4().hex[:8]}"
     expect = 2 * TRAFFIC_CONNECTIONS + 1
     ip("netns", "add", name)
     socks: list[socket.socket] = []
+    want: dict[tuple[int, int], int] = {}
+    stream = None
+    failure = ""
     try:
         ip("-n", name, "link", "set", "lo", "up")
+        clients0 = _stream_clients(opts)
+        stream = RecordStream(opts, name)
+        # one more stream client than before: ours is subscribed, records from now on reach it
+        if not wait_for(lambda: stream.proc.poll() is not None or _stream_clients(opts) > clients0, opts.wait, 0.1) \
+                or stream.proc.poll() is not None:
+            raise CheckFailed(f"xtcp2client -netns {name} did not subscribe within {opts.wait:g} s: "
+                              f"{stream.close() or 'xtcp2_grpc_stream_clients did not go up'}")
         socks = _traffic_in(f"/run/netns/{name}", TRAFFIC_CONNECTIONS)
-        ports = {s.getsockname()[1] for s in socks}
-        records = _records_from(opts, name, 2 * expect)
+        for s in socks:  # (local port, peer port) -> state: ESTABLISHED 1, LISTEN 10 (peer port 0)
+            try:
+                want[(s.getsockname()[1], s.getpeername()[1])] = 1
+            except OSError:
+                want[(s.getsockname()[1], 0)] = 10
+        stream.wait_until(lambda recs: len(_matching(recs, want)) == expect, opts.wait)
     finally:
+        if stream is not None:
+            failure = stream.close()
         for s in socks:
             s.close()
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    cookies = {r.get("inetDiagMsgSocketCookie") for r in records}
-    states: dict[int, set] = {}
+    records = stream.snapshot()
+    got = _matching(records, want)
+    if len(got) < expect or len(set(got.values())) < expect:
+        missing = sorted(set(want) - set(got))[:3]
+        raise CheckFailed(f"{expect} sockets in {name}: daemon streamed {len(got)} of them within {opts.wait:g} s "
+                          f"({len(records)} records); missing e.g. {missing}"
+                          + (f"; xtcp2client: {failure}" if failure else ""))
+    how = sorted({r.get("trigger", "TRIGGER_POLL").removeprefix("TRIGGER_").lower() for r in records})
+    return (f"{expect} sockets inside {name}: daemon streamed all {2 * TRAFFIC_CONNECTIONS} ESTABLISHED "
+            f"+ 1 LISTEN ({len(records)} records: {', '.join(how)})")
+
+
+def _matching(records: list[dict], want: dict[tuple[int, int], int]) -> dict[tuple[int, int], object]:
+    """{(local port, peer port): cookie} of the wanted sockets seen in their wanted state."""
+    got = {}
     for r in records:
-        states.setdefault(r.get("inetDiagMsgState", 0), set()).add(r.get("inetDiagMsgSocketCookie"))
-    established, listening = len(states.get(1, ())), len(states.get(10, ()))
-    our_ports = {r.get("inetDiagMsgSocketSourcePort") for r in records} & ports
-    if len(cookies) < expect or established < 2 * TRAFFIC_CONNECTIONS or listening < 1 or not our_ports:
-        raise CheckFailed(f"{expect} sockets in {name}, daemon streamed {len(cookies)} distinct "
-                          f"({established} ESTABLISHED, {listening} LISTEN)")
-    return f"{expect} sockets inside {name}: daemon streamed {established} ESTABLISHED + {listening} LISTEN"
+        key = (r.get("inetDiagMsgSocketSourcePort", 0), r.get("inetDiagMsgSocketDestinationPort", 0))
+        if key in want and want[key] == r.get("inetDiagMsgState", 0):
+            got[key] = r.get("inetDiagMsgSocketCookie")
+    return got
 
 
 def _docker_style_netns(path: str) -> None:
