@@ -37,7 +37,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "poll_frequency": (0.01, 7 * DAY, False),   # more often than 100/s is a mistake, not a setting
     "poll_timeout": (0.0, 7 * DAY, False),      # > 0, checked below
     "nl_timeout_milliseconds": (0, 100_000, True),
-    "max_loops": (0, values.MAX_INT, True),
+    "max_loops": (0, 1_000_000_000, True),
     "netlinkers": (1, 256, True),
     "packet_size": (4096, 16 << 20, True),
     "modulus": (1, 1_000_000, True),
