@@ -56,7 +56,8 @@ RANGES: dict[str, tuple[float, float, bool]] = {
 TEXT_FIELDS = {"hostname": MAX_TEXT, "location": MAX_TEXT, "label": MAX_TEXT, "tag": MAX_TEXT,
                "dest": MAX_DEST, "topic": MAX_TEXT, "kafka_compression": 32, "capture_path": 4096,
                "prom_listen": MAX_TEXT, "prom_path": MAX_TEXT, "grpc_listen": MAX_TEXT, "mode": 16,
-               "marshal_to": 32}
+               "marshal_to": 32, "grpc_allow_uid": MAX_TEXT, "grpc_allow_gid": MAX_TEXT,
+               "grpc_token_file": 4096, "file_dest_dir": 4096}
 
 
 def parse_deserializers(spec: str) -> tuple[str, ...]:
