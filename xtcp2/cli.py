@@ -47,7 +47,7 @@ FLAGS = [
     ("reconcileBeforePoll", "reconcile_before_poll", _bool, "reconcile namespaces before every poll"),
     ("resync", "resync_frequency", parse_duration, "bpf mode: full resync period (default 10x -frequency)"),
     ("bpfRingbufBytes", "bpf_ringbuf_bytes", int, "bpf mode: ring buffer size in bytes (power of two)"),
-    ("bpfRefresh", "bpf_refresh_frequency", parse_duration, "bpf mode: refresh of live sockets, 0 = off (default -frequency)"),
+    ("bpfRefresh", "bpf_refresh_frequency", parse_duration, "bpf mode: re-read live sockets this often, 0 = never (default: -frequency)"),
     ("bpfCoalesceWindow", "bpf_coalesce_window", parse_duration, "bpf mode: opens in one namespace wait this long to share one read"),
     ("bpfCloseWait", "bpf_close_wait", parse_duration, "bpf mode: hold close records this long so the kernel's destroy broadcast is the record"),
     ("populateNsid", "populate_nsid", _bool, "fill nsid from rtnetlink"),
@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Per-socket TCP telemetry for every network namespace.")
     defaults = Config()
     for flag, field, typ, help_ in FLAGS:
+        default = getattr(defaults, field)
         p.add_argument(f"-{flag}", f"--{flag}", dest=field, type=typ, default=None,
-                       help=f"{help_} (default {getattr(defaults, field)!r})")
+                       help=help_ if default is None else f"{help_} (default {default!r})")
     p.add_argument("-deserializers", "--deserializers", default=None,
                    help="attribute decoders: default, all, '' or a comma list")
     p.add_argument("--mode", "-mode", choices=MODES, default=None, help="poll, bpf or auto (default auto: bpf when its programs load here, else poll)")

@@ -95,3 +95,13 @@ def test_grpc_port_zero_keeps_running_port():
     msg = config_to_proto(cur)
     msg.grpc_port = 0
     assert config_from_proto(msg, cur).grpc_port == 4321
+
+
+def test_nlmsg_seq_from_upstream_is_ignored():
+    """xtcp2 has no -nlmsgSeq (each sock_diag socket numbers its own requests); an upstream
+    client's Get-modify-Set that carries 666 must still apply."""
+    cur = current()
+    msg = config_to_proto(cur)
+    assert msg.nlmsg_seq == 0
+    msg.nlmsg_seq = 666
+    assert config_from_proto(msg, cur) == cur
