@@ -448,11 +448,14 @@ class RecordStream:
         if self.proc.poll() is None:
             self.proc.terminate()
         try:
-            _, err = self.proc.communicate(timeout=10)
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-        self.thread.join(5)
+            self.proc.wait()
+        self.thread.join(5)  # stdout is the reader thread's; stderr is ours (a few lines at most)
+        err = self.proc.stderr.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
         return _one_line(err) if failed else ""
 
 
@@ -482,11 +485,13 @@ def check_ns_traffic(opts: Options) -> str:
         ip("-n", name, "link", "set", "lo", "up")
         clients0 = _stream_clients(opts)
         stream = RecordStream(opts, name)
-        # one more stream client than before: ours is subscribed, records from now on reach it
-        if not wait_for(lambda: stream.proc.poll() is not None or _stream_clients(opts) > clients0, opts.wait, 0.1) \
-                or stream.proc.poll() is not None:
-            raise CheckFailed(f"xtcp2client -netns {name} did not subscribe within {opts.wait:g} s: "
-                              f"{stream.close() or 'xtcp2_grpc_stream_clients did not go up'}")
+        # One more stream client than before: ours is subscribed and sees the sockets' first
+        # records. Only a head start: if another client left meanwhile the gauge may not move,
+        # and later polls/refreshes still report the sockets, so go on after a few seconds.
+        wait_for(lambda: stream.proc.poll() is not None or _stream_clients(opts) > clients0,
+                 min(opts.wait, 5.0), 0.1)
+        if stream.proc.poll() is not None:
+            raise CheckFailed(f"xtcp2client -netns {name} exited {stream.proc.returncode}: {stream.close()}")
         socks = _traffic_in(f"/run/netns/{name}", TRAFFIC_CONNECTIONS)
         for s in socks:  # (local port, peer port) -> state: ESTABLISHED 1, LISTEN 10 (peer port 0)
             try:
