@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import SCHEMA_VERSION, __version__, metrics
-from .config import Config
+from .config import CHUNKS_PER_WORKER, Config, chunk_bytes
 from .memory import tune_malloc
 from .gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 from .netlink import constants as c
@@ -30,7 +30,6 @@ from .records.encode import encode_rows, take_rows
 
 log = logging.getLogger(__name__)
 FAMILIES = ((c.AF_INET, "ipv4"), (c.AF_INET6, "ipv6"))
-CHUNKS_PER_WORKER = 3
 
 
 @dataclass
@@ -82,7 +81,7 @@ class PollCollector:
     def _free_chunks(self) -> queue.SimpleQueue:
         """This worker's chunk buffers: one being read while another is decoded."""
         free = getattr(self._local, "free", None)
-        size = max(4 << 20, 4 * self.config.packet_size)
+        size = chunk_bytes(self.config.packet_size)
         if free is None or getattr(self._local, "size", 0) != size:
             free = self._local.free = queue.SimpleQueue()
             self._local.size = size

@@ -31,6 +31,17 @@ MAX_TEXT = 255        # record metadata (hostname, label...): upstream's max_len
 MAX_DEST = 512
 DAY = 24 * 3600.0
 
+# Poll-mode read buffers: each netlinker keeps CHUNKS_PER_WORKER chunks of chunk_bytes().
+# Their product is bounded so that a Set over gRPC (netlinkers=256, packet_size=16 MiB)
+# cannot make the daemon reserve many GiB.
+CHUNKS_PER_WORKER = 3
+CHUNK_MEMORY_MAX = 1 << 30
+
+
+def chunk_bytes(packet_size: int) -> int:
+    return max(4 << 20, 4 * packet_size)
+
+
 # field -> (minimum, maximum, integer); durations are seconds. A value that is not a
 # finite number in range is refused, whichever way it came in.
 RANGES: dict[str, tuple[float, float, bool]] = {
@@ -154,6 +165,10 @@ class Config:
         need(self.poll_timeout > 0, "poll_timeout", "must be > 0")
         need(self.poll_timeout <= self.poll_frequency or self.once, "poll_timeout",
              "must not exceed poll_frequency")
+        buffers = self.netlinkers * CHUNKS_PER_WORKER * chunk_bytes(self.packet_size)
+        need(buffers <= CHUNK_MEMORY_MAX, "netlinkers",
+             f"netlinkers x packet_size would reserve {buffers >> 20} MiB of read buffers "
+             f"(at most {CHUNK_MEMORY_MAX >> 20} MiB); use fewer netlinkers or a smaller packet_size")
         rb = self.bpf_ringbuf_bytes
         need(rb & (rb - 1) == 0, "bpf_ringbuf_bytes", "must be a power of two >= 4096")
         need(self.marshal_to in MARSHALLERS, "marshal_to",

@@ -108,3 +108,16 @@ def test_destination_float_options_capped_at_a_week_by_default():
     assert num_option("unix", {"timeout": "604800"}, "timeout", 5.0, 0.1, float) == 604800.0
     with pytest.raises(DestinationError):
         num_option("unix", {"timeout": "604801"}, "timeout", 5.0, 0.1, float)
+
+
+def test_read_buffer_memory_is_bounded():
+    from xtcp2.config import CHUNK_MEMORY_MAX, Config
+    from xtcp2.errors import ConfigError
+
+    Config(netlinkers=4, packet_size=65536).validate()
+    Config(netlinkers=85).validate()  # 85 x 3 x 4 MiB fits in 1 GiB
+    for changes in ({"netlinkers": 86}, {"netlinkers": 256, "packet_size": 16 << 20},
+                    {"netlinkers": 8, "packet_size": 16 << 20}):
+        with pytest.raises(ConfigError) as e:
+            Config(**changes).validate()
+        assert e.value.args and "read buffers" in str(e.value) and str(CHUNK_MEMORY_MAX >> 20) in str(e.value)
