@@ -64,7 +64,6 @@ def test_every_socket_of_two_namespaces_exactly_once(tmp_path, make_netns, popul
                 assert r.tcp_info_snd_mss > 0 and r.tcp_info_rcv_space > 0
                 assert r.tcp_info_bytes_acked + r.tcp_info_bytes_received >= 300
                 assert r.sk_mem_info_rcv_buf > 0 and r.congestion_algorithm_string
-        # the daemon's metadata
         # the daemon's metadata: no -hostname given, so the host's name; stamped during the run
         assert {r.hostname for r in mine} == {socket.gethostname()}
         assert all(t0 <= r.timestamp_ns <= t1 for r in mine)

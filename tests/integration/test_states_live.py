@@ -28,7 +28,7 @@ def states_ns(tmp_path_factory):
     import uuid
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    ns = f"testsfail-{uuid.uuid4().hex[:8]}"
+    ns = f"xt2t-st-{uuid.uuid4().hex[:8]}"
     ip = lambda *a: subprocess.run(["ip", *a], check=True, capture_output=True)  # noqa: E731
     ip("netns", "add", ns)
     proc = None
