@@ -46,8 +46,9 @@ def kernel_sockets(ns: str) -> int:
 # --- NLM_F_DUMP_INTR ---------------------------------------------------------------
 #
 # The kernel's inet_diag dump does not mark replies NLM_F_DUMP_INTR (it is rtnetlink's
-# consistency flag; sock_diag dumps never set it, however hard sockets churn), so it
-# cannot be provoked live. Instead: capture a real dump of a real namespace
+# consistency flag): 125 dumps of ~25,000 sockets on this kernel (6.18) while two threads
+# opened and closed connections in the same namespace carried none. So it cannot be
+# provoked live. Instead: capture a real dump of a real namespace
 # (-capturePath), set the flag on one reply, and replay the replies to the collector
 # through a DiagSocket over a SOCK_SEQPACKET pair, which keeps netlink's one-reply-per-recv
 # framing. Everything past the socket is the daemon's own code.
@@ -132,7 +133,9 @@ def test_interrupted_dump_keeps_its_records_and_is_counted(tmp_path, make_netns,
 
 # --- ENOBUFS ----------------------------------------------------------------------
 #
-# A dump socket only gets ENOBUFS when something else overruns its receive queue. To get
+# A dump socket only gets ENOBUFS when something else overruns its receive queue: a tiny
+# SO_RCVBUF alone does not do it (the kernel fills a dump socket only as it is read; 2304
+# bytes still dumped 6,001 sockets cleanly, five times). To get
 # a real one, the daemon's own dump socket is given a tiny SO_RCVBUF and joined to the
 # TCP destroy group, then 200 connections close: the kernel's broadcasts overrun it and
 # the next recv() of the dump returns ENOBUFS.
