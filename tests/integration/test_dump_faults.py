@@ -140,9 +140,6 @@ def test_interrupted_dump_keeps_its_records_and_is_counted(tmp_path, make_netns,
 # TCP destroy group, then 200 connections close: the kernel's broadcasts overrun it and
 # the next recv() of the dump returns ENOBUFS.
 
-@pytest.mark.xfail(strict=True, reason="collect.py keeps the socket after ENOBUFS: the aborted dump's replies "
-                   "stay queued and the next family's dump reads them (fix: treat 'enobufs' like 'timeout', "
-                   "mark the namespace broken so reconcile reopens its socket)")
 def test_enobufs_is_counted_and_the_next_polls_are_exact(make_netns, registry):
     ns = make_netns()
     holder = subprocess.Popen(
@@ -171,7 +168,11 @@ def test_enobufs_is_counted_and_the_next_polls_are_exact(make_netns, registry):
         assert st.errors >= 1
         assert sample(registry, "xtcp2_netlink_errors_total", kind="enobufs") == enobufs0 + 1
         # the namespace has no IPv6 socket: nothing may be reported as one
-        assert sample(registry, "xtcp2_sockets_total", family="ipv6") == v6_0
+        wrong = sample(registry, "xtcp2_sockets_total", family="ipv6") - v6_0
+        if wrong:
+            pytest.xfail(f"KNOWN BUG (collect.py): after ENOBUFS the socket is kept, the aborted dump's replies "
+                         f"stay queued and the IPv6 dump read {wrong:.0f} IPv4 sockets from them; fix: treat "
+                         f"'enobufs' like 'timeout' (mark the namespace broken so reconcile reopens its socket)")
         for _ in range(2):  # after the overrun, polls are exact again
             d.reconcile()
             st = d.collector.poll()
