@@ -37,8 +37,9 @@ import numpy as np  # noqa: E402
 
 from xtcp2.collect import PollCollector  # noqa: E402
 from xtcp2.config import Config  # noqa: E402
-from xtcp2.ebpf.collector import BPF_DROPS, BPF_EVENTS, BpfCollector  # noqa: E402
-from xtcp2.netlink.destroy import DESTROY_OVERRUNS  # noqa: E402
+from prometheus_client import REGISTRY  # noqa: E402
+
+from xtcp2.ebpf.collector import BpfCollector  # noqa: E402
 from xtcp2.netns.registry import NamespaceTable  # noqa: E402
 from xtcp2.pipeline import Emitter  # noqa: E402
 
@@ -167,14 +168,19 @@ class BpfRun:
         return col.latencies[idx], col.latency_source[idx]
 
 
+def counter(name: str, **labels: str) -> float:
+    """A sample of the registry the collector's metrics live on (0 for a series not yet touched)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def idle_window(run: BpfRun, window: float) -> dict:
-    e0 = BPF_EVENTS.labels("state")._value.get()
+    e0 = counter("xtcp2_bpf_events_total", kind="state")
     c0, t0 = cpu(), time.monotonic()
     time.sleep(window)
     el, used = time.monotonic() - t0, cpu() - c0
     # TCP state changes elsewhere on the host (other processes, other namespaces) still
     # reach the collector: "idle" is only as idle as the host
-    host_events = (BPF_EVENTS.labels("state")._value.get() - e0) / el
+    host_events = (counter("xtcp2_bpf_events_total", kind="state") - e0) / el
     return {"cpu_s_per_min": used / el * 60, "host_events_per_s": round(host_events, 1),
             "startup_s": run.startup_s, "rss_mb": rss_mb(), "records": dict(run.col.stats)}
 
@@ -195,7 +201,7 @@ def _pct(lat: np.ndarray, q: float):
 
 
 def churn(run: BpfRun, cmd: list[str], rate: float, secs: float, procs: int) -> dict:
-    d0, o0 = BPF_DROPS._value.get(), DESTROY_OVERRUNS._value.get()
+    d0, o0 = counter("xtcp2_bpf_ringbuf_drops_total"), counter("xtcp2_destroy_overruns_total")
     lat0, c0, t0 = run.col.latency_count, cpu(), time.monotonic()
     # churn at nice 10: on a 2-core host the generator (clients, servers and their
     # loopback softirqs) would otherwise starve the collector it is measuring
@@ -210,7 +216,8 @@ def churn(run: BpfRun, cmd: list[str], rate: float, secs: float, procs: int) -> 
                  for name, i in (("open", 0), ("close_destroy", 1), ("close_bpf", 2))}
     return {
         "target_per_s": rate or "max", "achieved_per_s": round(n / gen_el), "connections": n,
-        "ringbuf_drops": int(BPF_DROPS._value.get() - d0), "destroy_overruns": int(DESTROY_OVERRUNS._value.get() - o0),
+        "ringbuf_drops": int(counter("xtcp2_bpf_ringbuf_drops_total") - d0),
+        "destroy_overruns": int(counter("xtcp2_destroy_overruns_total") - o0),
         "latency_p50_ms": _pct(lat, 50), "latency_p99_ms": _pct(lat, 99), "latency_samples": int(len(lat)),
         "latency_by_source": by_source,
         "collector_cpu_share": round(used / el, 3), "rss_mb": round(rss_mb(), 1),

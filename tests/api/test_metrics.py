@@ -3,7 +3,6 @@ Prometheus server (Debian `prometheus`)."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -17,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from xtcp2.api.metrics_http import parse_listen, start_metrics_server
 from xtcp2.config import Config
 from xtcp2.errors import ConfigError, Xtcp2Error
+
+from .. import need
 
 pytestmark = pytest.mark.root
 
@@ -106,9 +107,7 @@ def test_custom_path_and_bind_errors():
 
 @pytest.mark.slow
 def test_scraped_by_real_prometheus(daemon_with_metrics, tmp_path):
-    prom = shutil.which("prometheus")
-    if prom is None:
-        pytest.skip("Debian package prometheus not installed (scripts/apt-test.txt)")
+    prom = need.binary("prometheus", "Debian prometheus, scripts/apt-test.txt")
     rd, ms = daemon_with_metrics
     port = free_port()
     cfg = tmp_path / "prometheus.yml"

@@ -6,9 +6,11 @@ import time
 
 import pytest
 
-from xtcp2.api.record_fanout import STREAM_DROPS, FanOut, envelope_responses
+from xtcp2.api.record_fanout import FanOut, envelope_responses
 from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 from xtcp2.records.envelope import EncodedEnvelope
+
+from ..prom import sample
 
 
 def records(n: int, big: bool = False) -> list[pb.XtcpFlatRecord]:
@@ -38,14 +40,14 @@ def test_empty_envelope():
     assert envelope_responses(b"") == []
 
 
-def test_full_queue_drops_for_that_client_only():
+def test_full_queue_drops_for_that_client_only(registry):
     loop = asyncio.new_event_loop()
     try:
         fan = FanOut(loop, queue_rows=100)
         slow = loop.run_until_complete(_sub(fan, "slow"))
         fast = loop.run_until_complete(_sub(fan, "fast"))
         env = EncodedEnvelope.from_records(records(40))
-        drops_before = STREAM_DROPS._value.get()
+        drops_before = sample(registry, "xtcp2_grpc_stream_dropped_records_total")
         for i in range(5):
             fan.publish(env)
             # the fast client drains after every envelope, the slow one never
@@ -53,7 +55,7 @@ def test_full_queue_drops_for_that_client_only():
             assert len(got) == 40
         assert fast.dropped_records == 0 and fast.queued_rows == 0
         assert slow.queued_rows == 80 and slow.dropped_records == 120  # 2 fit, 3 dropped
-        assert STREAM_DROPS._value.get() - drops_before == 120
+        assert sample(registry, "xtcp2_grpc_stream_dropped_records_total") - drops_before == 120
         fan.unsubscribe(slow)
         fan.unsubscribe(fast)
         assert fan.subscribers() == []

@@ -14,16 +14,17 @@ import time
 
 import pytest
 
-from xtcp2.api.record_fanout import STREAM_DROPS
-
+from ..prom import sample
 from .conftest import RUNNER
+
+DROPS = "xtcp2_grpc_stream_dropped_records_total"
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 READERS, STALLED, SECONDS, FREQ, BASELINE = 19, 1, 8.0, 0.5, 3.0
 
 
-def test_twenty_clients_one_stalled(start_daemon, upstream_gen, socket_netns):
+def test_twenty_clients_one_stalled(start_daemon, upstream_gen, socket_netns, registry):
     rd = start_daemon(server_kw={"queue_rows": 500}, poll_frequency=FREQ, poll_timeout=0.4)
     rd.wait_loops(1)
     published = {"rows": 0, "on": False}
@@ -37,7 +38,7 @@ def test_twenty_clients_one_stalled(start_daemon, upstream_gen, socket_netns):
     b0, tb0 = rd.daemon.loops, time.monotonic()
     time.sleep(BASELINE)
     baseline_rate = (rd.daemon.loops - b0) / (time.monotonic() - tb0)
-    drops_before = STREAM_DROPS._value.get()
+    drops_before = sample(registry, DROPS)
     # The clients stand for remote consumers: lower their CPU priority so the test
     # measures what the daemon's own streaming costs the collector, not the harness.
     proc = subprocess.Popen(
@@ -47,14 +48,14 @@ def test_twenty_clients_one_stalled(start_daemon, upstream_gen, socket_netns):
     proc.stdin.close()
     proc.stdin = None  # communicate() below must not flush it again
     try:
-        _measure(rd, proc, published, drops_before, socket_netns, baseline_rate)
+        _measure(rd, proc, published, drops_before, socket_netns, baseline_rate, registry)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
 
 
-def _measure(rd, proc, published, drops_before, socket_netns, baseline_rate) -> None:
+def _measure(rd, proc, published, drops_before, socket_netns, baseline_rate, registry) -> None:
     assert proc.stderr.readline().strip() == "clients-ready"
     deadline = time.monotonic() + 10
     while len(rd.server.subscribers()) < READERS + STALLED and time.monotonic() < deadline:
@@ -83,7 +84,7 @@ def _measure(rd, proc, published, drops_before, socket_netns, baseline_rate) -> 
 
     assert dropped[-1] > 0, "the stalled client never overflowed its queue"
     assert dropped[:-1] == [0] * READERS, f"a reading client lost records: {dropped}"
-    assert STREAM_DROPS._value.get() - drops_before >= dropped[-1]
+    assert sample(registry, DROPS) - drops_before >= dropped[-1]
 
     counts = result["counts"]
     assert len(counts) == READERS

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-chdb = pytest.importorskip("chdb")
+from .. import need
+
+chdb = need.module("chdb")
 from chdb import session as chs  # noqa: E402
 from google.protobuf.descriptor import FieldDescriptor as FD  # noqa: E402
 

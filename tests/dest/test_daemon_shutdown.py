@@ -14,7 +14,9 @@ import uuid
 
 import pytest
 
-pytest.importorskip("confluent_kafka")
+from .. import need
+
+need.module("confluent_kafka")
 
 from ..daemon_process import DaemonProcess  # noqa: E402
 from .test_kafka_shutdown import read_topic  # noqa: E402

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -17,6 +16,7 @@ import pytest
 from tests.servers import free_port, wait_port
 from xtcp2.dest import open_destination
 
+from .. import need
 from .helpers import T0, config, make_payloads
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def expand_grafana_sql(sql: str, t_from: int, t_to: int, hosts: list[str]) -> st
 
 
 def test_dashboard_clickhouse_queries_on_chdb(tmp_path):
-    pytest.importorskip("chdb")
+    need.module("chdb")
     from chdb import session as chs
 
     from xtcp2.tools import kafka_to_clickhouse as k2ch
@@ -95,8 +95,8 @@ def test_dashboard_clickhouse_queries_on_chdb(tmp_path):
         s.close()
 
 
-@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed (apt-get install prometheus)")
 def test_prometheus_config_and_rules_are_valid():
+    need.binary("promtool", "Debian prometheus, scripts/apt-test.txt")
     for args in (["check", "config", "prometheus.yml"], ["check", "rules", "xtcp2_rules.yml"]):
         r = subprocess.run(["promtool", *args], cwd=PROM, capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -110,8 +110,8 @@ def prom_query(port: int, expr: str) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.servers
-@pytest.mark.skipif(not shutil.which("prometheus"), reason="prometheus not installed (apt-get install prometheus)")
 def test_real_prometheus_scrapes_and_runs_dashboard_promql(tmp_path):
+    need.binary("prometheus", "Debian prometheus, scripts/apt-test.txt")
     from prometheus_client import start_http_server
     d = open_destination(f"unixgram:{tmp_path}/none.sock?flushTimeout=0", config())
     for p, n in make_payloads(10, 10):

@@ -5,7 +5,9 @@ import time
 
 import pytest
 
-pytest.importorskip("confluent_kafka")
+from .. import need
+
+need.module("confluent_kafka")
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
 from xtcp2.dest import open_destination  # noqa: E402

@@ -10,7 +10,9 @@ import time
 import pytest
 from prometheus_client import REGISTRY
 
-pytest.importorskip("confluent_kafka")
+from .. import need
+
+need.module("confluent_kafka")
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
 from xtcp2.dest import open_destination  # noqa: E402

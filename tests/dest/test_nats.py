@@ -6,7 +6,9 @@ import threading
 
 import pytest
 
-nats = pytest.importorskip("nats")
+from .. import need
+
+nats = need.module("nats")
 
 from xtcp2.dest import open_destination  # noqa: E402
 from xtcp2.errors import DestinationError  # noqa: E402

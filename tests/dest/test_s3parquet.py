@@ -6,9 +6,11 @@ import io
 
 import pytest
 
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
-boto3 = pytest.importorskip("boto3")
+from .. import need
+
+pa = need.module("pyarrow")
+pq = need.module("pyarrow.parquet")
+boto3 = need.module("boto3")
 
 from xtcp2.dest import open_destination  # noqa: E402
 from xtcp2.errors import DestinationError  # noqa: E402
@@ -80,7 +82,7 @@ def test_local_directory_mode_read_by_chdb(tmp_path):
     assert len(files) == 2 and d.files == 2
     rows = [pb.XtcpFlatRecord(**r) for f in files for r in pq.read_table(f).to_pylist()]
     assert sorted(r.record_counter for r in rows) == list(range(3000))
-    chdb = pytest.importorskip("chdb")
+    chdb = need.module("chdb")
     out = chdb.query(f"SELECT count(), sum(tcp_info_rtt), max(record_counter) FROM file('{tmp_path}/*/*.parquet', "
                      "Parquet)", "CSV").bytes().decode().strip()
     assert out == f"3000,{sum(1000 + i for i in range(3000))},2999"

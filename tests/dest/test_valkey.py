@@ -5,7 +5,9 @@ import threading
 
 import pytest
 
-redis = pytest.importorskip("redis")
+from .. import need
+
+redis = need.module("redis")
 
 from xtcp2.dest import open_destination  # noqa: E402
 from xtcp2.errors import DestinationError  # noqa: E402

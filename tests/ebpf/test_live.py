@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from xtcp2.ebpf import loader
-from xtcp2.ebpf.collector import BPF_DROPS, BPF_RESYNCS
 
+from ..prom import sample
 from .harness import T, running
 
 pytestmark = pytest.mark.root
@@ -102,11 +102,11 @@ HOLD = (
 )
 
 
-def test_tiny_ring_buffer_drops_trigger_resync_and_broadcasts_replace_lost_closes(bpf_object, netns):
+def test_tiny_ring_buffer_drops_trigger_resync_and_broadcasts_replace_lost_closes(bpf_object, netns, registry):
     ns = netns()
     opts = loader.LoadOptions(ringbuf_bytes=4096, watch_netns=False)
-    drops0 = BPF_DROPS._value.get()
-    resyncs0 = BPF_RESYNCS.labels("ringbuf_drops")._value.get()
+    drops0 = sample(registry, "xtcp2_bpf_ringbuf_drops_total")
+    resyncs0 = sample(registry, "xtcp2_bpf_resyncs_total", reason="ringbuf_drops")
     with running([ns.name], load_options=opts) as (col, cap):
         holder = ns.popen(sys.executable, "-c", HOLD, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         try:
@@ -116,14 +116,14 @@ def test_tiny_ring_buffer_drops_trigger_resync_and_broadcasts_replace_lost_close
             # a flood no 4 KiB ring can hold, while the collector is busy with the burst
             conns, deltas = ns.generate_counted(3000)
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and BPF_RESYNCS.labels("ringbuf_drops")._value.get() == resyncs0:
+            while time.monotonic() < deadline and sample(registry, "xtcp2_bpf_resyncs_total", reason="ringbuf_drops") == resyncs0:
                 time.sleep(0.05)
             time.sleep(0.5)
         finally:
             holder.stdin.close()
             holder.wait(10)
-    assert BPF_DROPS._value.get() > drops0
-    assert BPF_RESYNCS.labels("ringbuf_drops")._value.get() > resyncs0
+    assert sample(registry, "xtcp2_bpf_ringbuf_drops_total") > drops0
+    assert sample(registry, "xtcp2_bpf_resyncs_total", reason="ringbuf_drops") > resyncs0
     resynced = {r.inet_diag_msg_socket_source_port for r in cap.records()[n_before:]
                 if r.trigger == T.TRIGGER_RESYNC and r.netns == ns.name and r.inet_diag_msg_state == 1}
     assert ports <= resynced
@@ -133,16 +133,19 @@ def test_tiny_ring_buffer_drops_trigger_resync_and_broadcasts_replace_lost_close
     _check_every_connection(cap.records(), ns, conns, deltas)
 
 
-def test_duplicate_broadcasts_are_dropped_in_the_kernel(bpf_object, netns):
-    from xtcp2.ebpf.collector import BPF_BROADCASTS_FILTERED
-    from xtcp2.netlink.destroy import DESTROY_MESSAGES
+def test_duplicate_broadcasts_are_dropped_in_the_kernel(bpf_object, netns, registry):
+    def counts() -> tuple[float, float]:
+        return (sample(registry, "xtcp2_bpf_destroy_broadcasts_filtered_total"),
+                sample(registry, "xtcp2_destroy_messages_total"))
+
     ns = netns()
     with running([ns.name]) as (col, cap):
         assert col.watcher.filter_fd >= 0
-        f0, m0 = BPF_BROADCASTS_FILTERED._value.get(), DESTROY_MESSAGES._value.get()
+        f0, m0 = counts()
         conns, deltas = ns.generate_counted(500)
         time.sleep(0.5)
-        filtered, received = BPF_BROADCASTS_FILTERED._value.get() - f0, DESTROY_MESSAGES._value.get() - m0
+        f1, m1 = counts()
+        filtered, received = f1 - f0, m1 - m0
     _check_every_connection(cap.records(), ns, conns, deltas)
     assert col.stats["close_bpf"] >= 1000 and col.stats["close_destroy"] == 0
     # 1000 connected sockets + the listener; the generator's own short-lived sockets may add a few

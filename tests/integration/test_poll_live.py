@@ -1,8 +1,10 @@
 """Poll mode against real namespaces and real sockets: every socket exactly once."""
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -33,7 +35,9 @@ def kernel_socket_count(ns: str) -> int:
 def test_every_socket_of_two_namespaces_exactly_once(tmp_path, make_netns, populate):
     a, b = make_netns(), make_netns()
     expected = {a: populate(a), b: populate(b)}
+    t0 = time.time_ns()
     rows, err = run_once(tmp_path, "--netns", a, "--netns", b)
+    t1 = time.time_ns()
     assert "namespaces=2" in err and "records=" in err
     for ns, socks in expected.items():
         inode = os.stat(f"/run/netns/{ns}").st_ino
@@ -60,8 +64,9 @@ def test_every_socket_of_two_namespaces_exactly_once(tmp_path, make_netns, popul
                 assert r.tcp_info_snd_mss > 0 and r.tcp_info_rcv_space > 0
                 assert r.tcp_info_bytes_acked + r.tcp_info_bytes_received >= 300
                 assert r.sk_mem_info_rcv_buf > 0 and r.congestion_algorithm_string
-        # the daemon's metadata
-        assert {r.hostname for r in mine} and all(r.timestamp_ns > 0 for r in mine)
+        # the daemon's metadata: no -hostname given, so the host's name; stamped during the run
+        assert {r.hostname for r in mine} == {socket.gethostname()}
+        assert all(t0 <= r.timestamp_ns <= t1 for r in mine)
         counters = sorted(r.record_counter for r in rows)
         assert len(set(counters)) == len(counters)
 
@@ -155,7 +160,15 @@ def test_aborted_dumps_do_not_leak_buffers(make_netns):
                 d.reconcile()
                 st = d.collector.poll()
                 assert st.errors >= 1  # aborted by the timeout
-            assert d.collector._local is not None
+            # with a leaked buffer the next full dump would wait forever for a free chunk
+            d.collector.configure(Config(netns=[ns], dest="null", once=True, debug_level=0, poll_timeout=30))
+            d.reconcile()
+            result = []
+            t = threading.Thread(target=lambda: result.append(d.collector.poll()), daemon=True)
+            t.start()
+            t.join(60)
+            assert not t.is_alive(), "a full poll after aborted dumps hung: chunk buffers leaked"
+            assert result[0].errors == 0 and result[0].sockets == kernel_socket_count(ns)
         finally:
             d.close()
     finally:

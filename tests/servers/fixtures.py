@@ -1,6 +1,7 @@
 """pytest fixtures for the real servers in tests.servers. Import with
 `from tests.servers.fixtures import *` in a conftest.py.
 
+A missing server skips the test, or fails it under CI=true (tests/need.py).
 Each fixture is function-scoped (a fresh server per test: they start in well under a
 second, SeaweedFS in ~2 s) and always killed and removed, pass or fail.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from ..need import missing
 from . import NatsServer, SeaweedS3, ServerProcess, Tansu, Valkey
 from .nsq_double import NsqdDouble
 
@@ -15,7 +17,7 @@ from .nsq_double import NsqdDouble
 def _server(cls: type[ServerProcess]):
     binary = cls.locate()
     if binary is None:
-        pytest.skip(f"{cls.name} not installed ({cls.install_hint}; scripts/install.sh --test installs it)")
+        missing(cls.name, f"{cls.install_hint}; scripts/install.sh --test installs it")
     srv = cls(binary)
     try:
         srv.start()

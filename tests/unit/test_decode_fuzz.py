@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from xtcp2.errors import DecodeError
-from xtcp2.netlink.decode import BytesColumn
+from xtcp2.netlink.decode import BytesColumn, decode_messages
 from xtcp2.netlink.pcap import read_packets
 from xtcp2.netlink.replay import decode_packets
 
@@ -201,7 +201,26 @@ def test_untouched_messages_still_decode(data):
                 if k.startswith("inet_diag_msg_"):
                     assert got.get(k, 0 if not isinstance(v, bytes) else b"") == v, k
     after = REGISTRY.get_sample_value("xtcp2_decode_errors_total", {"what": "rtattr"}) or 0
-    assert after >= before
+    # one count per message whose attribute walk hits a bad rta_len, none for the others
+    assert after - before == sum(_walk_breaks(m) for m in msgs)
+
+
+def _walk_breaks(msg: bytes) -> bool:
+    """True if an attribute of msg has rta_len < 4 or runs past nlmsg_len (reference walk)."""
+    pos, end = 16 + 72, struct.unpack_from("<I", msg)[0]
+    while pos + 4 <= end:
+        rl = struct.unpack_from("<H", msg, pos)[0]
+        if rl < 4 or pos + rl > end:
+            return True
+        pos += (rl + 3) & ~3
+    return False
+
+
+def test_walk_breaks_reference_sees_damage():
+    """The reference used above: a real message walks clean, a lying rta_len breaks it."""
+    clean = nlmsg(inet_diag_msg() + rtattr(CONG, b"bbr\0"))
+    assert not _walk_breaks(clean) and all(not _walk_breaks(m) for m in REAL_MESSAGES)
+    assert _walk_breaks(nlmsg(inet_diag_msg() + struct.pack("<HH", 2, INFO) + b"\0" * 8))
 
 
 def test_damaged_attribute_is_counted():
@@ -234,11 +253,21 @@ def test_framing_errors_are_decode_errors(packet, words):
 
 
 def test_decoder_output_is_a_copy_of_the_input():
-    """Addresses and values survive the input buffer being overwritten (no views)."""
-    buf = bytearray(nlmsg(inet_diag_msg(src=b"\x0a\x00\x00\x05", dst=b"\x0a\x00\x00\x06") + rtattr(CONG, b"bbr\0"))
-                    + DONE)
-    cols = decode_packets([bytes(buf)])
+    """Every column survives the receive buffer being overwritten (no views into it).
+
+    The daemon decodes straight out of a reused chunk buffer (decode_messages(ch.buf, ...));
+    this hands the decoder such a buffer and then overwrites that very buffer.
+    """
+    msg = align4(nlmsg(inet_diag_msg(src=b"\x0a\x00\x00\x05", dst=b"\x0a\x00\x00\x06", sport=7)
+                       + rtattr(CONG, b"bbr\0") + rtattr(INFO, bytes(range(1, 241)))
+                       + rtattr(SKMEMINFO, struct.pack("<9I", *range(1, 10)))))
+    buf = bytearray(msg + DONE)
+    cols = decode_messages(buf, np.array([0], dtype=np.uint32), used=len(buf))
+    before = row_values(cols, 0)
+    assert before["inet_diag_msg_socket_source"] == b"\x0a\x00\x00\x05"
+    assert before["congestion_algorithm_string"] == b"bbr" and before["sk_mem_info_drops"] == 9
     buf[:] = b"\xee" * len(buf)
-    assert cols["inet_diag_msg_socket_source"].value(0) == b"\x0a\x00\x00\x05"
-    assert cols["congestion_algorithm_string"].value(0) == b"bbr"
-    assert np.asarray(cols["inet_diag_msg_family"]).tolist() == [2]
+    assert row_values(cols, 0) == before
+    # the decoder did read this buffer: decoding it again now gives other values
+    again = decode_messages(buf, np.array([0], dtype=np.uint32), used=len(buf))
+    assert again["_n"] == 0 or row_values(again, 0) != before

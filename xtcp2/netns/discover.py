@@ -38,12 +38,25 @@ def _stat_ns(path: str):
     return st
 
 
-def discover(include_proc: bool = True, dirs=NETNS_DIRS) -> dict[tuple[int, int], NetnsRef]:
+def _self_pid(proc: str) -> int:
+    try:
+        return int(os.readlink(os.path.join(proc, "self")))
+    except (OSError, ValueError):
+        return os.getpid()
+
+
+def discover(include_proc: bool = True, dirs=NETNS_DIRS, proc: str = "/proc") -> dict[tuple[int, int], NetnsRef]:
+    """Every namespace reachable from `dirs` and, with include_proc, from the pids under `proc`.
+
+    `proc` is the procfs mount to read (a fixture tree in tests).
+    """
     found: dict[tuple[int, int], NetnsRef] = {}
-    st = _stat_ns("/proc/self/ns/net")
+    self_path = os.path.join(proc, "self", "ns", "net")
+    st = _stat_ns(self_path)
     nsfs_dev = st.st_dev if st else None  # every namespace file lives on the one nsfs
+    self_pid = _self_pid(proc) if st else None
     if st:
-        found[(st.st_dev, st.st_ino)] = NetnsRef("self", "/proc/self/ns/net", st.st_ino, st.st_dev, "self", [os.getpid()])
+        found[(st.st_dev, st.st_ino)] = NetnsRef("self", self_path, st.st_ino, st.st_dev, "self", [self_pid])
     for d in dirs:
         source = "docker" if "docker" in d else "netns"
         try:
@@ -66,15 +79,16 @@ def discover(include_proc: bool = True, dirs=NETNS_DIRS) -> dict[tuple[int, int]
                 ref.aliases.append(name)
             ref.mounts.append((source, path))
     if include_proc:
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            path = f"/proc/{entry.name}/ns/net"
+        for entry in os.scandir(proc):
+            name = entry.name
+            if not name.isdigit() or int(name) == self_pid:
+                continue  # not a process, or ourselves (listed above)
+            path = os.path.join(proc, name, "ns", "net")
             st = _stat_ns(path)
             if st is None:
                 continue
             key = (st.st_dev, st.st_ino)
-            pid = int(entry.name)
+            pid = int(name)
             ref = found.get(key)
             if ref is None:
                 found[key] = NetnsRef(f"pid:{pid}", path, st.st_ino, st.st_dev, "proc", [pid])
