@@ -204,7 +204,7 @@ class PollCollector:
                     errors += 1
                     metrics.NETLINK_ERRORS.labels(e.kind).inc()
                     log.warning("netns %s %s dump aborted: %s", ns.name, fname, e)
-                    if e.kind in ("timeout", "truncated", "error", "poll_timeout"):
+                    if e.kind in ("timeout", "truncated", "error", "poll_timeout", "enobufs"):
                         ns.broken = True  # replies may still be in flight: reopen at reconcile
                         break
                 except NetlinkError as e:
