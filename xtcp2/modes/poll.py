@@ -78,10 +78,12 @@ class PollMode:
                 if forced:
                     self._pending -= 1
             if forced or time.monotonic() >= due:
+                started = time.monotonic()
                 stats = self.poll_once()
                 log.info("poll %d: %s", self.loops, stats.summary())
                 if not forced:
-                    tick = self._next_tick(tick, period, time.monotonic())
+                    now = time.monotonic()
+                    tick = self._next_tick(tick, period, now, now - started)
                     due = tick + self._jitter()
                 if self.config.max_loops and self.loops >= self.config.max_loops:
                     break
@@ -96,7 +98,7 @@ class PollMode:
                     due = tick + self._jitter()
 
     # ---- steps ---------------------------------------------------------------------------
-    def _next_tick(self, tick: float, period: float, now: float) -> float:
+    def _next_tick(self, tick: float, period: float, now: float, took: float) -> float:
         """The first grid point after `now`; the ones the poll ran over are skipped."""
         nxt = tick + period
         if now >= nxt:
@@ -104,8 +106,8 @@ class PollMode:
             nxt += missed * period
             self.ticks_skipped += missed
             metrics.POLL_TICKS_SKIPPED.inc(missed)
-            log.warning("poll took %.3fs, longer than -frequency %gs: %d scheduled poll(s) skipped",
-                        self.last_stats.seconds if self.last_stats else 0.0, period, missed)
+            log.warning("poll %d took %.3fs, longer than -frequency %gs: %d scheduled poll(s) skipped",
+                        self.loops, took, period, missed)
         return nxt
 
     def _jitter(self) -> float:
