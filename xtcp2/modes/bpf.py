@@ -68,6 +68,9 @@ class BpfMode:
     # ---- Mode --------------------------------------------------------------------------
     def configure(self, config: Config) -> None:
         """Apply a new validated config (deserializers at once, frequencies from the next timer)."""
+        if config.netns != self.config.netns:
+            self.table.names = list(config.netns)
+            self.request_reconcile()
         self.config = config
         self.lookups.configure(config)
         if self._next:
