@@ -206,8 +206,8 @@ class NetlinkCollector:
 
     def dump_columns(self, ns: Namespace, family: int) -> Iterator[tuple[Columns, Chunk]]:
         """Columns of one namespace's dump, chunk by chunk (with the chunk for its flags:
-        interrupted, final). The caller holds ns.lock. Columns are copies: the chunk
-        goes back to the reader as soon as it is decoded."""
+        interrupted, final). The caller holds ns.lock. The columns are copies: they stay
+        valid after the chunk buffer is refilled."""
         for ch in self._dump(ns, family):
             yield decode_messages(ch.buf, ch.message_offsets(), self.wanted, used=ch.used), ch
 
