@@ -163,11 +163,11 @@ class BpfRun:
     def latencies_since(self, count0: int) -> tuple[np.ndarray, np.ndarray]:
         """(latencies, sources) of the records since count0 (at most the ring's 65536)."""
         col = self.col
-        k = min(col.latency_count - count0, len(col.latencies))
+        k = min(col.stage.latency_count - count0, len(col.stage.latencies))
         if k <= 0:
             return np.empty(0), np.empty(0, np.uint8)
-        idx = (col.latency_count - k + np.arange(k)) % len(col.latencies)
-        return col.latencies[idx], col.latency_source[idx]
+        idx = (col.stage.latency_count - k + np.arange(k)) % len(col.stage.latencies)
+        return col.stage.latencies[idx], col.stage.latency_source[idx]
 
 
 def counter(name: str, **labels: str) -> float:
@@ -204,7 +204,7 @@ def _pct(lat: np.ndarray, q: float):
 
 def churn(run: BpfRun, cmd: list[str], rate: float, secs: float, procs: int) -> dict:
     d0, o0 = counter("xtcp2_bpf_ringbuf_drops_total"), counter("xtcp2_destroy_overruns_total")
-    lat0, c0, t0 = run.col.latency_count, cpu(), time.monotonic()
+    lat0, c0, t0 = run.col.stage.latency_count, cpu(), time.monotonic()
     # churn at nice 10: on a 2-core host the generator (clients, servers and their
     # loopback softirqs) would otherwise starve the collector it is measuring
     out = subprocess.run(["nice", "-n", "10", "ip", "netns", "exec", CHURN, *cmd,

@@ -14,8 +14,6 @@ import select
 import threading
 import time
 
-import numpy as np
-
 from ..config import Config
 from ..ebpf import events as E
 from ..ebpf import loader
@@ -272,16 +270,3 @@ class BpfMode:
         if nss:
             stats = self.collector.poll(nss, trigger=T.TRIGGER_REFRESH)
             self.stats["refresh"] += stats.records
-
-    # ---- latency of event -> record (benchmarks) ---------------------------------------------
-    @property
-    def latencies(self) -> np.ndarray:
-        return self.stage.latencies
-
-    @property
-    def latency_source(self) -> np.ndarray:
-        return self.stage.latency_source
-
-    @property
-    def latency_count(self) -> int:
-        return self.stage.latency_count
