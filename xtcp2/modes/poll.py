@@ -1,11 +1,11 @@
 """Poll mode: dump every watched namespace on a fixed time grid, close records in between.
 
 -frequency is a period, not a pause: polls are due at t0, t0+f, t0+2f... whatever
-each poll takes. A poll still running when later ticks come makes those ticks
-skipped (counted in xtcp2_poll_ticks_skipped_total), and the next poll waits for the
-next tick of the grid: polls never pile up behind a slow one. A triggered poll
-(gRPC) runs at once and leaves the grid where it was. -pollJitterPct moves each
-poll around its tick, never the grid.
+each poll takes, as upstream's time.Ticker does it. A poll still running when ticks
+come is followed at once by one poll for the latest of them; the others are skipped
+(counted in xtcp2_poll_ticks_skipped_total), so polls never pile up behind a slow one
+and the grid stays where it was. A triggered poll (gRPC) runs at once and leaves the
+grid alone. -pollJitterPct moves each poll around its tick, never the grid.
 """
 from __future__ import annotations
 
@@ -99,16 +99,17 @@ class PollMode:
 
     # ---- steps ---------------------------------------------------------------------------
     def _next_tick(self, tick: float, period: float, now: float, took: float) -> float:
-        """The first grid point after `now`; the ones the poll ran over are skipped."""
-        nxt = tick + period
-        if now >= nxt:
-            missed = int((now - nxt) // period) + 1
-            nxt += missed * period
-            self.ticks_skipped += missed
-            metrics.POLL_TICKS_SKIPPED.inc(missed)
-            log.warning("poll %d took %.3fs, longer than -frequency %gs: %d scheduled poll(s) skipped",
-                        self.loops, took, period, missed)
-        return nxt
+        """The tick the next poll belongs to. If ticks passed while the poll of `tick`
+        ran, the latest of them is due now and the ones before it are skipped."""
+        passed = int((now - tick) // period)
+        if passed <= 1:
+            return tick + period
+        skipped = passed - 1
+        self.ticks_skipped += skipped
+        metrics.POLL_TICKS_SKIPPED.inc(skipped)
+        log.warning("poll %d took %.3fs, longer than -frequency %gs: %d scheduled poll(s) skipped",
+                    self.loops, took, period, skipped)
+        return tick + passed * period
 
     def _jitter(self) -> float:
         cfg = self.config
