@@ -90,11 +90,10 @@ class RecordSink:
             self._counter += n
         if self.modulus > 1:
             keep = np.flatnonzero((start + np.arange(n, dtype=np.uint64)) % np.uint64(self.modulus) == 0)
-            if len(keep) != n:
-                cols = cols.take(keep)
-            counter = keep.astype(np.uint64) + np.uint64(start + 1)
             if not len(keep):
                 return 0
+            cols = cols.take(keep) if len(keep) != n else cols.copy()
+            counter = keep.astype(np.uint64) + np.uint64(start + 1)
         else:
             cols = cols.copy()  # the producer's dict stays as it was handed over
             counter = np.arange(start + 1, start + 1 + n, dtype=np.uint64)
