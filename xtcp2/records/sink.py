@@ -36,6 +36,8 @@ TRIGGER_NAMES = {v.number: v.name.removeprefix("TRIGGER_").lower()
 # A join adds columns to a batch in place (e.g. container id, pid, comm per socket).
 # It gets the batch and its constants (netns, netns_inode, trigger...) and must not
 # remove rows; it runs in the producer's thread, so it reads caches and never blocks.
+# A per-batch field can be either: bpf mode merges namespaces into one batch, so there
+# netns_inode is a column, while a poll chunk has it among the constants.
 Join = Callable[[Columns, Mapping], None]
 
 
