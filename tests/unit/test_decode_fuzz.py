@@ -269,4 +269,4 @@ def test_decoder_output_is_a_copy_of_the_input():
     assert row_values(cols, 0) == before
     # the decoder did read this buffer: decoding it again now gives other values
     again = decode_messages(buf, np.array([0], dtype=np.uint32), used=len(buf))
-    assert again["_n"] == 0 or row_values(again, 0) != before
+    assert again.n == 0 or row_values(again, 0) != before
