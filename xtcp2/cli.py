@@ -57,6 +57,7 @@ FLAGS = [
     ("envelopeFlushRows", "envelope_flush_threshold_rows", int, "max records per envelope"),
     ("envelopeFlushBytes", "envelope_flush_threshold_bytes", int, "max envelope size in bytes"),
     ("kafkaCompression", "kafka_compression", str, "kafka compression codec"),
+    ("produceTimeout", "kafka_produce_timeout", parse_duration, "produce / POST timeout per request (kafka, http), 0 = the destination's default"),
     ("capturePath", "capture_path", str, "write raw netlink replies as pcap files into this directory"),
     ("writeFiles", "write_files", int, "how many pcap files -capturePath writes"),
     ("hostname", "hostname", str, "hostname stamped on records"),

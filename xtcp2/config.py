@@ -59,6 +59,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "bpf_coalesce_window": (0.0, 10.0, False),
     "bpf_close_wait": (0.0, 60.0, False),
     "envelope_flush_threshold_rows": (1, 10_000_000, True),
+    "kafka_produce_timeout": (0.0, 3600.0, False),
     "envelope_flush_threshold_bytes": (1024, 1 << 30, True),
     "write_files": (0, 1000, True),
     "grpc_port": (0, 65535, True),
@@ -118,6 +119,7 @@ class Config:
     capture_path: str = ""
     write_files: int = 10
     kafka_compression: str = ""
+    kafka_produce_timeout: float = 0.0     # -produceTimeout: per-request timeout (kafka, http); 0 = each one's default
     # record metadata
     hostname: str = ""
     location: str = ""

@@ -45,7 +45,6 @@ IGNORED_TUNING = frozenset({
     "s3_flush_jitter_pct", "s3_flush_threshold_jitter_pct", "s3_upload_max_attempts",
     "s3_upload_backoff_cap", "s3_region", "s3_skip_bucket_probe",
     "docker_socket_path", "lldpd_socket_path", "lldpd_version_hint", "uplink_count",
-    "kafka_produce_timeout",
     "nlmsg_seq",   # each sock_diag socket numbers its own requests from 1
 })
 

@@ -15,6 +15,10 @@ if TYPE_CHECKING:  # config imports dest (scheme names): no import back at run t
 MODULES = {
     "null": "null",
     "stdout": "stdout",
+    "stderr": "stdout",
+    "tcp": "tcp",
+    "http": "http",
+    "https": "http",
     "file": "file",
     "kafka": "kafka",
     "nats": "nats",

@@ -1,4 +1,6 @@
-"""stdout: write each payload to standard output (binary-safe)."""
+"""stdout / stderr: write each payload verbatim to standard output or standard error
+(binary-safe; framing is the marshaller's job, as upstream). The daemon logs to stderr
+too, so -dest stderr suits line formats read by a human, stdout is the clean channel."""
 from __future__ import annotations
 
 import sys
@@ -11,16 +13,27 @@ from .base import Destination, register
 class StdoutDestination(Destination):
     def __init__(self, address, config) -> None:
         super().__init__(address, config)
-        self._out = sys.stdout.buffer
+        self._out = self._stream()
+
+    @staticmethod
+    def _stream():
+        return sys.stdout.buffer
 
     def send(self, payload: bytes, records: int) -> None:
         try:
             self._out.write(payload)
         except (BrokenPipeError, OSError) as e:
-            raise DestinationError(f"stdout: {e.strerror or e}") from None
+            raise DestinationError(f"{self.scheme}: {e.strerror or e}") from None
 
     def flush(self, timeout: float = 5.0) -> None:
         try:
             self._out.flush()
         except (BrokenPipeError, OSError):
             pass
+
+
+@register("stderr")
+class StderrDestination(StdoutDestination):
+    @staticmethod
+    def _stream():
+        return sys.stderr.buffer
