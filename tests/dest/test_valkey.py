@@ -22,7 +22,7 @@ def client(srv):
 
 
 def test_xadd_roundtrip_5000(valkey_server):
-    d = open_destination(f"valkey:127.0.0.1:{valkey_server.port}?key=xtcp", config())
+    d = open_destination(f"valkey:127.0.0.1:{valkey_server.port}?mode=xadd&key=xtcp", config())
     for p, n in make_payloads(5000, 50):
         d.send(p, n)
     d.close()
@@ -66,9 +66,31 @@ def test_lpush_and_publish(valkey_server):
     assert [r.record_counter for v in got for r in decode(v)] == list(range(1000))
 
 
+def test_default_is_upstreams_publish_on_topic(valkey_server):
+    """No mode: PUBLISH on the channel named by -topic, as upstream; nothing is stored."""
+    c = client(valkey_server)
+    ps = c.pubsub()
+    ps.subscribe("xtcp-upstream")
+    assert ps.get_message(timeout=5)["type"] == "subscribe"
+    d = open_destination(f"valkey:127.0.0.1:{valkey_server.port}", config(topic="xtcp-upstream"))
+    assert d.mode == "publish"
+    for p, n in make_payloads(500, 50):
+        d.send(p, n)
+    d.close()
+    assert d.sent_records == 500
+    got = []
+    while len(got) < 10:
+        m = ps.get_message(timeout=5)
+        assert m is not None, f"only {len(got)} of 10 messages arrived"
+        if m["type"] == "message":
+            got.append(m["data"])
+    assert [r.record_counter for v in got for r in decode(v)] == list(range(500))
+    assert c.keys("*") == []  # publish keeps nothing on the server
+
+
 @pytest.mark.slow
 def test_server_killed_mid_stream(valkey_server):
-    d = open_destination(f"valkey:127.0.0.1:{valkey_server.port}?queue=100&backoffMax=0.2", config())
+    d = open_destination(f"valkey:127.0.0.1:{valkey_server.port}?mode=xadd&queue=100&backoffMax=0.2", config())
     counts = outage_run(d, valkey_server)
     assert counts["dropped"] > 0  # 150 payloads during the outage, room for 100
     rows = [r for _, f in client(valkey_server).xrange("xtcp") for r in decode(f[b"d"])]
@@ -77,7 +99,7 @@ def test_server_killed_mid_stream(valkey_server):
 
 def test_wrong_key_type_is_reported(valkey_server, caplog):
     client(valkey_server).set("xtcp", "not a stream")
-    d = open_destination(f"valkey:127.0.0.1:{valkey_server.port}?backoffMax=0.1&flushTimeout=0.5", config())
+    d = open_destination(f"valkey:127.0.0.1:{valkey_server.port}?mode=xadd&backoffMax=0.1&flushTimeout=0.5", config())
     (p, n), = make_payloads(10, 10)
     d.send(p, n)
     assert wait_for(lambda: d.errors > 0, 5)

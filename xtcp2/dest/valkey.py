@@ -1,10 +1,15 @@
-"""valkey:HOST:PORT[?mode=xadd&key=xtcp&maxlen=100000&db=0]
+"""valkey:HOST:PORT[?mode=publish&key=xtcp&maxlen=100000&db=0]
 
-Valkey / Redis through redis-py. One payload = one stream entry (XADD key * d <payload>
-n <records>), one list element (LPUSH key payload) or one message (PUBLISH key payload).
-Queued payloads go out in pipelines of up to 100 commands.
+Valkey / Redis through redis-py. One payload = one message (PUBLISH key payload, the
+default, as upstream: a pub/sub channel named after -topic), one stream entry (XADD key *
+d <payload> n <records>) or one list element (LPUSH key payload). Queued payloads go out
+in pipelines of up to 100 commands.
 
-Options: mode xadd|lpush|publish (default xadd), key (stream/list/channel, default
+PUBLISH is fire-and-forget on the server side: a message published while nobody is
+subscribed is accepted (counted sent) and gone. Use mode=xadd (a stream: consumers can
+read what they missed, trimmed by maxlen) or mode=lpush (a list) to keep the data.
+
+Options: mode publish|xadd|lpush (default publish), key (channel/stream/list, default
 -topic), maxlen (XADD: trim the stream to about this many entries; 0 = never, the
 default), db (default 0), plus the common queue options. A password is read from the
 environment variable XTCP2_VALKEY_PASSWORD (never from the command line), a user name
@@ -28,7 +33,7 @@ try:
 except ImportError as e:
     raise ImportError("redis (pip install 'xtcp2[valkey]')") from e
 
-MODES = ("xadd", "lpush", "publish")
+MODES = ("publish", "xadd", "lpush")
 
 
 @register("valkey")
@@ -41,7 +46,7 @@ class ValkeyDestination(QueuedDestination):
         opts = parse_options("valkey", query, {"mode", "key", "maxlen", "db"})
         super().__init__(address, config, opts)
         self.host, self.port = split_host_port("valkey", hostport, 6379)
-        self.mode = opts.get("mode", "xadd")
+        self.mode = opts.get("mode", "publish")
         if self.mode not in MODES:
             raise DestinationError(f"valkey: mode {self.mode!r} unknown; valid: {', '.join(MODES)}")
         self.key = opts.get("key", config.topic) or "xtcp"
