@@ -60,6 +60,12 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "bpf_close_wait": (0.0, 60.0, False),
     "envelope_flush_threshold_rows": (1, 10_000_000, True),
     "kafka_produce_timeout": (0.0, 3600.0, False),
+    "s3_parquet_flush_threshold_bytes": (0, 4 << 30, True),
+    "s3_flush_interval": (0.0, 7 * DAY, False),
+    "s3_flush_jitter_pct": (0, 100, True),
+    "s3_flush_threshold_jitter_pct": (0, 100, True),
+    "s3_upload_max_attempts": (0, 1000, True),
+    "s3_upload_backoff_cap": (0.0, 7 * DAY, False),
     "envelope_flush_threshold_bytes": (1024, 1 << 30, True),
     "write_files": (0, 1000, True),
     "grpc_port": (0, 65535, True),
@@ -69,7 +75,9 @@ TEXT_FIELDS = {"hostname": MAX_TEXT, "location": MAX_TEXT, "label": MAX_TEXT, "t
                "dest": MAX_DEST, "topic": MAX_TEXT, "kafka_compression": 32, "capture_path": 4096,
                "prom_listen": MAX_TEXT, "prom_path": MAX_TEXT, "grpc_listen": MAX_TEXT, "mode": 16,
                "marshal_to": 32, "grpc_allow_uid": MAX_TEXT, "grpc_allow_gid": MAX_TEXT,
-               "grpc_token_file": 4096, "file_dest_dir": 4096}
+               "grpc_token_file": 4096, "file_dest_dir": 4096,
+               "kafka_schema_url": MAX_DEST, "xtcp_proto_file": 4096, "s3_endpoint": MAX_DEST,
+               "s3_bucket": 63, "s3_prefix": 1024, "s3_region": 64}
 
 
 def parse_deserializers(spec: str) -> tuple[str, ...]:
@@ -120,6 +128,20 @@ class Config:
     write_files: int = 10
     kafka_compression: str = ""
     kafka_produce_timeout: float = 0.0     # -produceTimeout: per-request timeout (kafka, http); 0 = each one's default
+    kafka_schema_url: str = ""             # -kafkaSchemaUrl: register xtcp_proto_file there at start ("" = don't)
+    xtcp_proto_file: str = ""              # -xtcpProtoFile: the .proto to register ("" = the packaged one)
+    # s3parquet (upstream's names; 0 / "" = upstream's default or its S3_* environment variable)
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_region: str = ""
+    s3_skip_bucket_probe: bool = False
+    s3_parquet_flush_threshold_bytes: int = 0   # 0 = 63 MiB
+    s3_flush_interval: float = 0.0              # 0 = max(poll_frequency, 30 min)
+    s3_flush_jitter_pct: int = 0
+    s3_flush_threshold_jitter_pct: int = 0
+    s3_upload_max_attempts: int = 0             # 0 = 10
+    s3_upload_backoff_cap: float = 0.0          # 0 = clamp(poll_frequency / 10, 1 s, 1 h)
     # record metadata
     hostname: str = ""
     location: str = ""

@@ -60,6 +60,8 @@ class Emitter:
             old = self.dest
             if destination is None and (old is None or config.dest != self.config.dest):
                 destination = open_destination(config.dest, config)
+            elif destination is None and old is not None and hasattr(old, "reconfigure"):
+                old.reconfigure(config)  # same address, new knobs (SetS3Upload)
             if destination is not None:
                 self.dest = destination
                 self.dest_name = config.dest.split(":", 1)[0]

@@ -42,8 +42,6 @@ IGNORED_TUNING = frozenset({
     "netlinkers_done_chan_size", "packet_size_mply",
     "io_uring_recv_batch_size", "io_uring_cqe_batch_size",
     "pyroscope_sample_hz", "pyroscope_upload_interval_sec", "pyroscope_app_name",
-    "s3_flush_jitter_pct", "s3_flush_threshold_jitter_pct", "s3_upload_max_attempts",
-    "s3_upload_backoff_cap", "s3_region", "s3_skip_bucket_probe",
     "docker_socket_path", "lldpd_socket_path", "lldpd_version_hint", "uplink_count",
     "nlmsg_seq",   # each sock_diag socket numbers its own requests from 1
 })

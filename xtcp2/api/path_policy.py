@@ -28,7 +28,7 @@ def dest_local_path(dest: str) -> str | None:
     where = address.partition("?")[0]
     if scheme in ("file", "unix", "unixgram"):
         return where
-    if scheme == "s3parquet" and not where.startswith("s3://"):
+    if scheme == "s3parquet" and where and not where.startswith(("s3://", "http://", "https://")):
         return where
     return None
 
