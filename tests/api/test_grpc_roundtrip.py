@@ -168,6 +168,30 @@ def test_set_s3_upload_needs_s3_destination(start_daemon, run_upstream):
     assert res[1]["code"] == "FAILED_PRECONDITION" and "s3parquet" in res[1]["details"]
 
 
+def test_set_s3_upload_retimes_the_running_s3parquet(start_daemon, run_upstream, tmp_path):
+    """SetS3Upload changes the running destination's knobs (same object, not reopened):
+    with the default 30-minute interval nothing would be written during this test."""
+    pytest.importorskip("pyarrow")
+    rd = start_daemon(dest=f"s3parquet:{tmp_path}", poll_frequency=600.0, poll_timeout=0.5)
+    dest = rd.daemon.emitter.dest
+    assert dest.batch_max_seconds == 1800.0
+    res = unary(run_upstream, rd, "SetS3Upload", {"s3_flush_interval": "0.500s",
+                                                  "s3_parquet_flush_threshold_bytes": 2000000})
+    assert res["ok"], res
+    assert res["response"]["config"]["s3_flush_interval"] == "0.500s"
+    assert res["response"]["config"]["s3_parquet_flush_threshold_bytes"] == 2000000
+    assert rd.daemon.emitter.dest is dest
+    assert (dest.batch_max_seconds, dest.batch_max_bytes) == (0.5, 2000000)
+    first = rd.wait_loops(1)
+    assert unary(run_upstream, rd, "TriggerPoll", {})["ok"]
+    rd.wait_loops(first + 1, timeout=5)
+    deadline = time.monotonic() + 10
+    while not list(tmp_path.rglob("*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    files = list(tmp_path.rglob("*.parquet"))
+    assert files and "/host=" in str(files[0]) and "/hour=" in str(files[0])
+
+
 def test_flat_records_stream_carries_polled_sockets(start_daemon, run_upstream, socket_netns):
     rd = start_daemon(poll_frequency=0.5, poll_timeout=0.4)
     res = run_upstream(rd.target, [["stream", {"count": 2 * socket_netns["sockets"], "timeout": 20}]])[0]
