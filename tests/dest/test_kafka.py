@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.servers]
 
 def consume_all(bootstrap: str, topic: str, expect_msgs: int, timeout: float = 20.0):
     """Read partition 0 from the start until expect_msgs messages or timeout."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "t", "enable.auto.commit": False,
-                  "auto.offset.reset": "earliest"})
+    extra = bootstrap if isinstance(bootstrap, dict) else {"bootstrap.servers": bootstrap}  # dict: TLS settings
+    c = Consumer({**extra, "group.id": "t", "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     c.assign([TopicPartition(topic, 0, 0)])
     msgs, deadline = [], time.monotonic() + timeout
     try:

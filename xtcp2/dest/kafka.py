@@ -5,11 +5,29 @@ ClickHouse's Kafka engine reads with kafka_format='ProtobufList'). confluent-kaf
 (librdkafka) producer with acks=all and the idempotent producer on; delivery reports
 decide what counts as sent, and a message librdkafka gives up on is counted dropped.
 
-Options: topic (default -topic), compression none|gzip|snappy|lz4|zstd (default
--kafkaCompression or none), key none|hostname (message key; hostname keeps a host's
-records in one partition), lingerMs (default 5), deliveryTimeoutMs (how long librdkafka
-keeps retrying one message, default 300000), stallTimeoutMs (see below, default
-30000), plus the common queue options.
+Options: topic (default -topic), compression auto|none|gzip|snappy|lz4|zstd (default
+-kafkaCompression, whose '' means auto), key none|hostname (message key; hostname keeps
+a host's records in one partition), lingerMs (default 5), deliveryTimeoutMs (how long
+librdkafka keeps retrying one message; default -produceTimeout, else 300000),
+stallTimeoutMs (see below, default 30000), plus the common queue options.
+
+Compression "auto" is upstream's preference list zstd, lz4, snappy, none: the first
+codec the broker takes. A broker that refuses a codec (UNSUPPORTED_COMPRESSION_TYPE, or
+a protocol too old for it) makes the producer step down to the next one; the refused
+messages are taken back and sent again with it.
+
+Security (upstream has none; these follow librdkafka's names):
+    tls=1            TLS to the brokers (implied by caFile/certFile)
+    caFile=PATH      CA bundle to verify the brokers (default: the system store)
+    certFile=PATH, keyFile=PATH   client certificate (mutual TLS); a key password comes
+                     from XTCP2_KAFKA_SSL_KEY_PASSWORD or ..._FILE
+    sasl=plain|scram-sha-256|scram-sha-512   SASL login (over TLS when tls=1), user and
+                     password from XTCP2_KAFKA_USER and XTCP2_KAFKA_PASSWORD (or
+                     XTCP2_KAFKA_PASSWORD_FILE), never from the command line
+
+With -kafkaSchemaUrl, the record .proto (-xtcpProtoFile, default the packaged one) is
+registered under "<topic>-value" when the destination first connects, as upstream does;
+a failure is logged, not fatal (ClickHouse reads with its own copy of the .proto).
 
 A broker that comes back without its state (disk lost, in-memory broker restarted)
 no longer knows the idempotent producer's id, and librdkafka then waits forever. When
@@ -21,6 +39,7 @@ flight.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 
@@ -33,7 +52,9 @@ try:
 except ImportError as e:  # surfaced by open_destination as "needs a library"
     raise ImportError("confluent-kafka (pip install 'xtcp2[kafka]')") from e
 
-COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+COMPRESSIONS = ("auto", "none", "gzip", "snappy", "lz4", "zstd")
+AUTO_PREFERENCE = ("zstd", "lz4", "snappy", "none")   # upstream's resolveKafkaCompression
+SASL_MECHANISMS = {"plain": "PLAIN", "scram-sha-256": "SCRAM-SHA-256", "scram-sha-512": "SCRAM-SHA-512"}
 TOPIC_RE = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
 
@@ -58,7 +79,7 @@ class KafkaDestination(QueuedDestination):
     def __init__(self, address: str, config) -> None:
         servers, _, query = address.partition("?")
         opts = parse_options("kafka", query, {"topic", "compression", "key", "lingerMs", "deliveryTimeoutMs",
-                                              "stallTimeoutMs"})
+                                              "stallTimeoutMs", "tls", "caFile", "certFile", "keyFile", "sasl"})
         super().__init__(address, config, opts)
         if not servers:
             raise DestinationError("kafka: needs host:port, e.g. kafka:127.0.0.1:9092")
@@ -67,15 +88,24 @@ class KafkaDestination(QueuedDestination):
         self.topic = opts.get("topic", config.topic) or "xtcp"
         if not TOPIC_RE.match(self.topic):
             raise DestinationError(f"kafka: topic {self.topic!r} is not valid (1-249 of [a-zA-Z0-9._-])")
-        self.compression = opts.get("compression", config.kafka_compression or "none") or "none"
-        if self.compression not in COMPRESSIONS:
-            raise DestinationError(f"kafka: compression {self.compression!r} unknown; valid: {', '.join(COMPRESSIONS)}")
+        compression = opts.get("compression", config.kafka_compression or "auto") or "auto"
+        if compression not in COMPRESSIONS:
+            raise DestinationError(f"kafka: compression {compression!r} unknown; valid: {', '.join(COMPRESSIONS)}")
+        self.auto_compression = compression == "auto"
+        self._codecs = list(AUTO_PREFERENCE) if self.auto_compression else [compression]
+        self.compression = self._codecs[0]
+        self._downgrade = False
+        self.security = self._security(opts)
         key = opts.get("key", "none")
         if key not in ("none", "hostname"):
             raise DestinationError(f"kafka: key {key!r} unknown; valid: none, hostname")
         self.key = config.hostname.encode() if key == "hostname" else None
         self.linger_ms = num_option("kafka", opts, "lingerMs", 5, 0)
-        self.delivery_timeout_ms = num_option("kafka", opts, "deliveryTimeoutMs", 300000, 1000)
+        produce_ms = int(config.kafka_produce_timeout * 1000)
+        self.delivery_timeout_ms = num_option("kafka", opts, "deliveryTimeoutMs",
+                                              max(produce_ms, 1000) if produce_ms else 300000, 1000)
+        self.schema_url = config.kafka_schema_url
+        self.schema_id: int | None = None
         self.stall_timeout = num_option("kafka", opts, "stallTimeoutMs", 30000, 100) / 1000
         self._producer: Producer | None = None
         self._requeue_purged = False
@@ -86,8 +116,38 @@ class KafkaDestination(QueuedDestination):
         self._broker_down = False
         self.start()
 
+    @staticmethod
+    def _security(opts: dict[str, str]) -> dict[str, str]:
+        """librdkafka settings for TLS / SASL; secrets from the environment or files."""
+        from .http import read_secret
+        tls = opts.get("tls", "0") not in ("0", "false", "") or any(k in opts for k in ("caFile", "certFile", "keyFile"))
+        out: dict[str, str] = {}
+        for opt, key in (("caFile", "ssl.ca.location"), ("certFile", "ssl.certificate.location"),
+                         ("keyFile", "ssl.key.location")):
+            if opt in opts:
+                if not os.path.isfile(opts[opt]) or not os.access(opts[opt], os.R_OK):
+                    raise DestinationError(f"kafka: {opt} {opts[opt]} is not a readable file")
+                out[key] = opts[opt]
+        if ("certFile" in opts) != ("keyFile" in opts):
+            raise DestinationError("kafka: certFile and keyFile go together")
+        key_password = read_secret("XTCP2_KAFKA_SSL_KEY_PASSWORD")
+        if key_password:
+            out["ssl.key.password"] = key_password
+        sasl = opts.get("sasl", "")
+        if sasl:
+            if sasl not in SASL_MECHANISMS:
+                raise DestinationError(f"kafka: sasl {sasl!r} unknown; valid: {', '.join(SASL_MECHANISMS)}")
+            user, password = os.environ.get("XTCP2_KAFKA_USER", ""), read_secret("XTCP2_KAFKA_PASSWORD")
+            if not user or not password:
+                raise DestinationError("kafka: sasl needs XTCP2_KAFKA_USER and XTCP2_KAFKA_PASSWORD "
+                                       "(or XTCP2_KAFKA_PASSWORD_FILE) in the environment")
+            out.update({"sasl.mechanism": SASL_MECHANISMS[sasl], "sasl.username": user, "sasl.password": password})
+        out["security.protocol"] = ("SASL_SSL" if tls else "SASL_PLAINTEXT") if sasl else ("SSL" if tls else "PLAINTEXT")
+        return out
+
     def _make_producer(self) -> Producer:
         return Producer({
+            **self.security,
             "bootstrap.servers": self.bootstrap,
             "enable.idempotence": True,
             "acks": "all",
@@ -117,7 +177,18 @@ class KafkaDestination(QueuedDestination):
                 self._broker_down = True
                 log.warning("kafka %s: %s; queueing until it is back", self.where, self._last_error)
 
+    def _register_schema(self) -> None:
+        from .schema_registry import register_record_schema
+        try:
+            self.schema_id = register_record_schema(self.schema_url, self.topic, self.config.xtcp_proto_file)
+            log.info("kafka: schema registered as %s-value at %s: id %d", self.topic, self.schema_url, self.schema_id)
+        except DestinationError as e:
+            log.warning("kafka: schema registration (non-fatal): %s", e)
+
     def _connect(self) -> None:
+        if self.schema_url and self.schema_id is None:
+            self._register_schema()
+            self.schema_id = self.schema_id if self.schema_id is not None else -1  # tried once per destination
         if self._producer is None or self._fatal:
             if self._producer is not None:
                 self._abandon_producer(requeue=True)
@@ -194,14 +265,28 @@ class KafkaDestination(QueuedDestination):
                 self._ack(item)
             elif self._requeue_purged and err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
                 self._requeue(item)
+            elif self.auto_compression and self._refuses_codec(err) and len(self._codecs) > 1:
+                self._downgrade = True   # the next codec in upstream's preference list
+                self._requeue(item)
             else:
                 self._nack(item, f"kafka: delivery failed: {err.str()}")
         return on_delivery
 
+    @staticmethod
+    def _refuses_codec(err) -> bool:
+        return err.code() in (KafkaError.UNSUPPORTED_COMPRESSION_TYPE, KafkaError._UNSUPPORTED_FEATURE)
+
     def _poll_acks(self, timeout: float) -> None:
         if self._producer is not None:
             self._producer.poll(timeout)
-            if self._fatal:
+            if self._downgrade:
+                self._downgrade = False
+                refused = self._codecs.pop(0)
+                self.compression = self._codecs[0]
+                log.warning("kafka %s: broker refuses %s compression; using %s", self.where, refused,
+                            self.compression)
+                self._abandon_producer(requeue=True)
+            elif self._fatal:
                 self._last_error = self._fatal
                 log.warning("kafka %s: producer fatal error (%s); starting a new producer", self.where, self._fatal)
                 self._abandon_producer(requeue=True)
