@@ -39,6 +39,7 @@ class ClickHouseHTTPDouble:
         self.lock = threading.Lock()
         self.tmp = tempfile.mkdtemp(prefix="outputs-chhttp-")
         self.inserts = 0
+        self.columns: dict[str, list[str]] = {}
         self.fail_next = 0
         self.server: ThreadingHTTPServer | None = None
 
@@ -94,7 +95,18 @@ class ClickHouseHTTPDouble:
                 t = TABLE_RE.match(stmt)
                 if not t:
                     return 400, "Code: 62. DB::Exception: cannot parse the INSERT. (SYNTAX_ERROR)\n"
-                stmt, settings = f"{t.group(1)} SELECT * FROM {file_fn('')}", t.group(2) or ""
+                # the server reads the body with the target table's structure
+                table = re.sub(r"^INSERT\s+INTO\s+", "", t.group(1), flags=re.I).strip().strip("`")
+                db, _, name = table.rpartition(".")
+                if table not in self.columns:   # the engine's catalogue, read once per table
+                    self.columns[table] = self.sess.query(
+                        f"SELECT name, type FROM system.columns WHERE database = '{db or 'default'}' "
+                        f"AND table = '{name}' AND default_kind = '' ORDER BY position",
+                        "TSVRaw").bytes().decode().strip().splitlines()
+                cols = self.columns[table]
+                structure = "'" + ", ".join(c.replace("\t", " ") for c in cols).replace("\\", "\\\\").replace("'", "\\'") + "'"
+                names = ", ".join(c.split("\t")[0] for c in cols)
+                stmt, settings = f"{t.group(1)} ({names}) SELECT * FROM {file_fn(structure)}", t.group(2) or ""
                 fs = re.search(r"format_schema\s*=\s*'([^']*)'", settings)
                 if fs:
                     schema = fs.group(1)

@@ -190,3 +190,55 @@ def test_kafka_to_clickhouse_rejects_bad_arguments(args, msg, capsys):
 def test_print_ddl_uses_given_broker(capsys):
     assert k2ch.main(["--print-ddl", "--brokers", "redpanda-0:9092"]) == 0
     assert "kafka_broker_list = 'redpanda-0:9092'" in capsys.readouterr().out
+
+
+def _write_version0(directory: Path, n: int, start: int) -> None:
+    """Envelopes of legacy rows (schema_version 0, as upstream's pre-versioning daemon)."""
+    from xtcp2.marshal import get_marshaller
+    from xtcp2.records.envelope import EncodedEnvelope
+    recs = [make_record(i) for i in range(start, start + n)]
+    for r in recs:
+        r.schema_version = 0
+    (directory / "v0.bin").write_bytes(get_marshaller("protobufList")(EncodedEnvelope.from_records(recs)))
+
+
+def test_versioned_tables_merge_facade_and_typed_columns(tmp_path):
+    """Upstream's layout on the real engine: rows routed to _v0/_v1 by schema_version
+    through the per-version MVs (from the Kafka table and from the ingest table), read
+    back through the Merge table; IPv6 and Enum columns filled; ORDER BY / TTL as upstream."""
+    files = tmp_path / "env"
+    files.mkdir()
+    write_envelope_files(files, 1000, 100)       # schema_version 1
+    _write_version0(files, 300, 1000)             # schema_version 0
+    s = chs.Session(str(tmp_path / "db"))
+    try:
+        for stmt in pipeline_statements():
+            s.query(stmt)
+        src = (f"file('{files}/*.bin', 'ProtobufList', {k2ch.sql_string(k2ch.input_structure())}) "
+               f"SETTINGS format_schema = '{k2ch.proto_path()}:XtcpFlatRecord'")
+        s.query(f"INSERT INTO xtcp.xtcp_flat_records_kafka SELECT * FROM {src}")
+        count = lambda t: int(s.query(f"SELECT count() FROM xtcp.{t}", "CSV").bytes())  # noqa: E731
+        assert (count("xtcp_flat_records_v0"), count("xtcp_flat_records_v1"), count("xtcp_flat_records")) == \
+            (300, 1000, 1300)
+        assert s.query("SELECT DISTINCT schema_version FROM xtcp.xtcp_flat_records_v0", "CSV").bytes().strip() == b"0"
+        s.query(k2ch.ingest_insert("xtcp", src))                  # the HTTP / tool path: same routing
+        assert (count("xtcp_flat_records_v0"), count("xtcp_flat_records_v1")) == (600, 2000)
+        typed = rows_of(s.query(
+            "SELECT record_counter, toString(inet_diag_msg_socket_source_ip), "
+            "toString(inet_diag_msg_socket_destination_ip), toString(inet_diag_msg_state_name) "
+            "FROM xtcp.xtcp_flat_records WHERE record_counter IN (1, 2) ORDER BY record_counter LIMIT 2 BY record_counter",
+            "JSONCompactEachRow"))
+        assert typed[0][1:] == ["::ffff:127.0.0.1", "::ffff:10.1.0.1", "ESTABLISHED"]   # AF_INET row
+        assert typed[2][1:3] == ["::1", "::ffff:10.2.0.1"]                            # AF_INET6 source
+        meta = rows_of(s.query("SELECT name, engine, sorting_key, engine_full FROM system.tables "
+                               "WHERE database = 'xtcp' ORDER BY name", "JSONCompactEachRow"))
+        by = {m[0]: m for m in meta}
+        assert by["xtcp_flat_records"][1] == "Merge"
+        for v in k2ch.SCHEMA_VERSIONS:
+            t = by[f"xtcp_flat_records_v{v}"]
+            assert t[2] == "timestamp_ns, hostname, record_counter, netlinker_id, socket_fd"
+            assert "TTL toDateTime(timestamp_ns) + toIntervalMonth(1)" in t[3]
+            assert f"xtcp_flat_records_v{v}_mv" in by and f"xtcp_flat_records_ingest_v{v}_mv" in by
+        assert "TTL observed_at + toIntervalDay(1)" in by["xtcp_flat_records_errors"][3]
+    finally:
+        s.close()

@@ -70,7 +70,7 @@ def test_dashboard_clickhouse_queries_on_chdb(tmp_path):
                 s.query(stmt)
         src = (f"file('{files}/*.bin', 'ProtobufList', {k2ch.sql_string(k2ch.input_structure())}) "
                f"SETTINGS format_schema = '{k2ch.proto_path()}:XtcpFlatRecord'")
-        s.query(k2ch.insert_select("xtcp", src))
+        s.query(k2ch.insert_select("xtcp", src))   # into _v1; the dashboards read the Merge table
         dash = dashboard()
         var = next(v for v in dash["templating"]["list"] if v["name"] == "hostname")
         hosts = s.query(var["query"], "CSV").bytes().decode().split()

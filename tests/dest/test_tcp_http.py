@@ -193,9 +193,14 @@ def ch_engine(tmp_path_factory):
     sink.close()
 
 
+def truncate(sess) -> None:
+    for v in k2ch.SCHEMA_VERSIONS:   # xtcp_flat_records is a Merge table: empty what it spans
+        sess.query(f"TRUNCATE TABLE xtcp.xtcp_flat_records_v{v}")
+
+
 @pytest.fixture
 def clickhouse(ch_engine):
-    ch_engine.query("TRUNCATE TABLE xtcp.xtcp_flat_records")
+    truncate(ch_engine)
     server = ClickHouseHTTPDouble(ch_engine, str(Path(k2ch.proto_path()).parent), free_port()).start()
     yield server
     server.kill()
@@ -215,7 +220,7 @@ def stored_records(sess) -> list:
 
 def test_http_insert_into_clickhouse_protobuflist(clickhouse):
     url = chi.dest_url(f"http://127.0.0.1:{clickhouse.port}")
-    d = open_destination(url, config())
+    d = open_destination(url + "&flushTimeout=120", config())   # each insert runs the engine's MVs
     for p, n in make_payloads(3000, 100):
         d.send(p, n)
     d.close()
@@ -237,7 +242,7 @@ def test_http_plain_insert_format_with_settings(clickhouse, tmp_path):
     q = ("INSERT INTO xtcp.plain SETTINGS format_schema='xtcp_flat_record.proto:XtcpFlatRecord', "
          "input_format_skip_unknown_fields=1 FORMAT ProtobufList")
     from urllib.parse import quote
-    d = open_destination(f"http://127.0.0.1:{clickhouse.port}/?query={quote(q)}", config())
+    d = open_destination(f"http://127.0.0.1:{clickhouse.port}/?query={quote(q)}&flushTimeout=120", config())
     for p, n in make_payloads(200, 50):
         d.send(p, n)
     d.close()
@@ -247,9 +252,9 @@ def test_http_plain_insert_format_with_settings(clickhouse, tmp_path):
 
 
 def test_http_server_killed_mid_stream(clickhouse):
-    url = chi.dest_url(f"http://127.0.0.1:{clickhouse.port}") + "&queue=100&backoffMax=0.2"
+    url = chi.dest_url(f"http://127.0.0.1:{clickhouse.port}") + "&queue=20&backoffMax=0.2&flushTimeout=120"
     d = open_destination(url, config())
-    counts = outage_run(d, clickhouse)
+    counts = outage_run(d, clickhouse, per=100)   # 30 payloads during the outage, room for 20
     assert counts["dropped"] > 0
     rows = stored(clickhouse.sess)
     assert len(set(rows)) == counts["sent"]
@@ -258,7 +263,7 @@ def test_http_server_killed_mid_stream(clickhouse):
 
 def test_http_5xx_retried_then_delivered(clickhouse):
     clickhouse.fail_next = 3
-    d = open_destination(chi.dest_url(f"http://127.0.0.1:{clickhouse.port}") + "&backoffMax=0.1", config())
+    d = open_destination(chi.dest_url(f"http://127.0.0.1:{clickhouse.port}") + "&backoffMax=0.1&flushTimeout=120", config())
     for p, n in make_payloads(500, 100):
         d.send(p, n)
     d.close()
@@ -269,7 +274,7 @@ def test_http_5xx_retried_then_delivered(clickhouse):
 
 def test_http_5xx_beyond_retries_dropped_and_counted(clickhouse):
     clickhouse.fail_next = 3
-    d = open_destination(chi.dest_url(f"http://127.0.0.1:{clickhouse.port}") + "&retries=2&backoffMax=0.1", config())
+    d = open_destination(chi.dest_url(f"http://127.0.0.1:{clickhouse.port}") + "&retries=2&backoffMax=0.1&flushTimeout=120", config())
     for p, n in make_payloads(500, 100):
         d.send(p, n)
     d.close()
@@ -279,7 +284,7 @@ def test_http_5xx_beyond_retries_dropped_and_counted(clickhouse):
 
 
 def test_http_rejected_payload_dropped_others_delivered(clickhouse):
-    d = open_destination(chi.dest_url(f"http://127.0.0.1:{clickhouse.port}"), config())
+    d = open_destination(chi.dest_url(f"http://127.0.0.1:{clickhouse.port}") + "&flushTimeout=120", config())
     good = make_payloads(200, 100)
     d.send(good[0][0], good[0][1])
     d.send(b"\x05garbage-not-an-envelope", 7)
@@ -291,7 +296,7 @@ def test_http_rejected_payload_dropped_others_delivered(clickhouse):
 
 
 def test_http_basic_auth_from_env_file(ch_engine, tmp_path, monkeypatch):
-    ch_engine.query("TRUNCATE TABLE xtcp.xtcp_flat_records")
+    truncate(ch_engine)
     server = ClickHouseHTTPDouble(ch_engine, str(Path(k2ch.proto_path()).parent), free_port(),
                                   user="xtcp", password="s3cret").start()
     try:
@@ -304,7 +309,7 @@ def test_http_basic_auth_from_env_file(ch_engine, tmp_path, monkeypatch):
         secret.write_text("s3cret\n")
         monkeypatch.setenv("XTCP2_HTTP_USER", "xtcp")
         monkeypatch.setenv("XTCP2_HTTP_PASSWORD_FILE", str(secret))
-        d = open_destination(url, config())
+        d = open_destination(url + "&flushTimeout=120", config())
         d.send(*make_payloads(10, 10)[0])
         d.close()
         assert d.sent_records == 10

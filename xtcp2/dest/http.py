@@ -6,7 +6,8 @@ for jsonl, text/csv ...), any non-2xx status is an error, and a keep-alive conne
 reused. One payload per request also suits ClickHouse's HTTP interface, whose
 ProtobufList input takes one varint(len)+Envelope per INSERT:
 
-    -dest 'http://127.0.0.1:8123/?query=INSERT%20INTO%20xtcp.xtcp_flat_records%20SETTINGS%20format_schema%3D%27xtcp_flat_record.proto%3AEnvelope%27%20FORMAT%20ProtobufList'
+    -dest 'http://127.0.0.1:8123/?query=INSERT%20INTO%20xtcp.xtcp_flat_records_ingest%20FORMAT%20ProtobufList&format_schema=xtcp_flat_record.proto%3AXtcpFlatRecord'
+(xtcp2_clickhouse_http_insert --url http://127.0.0.1:8123 --dest prints it)
 
 Our own options ride in the same query string and are removed before the request:
     timeout=S     per-request timeout (default -produceTimeout, or 10 s when that is 0)

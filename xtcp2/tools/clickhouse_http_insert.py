@@ -3,12 +3,12 @@ of upstream's clickhouse_http_insert_protobuflist).
 
     xtcp2_clickhouse_http_insert --url http://127.0.0.1:8123 --dest
         print the -dest value that makes xtcp2 insert every payload straight into
-        xtcp.xtcp_flat_records (one POST per Envelope, FORMAT ProtobufList)
+        xtcp.xtcp_flat_records_ingest (one POST per Envelope, FORMAT ProtobufList)
     xtcp2_clickhouse_http_insert --url http://127.0.0.1:8123 FILE...
         insert protobufList files (e.g. written by -dest file:DIR?perEnvelope=1)
 
-The statement converts timestamp_ns to the table's DateTime64 through input(), the same
-INSERT ... SELECT the Kafka bridge uses. The server needs xtcp_flat_record.proto in its
+The rows go into xtcp.xtcp_flat_records_ingest (deploy/clickhouse/sql/05), whose MVs
+route them by schema_version exactly as the Kafka MVs do. The server needs xtcp_flat_record.proto in its
 format_schemas directory (deploy/clickhouse/README.md). Credentials come from the
 environment (XTCP2_HTTP_USER, XTCP2_HTTP_PASSWORD or XTCP2_HTTP_PASSWORD_FILE), never
 from the command line.
@@ -19,15 +19,16 @@ import sys
 from urllib.parse import quote, urlencode, urlsplit
 
 from ..argparse_go import parser as go_parser
-from .kafka_to_clickhouse import PROTO_FILE, ROW_MESSAGE, input_structure, insert_select, sql_string
+from .kafka_to_clickhouse import PROTO_FILE, ROW_MESSAGE
 
 
 def insert_query(database: str = "xtcp") -> str:
-    return insert_select(database, f"input({sql_string(input_structure())})") + " FORMAT ProtobufList"
+    # the ingest table's MVs route each row to its schema_version's table, as the Kafka MVs do
+    return f"INSERT INTO {database}.xtcp_flat_records_ingest FORMAT ProtobufList"
 
 
 def dest_url(url: str, database: str = "xtcp") -> str:
-    """The http(s) -dest that inserts each payload into database.xtcp_flat_records."""
+    """The http(s) -dest that inserts each payload through database.xtcp_flat_records_ingest."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected http(s)://host:port, not {url!r}")
