@@ -10,6 +10,8 @@ import time
 import grpc
 import pytest
 
+from .. import need
+
 pytestmark = pytest.mark.root
 
 
@@ -171,7 +173,7 @@ def test_set_s3_upload_needs_s3_destination(start_daemon, run_upstream):
 def test_set_s3_upload_retimes_the_running_s3parquet(start_daemon, run_upstream, tmp_path):
     """SetS3Upload changes the running destination's knobs (same object, not reopened):
     with the default 30-minute interval nothing would be written during this test."""
-    pytest.importorskip("pyarrow")
+    need.module("pyarrow")
     rd = start_daemon(dest=f"s3parquet:{tmp_path}", poll_frequency=600.0, poll_timeout=0.5)
     dest = rd.daemon.emitter.dest
     assert dest.batch_max_seconds == 1800.0

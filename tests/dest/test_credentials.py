@@ -119,13 +119,13 @@ def test_nats_without_the_token_delivers_nothing_and_counts_it(nats_token, monke
 
 def test_valkey_password_and_acl_user_from_env(valkey_auth, monkeypatch):
     monkeypatch.setenv("XTCP2_VALKEY_PASSWORD", PASSWORD)  # the default user's requirepass
-    d = open_destination(f"valkey:127.0.0.1:{valkey_auth.port}?key=a", config())
+    d = open_destination(f"valkey:127.0.0.1:{valkey_auth.port}?mode=xadd&key=a", config())
     for p, n in make_payloads(300, 50):
         d.send(p, n)
     d.close()
     monkeypatch.setenv("XTCP2_VALKEY_USER", USER)  # a named ACL user, its own password
     monkeypatch.setenv("XTCP2_VALKEY_PASSWORD", USER_PASSWORD)
-    d2 = open_destination(f"valkey:127.0.0.1:{valkey_auth.port}?key=b", config())
+    d2 = open_destination(f"valkey:127.0.0.1:{valkey_auth.port}?mode=xadd&key=b", config())
     for p, n in make_payloads(300, 50, start=300):
         d2.send(p, n)
     d2.close()
@@ -140,7 +140,7 @@ def test_valkey_password_and_acl_user_from_env(valkey_auth, monkeypatch):
 
 
 def test_valkey_without_the_password_delivers_nothing_and_counts_it(valkey_auth):
-    d = open_destination(f"valkey:127.0.0.1:{valkey_auth.port}?key=a&flushTimeout=1&backoffMax=0.2", config())
+    d = open_destination(f"valkey:127.0.0.1:{valkey_auth.port}?mode=xadd&key=a&flushTimeout=1&backoffMax=0.2", config())
     for p, n in make_payloads(200, 50):
         d.send(p, n)
     d.close()
@@ -156,7 +156,7 @@ def test_daemon_reads_the_password_from_its_environment(valkey_auth, tmp_path):
         need.missing("root", "run the suite as root")
     env = dict(os.environ, XTCP2_VALKEY_PASSWORD=PASSWORD)
     argv = [sys.executable, "-m", "xtcp2", "--once", "--netns", "self", "-dest",
-            f"valkey:127.0.0.1:{valkey_auth.port}?key=d", "-d", "10"]
+            f"valkey:127.0.0.1:{valkey_auth.port}?mode=xadd&key=d", "-d", "10"]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     assert PASSWORD not in " ".join(argv) and PASSWORD not in r.stderr + r.stdout

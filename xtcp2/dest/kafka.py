@@ -272,9 +272,15 @@ class KafkaDestination(QueuedDestination):
                 self._nack(item, f"kafka: delivery failed: {err.str()}")
         return on_delivery
 
-    @staticmethod
-    def _refuses_codec(err) -> bool:
-        return err.code() in (KafkaError.UNSUPPORTED_COMPRESSION_TYPE, KafkaError._UNSUPPORTED_FEATURE)
+    def _refuses_codec(self, err) -> bool:
+        """The broker refused the codec. librdkafka also fails zstd messages locally with
+        _UNSUPPORTED_FEATURE when it cannot tell what the broker supports (a broker that
+        is down): only a reachable broker's refusal counts, and never while closing."""
+        if self._closed:
+            return False
+        if err.code() == KafkaError.UNSUPPORTED_COMPRESSION_TYPE:
+            return True
+        return err.code() == KafkaError._UNSUPPORTED_FEATURE and not self._broker_down
 
     def _poll_acks(self, timeout: float) -> None:
         if self._producer is not None:
