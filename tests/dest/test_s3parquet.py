@@ -205,3 +205,24 @@ def test_jitter_bounds_and_runtime_reconfigure(tmp_path):
         assert (d.batch_max_seconds, d.batch_max_bytes) == (7.0, 5000)
     finally:
         d.close()
+
+
+def test_grpc_path_policy_and_flags():
+    """s3parquet:ENDPOINT is a network destination for gRPC's path confinement; a local
+    directory still is a path; the S3 keys have no command-line flag."""
+    from xtcp2.api.path_policy import dest_local_path
+    from xtcp2.cli import build_parser, config_from_args
+    assert dest_local_path("s3parquet:http://127.0.0.1:8333") is None
+    assert dest_local_path("s3parquet:https://s3.example.com") is None
+    assert dest_local_path("s3parquet:s3://b/p?endpoint=http://h:1") is None
+    assert dest_local_path("s3parquet:/var/lib/xtcp2/pq") == "/var/lib/xtcp2/pq"
+    assert dest_local_path("s3parquet:relative/dir") == "relative/dir"   # confine() refuses it
+    args = build_parser().parse_args(["-dest", "s3parquet:http://h:1", "-s3Bucket", "b", "-s3FlushInterval", "90s",
+                                      "-s3ParquetFlushBytes", "1000000", "-s3SkipBucketProbe", "true",
+                                      "-s3UploadBackoffCap", "2s", "-produceTimeout", "3s"])
+    cfg = config_from_args(args)
+    assert (cfg.s3_bucket, cfg.s3_flush_interval, cfg.s3_parquet_flush_threshold_bytes, cfg.s3_skip_bucket_probe,
+            cfg.s3_upload_backoff_cap, cfg.kafka_produce_timeout) == ("b", 90.0, 1_000_000, True, 2.0, 3.0)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["-s3SecretKey", "x"])
+    assert "secret" not in str(cfg.as_dict()).lower()
