@@ -5,7 +5,7 @@
  * (ESTABLISHED, LISTEN, CLOSE). The CLOSE event carries the final tcp_sock
  * counters, read with CO-RE, so a connection that lived a millisecond still
  * leaves a final record when the sock_diag destroy broadcast is lost.
- * sched_process_fork / switch_task_namespaces (unshare, setns) -> an event the first time a
+ * sched_process_fork / syscalls:sys_exit_{unshare,setns} -> an event the first time a
  * network namespace is seen, so the daemon reconciles at once.
  *
  * User space (xtcp2/ebpf/loader.py) loads either the tp_btf program (preferred:
@@ -208,22 +208,27 @@ int BPF_PROG(xtcp2_fork, struct task_struct *parent, struct task_struct *child)
 	return report_netns(cn);
 }
 
-/* unshare(CLONE_NEWNET) and setns() both end in switch_task_namespaces(): hooking
- * it is arch-neutral, unlike matching syscall numbers on sys_exit. It runs before
- * the switch, so the namespace is read from the new nsproxy. Also called with NULL
- * on exit. */
-SEC("fentry/switch_task_namespaces")
-int BPF_PROG(xtcp2_ns_switch, struct task_struct *p, struct nsproxy *new)
+/* unshare(CLONE_NEWNET) and setns() returned: the task may be in a new network
+ * namespace. The per-syscall tracepoints have the same names on every architecture,
+ * unlike syscall numbers matched on sys_exit. (fentry on switch_task_namespaces would
+ * need no tracefs, but kernel lockdown refuses it on some hosts, this one included.) */
+static __always_inline int on_ns_syscall_exit(long ret)
 {
-	struct net *nn, *old;
+	if (ret < 0)
+		return 0;
+	return report_netns(BPF_CORE_READ(bpf_get_current_task_btf(), nsproxy, net_ns));
+}
 
-	if (!new)
-		return 0;
-	nn = BPF_CORE_READ(new, net_ns);
-	old = BPF_CORE_READ(p, nsproxy, net_ns);
-	if (nn == old)
-		return 0;
-	return report_netns(nn);
+SEC("tracepoint/syscalls/sys_exit_unshare")
+int xtcp2_unshare(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_ns_syscall_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_setns")
+int xtcp2_setns(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_ns_syscall_exit(ctx->ret);
 }
 
 #define NLMSG_HDRLEN 16

@@ -25,7 +25,8 @@ OBJECT_NAME = "tcp_events.bpf.o"
 PROG_BTF = "xtcp2_state_btf"
 PROG_TP = "xtcp2_state_tp"
 PROG_FORK = "xtcp2_fork"
-PROG_NS_SWITCH = "xtcp2_ns_switch"  # fentry/switch_task_namespaces: unshare, setns
+PROG_UNSHARE = "xtcp2_unshare"  # syscalls:sys_exit_unshare (arch-neutral, needs tracefs)
+PROG_SETNS = "xtcp2_setns"
 PROG_DESTROY_FILTER = "xtcp2_destroy_filter"  # socket filter, attached by DestroyWatcher
 TRACEFS = "/sys/kernel/tracing"
 DEFAULT_RINGBUF = 16 << 20
@@ -113,7 +114,8 @@ def _open(lib, path: Path, opts: LoadOptions, use_btf: bool) -> int:
         lib.bpf_program__set_autoload(prog(PROG_BTF), use_btf)
         lib.bpf_program__set_autoload(prog(PROG_TP), not use_btf)
         lib.bpf_program__set_autoload(prog(PROG_FORK), opts.watch_netns)
-        lib.bpf_program__set_autoload(prog(PROG_NS_SWITCH), opts.watch_netns)
+        lib.bpf_program__set_autoload(prog(PROG_UNSHARE), opts.watch_netns)
+        lib.bpf_program__set_autoload(prog(PROG_SETNS), opts.watch_netns)
         if use_btf and opts.tp_btf_target:
             libbpf.check_int(f"bpf_program__set_attach_target({opts.tp_btf_target})",
                              lib.bpf_program__set_attach_target(prog(PROG_BTF), 0, opts.tp_btf_target.encode()))
@@ -162,7 +164,9 @@ def load(opts: LoadOptions | None = None, path: Path | None = None) -> BpfProgra
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         raise Xtcp2Error("kernel has no BTF (/sys/kernel/btf/vmlinux missing): CO-RE programs cannot load")
     lib = libbpf.load()
-    extra = [PROG_FORK, PROG_NS_SWITCH] if opts.watch_netns else []
+    extra = [PROG_FORK, PROG_UNSHARE, PROG_SETNS] if opts.watch_netns else []
+    if opts.watch_netns:
+        ensure_tracefs()  # the namespace-switch programs are classic tracepoints
     bp: BpfProgram | None = None
     reason = ""
     if opts.prefer == "tp_btf":
@@ -186,7 +190,7 @@ def load(opts: LoadOptions | None = None, path: Path | None = None) -> BpfProgra
             raise
         bp = BpfProgram(obj, attach_kind="tracepoint", fallback_reason=reason)
         try:
-            # the netns programs attach through BTF too (tp_btf, fentry): without it they cannot either
+            # the fork program is tp_btf too: without tp_btf the netns watch cannot work either
             _attach_all(lib, bp, [PROG_TP] + (extra if not reason else []))
         except BaseException:
             bp.close()
@@ -205,7 +209,7 @@ def load(opts: LoadOptions | None = None, path: Path | None = None) -> BpfProgra
 
 
 def prog_names() -> tuple[str, ...]:
-    return (PROG_BTF, PROG_TP, PROG_FORK, PROG_NS_SWITCH, PROG_DESTROY_FILTER)
+    return (PROG_BTF, PROG_TP, PROG_FORK, PROG_UNSHARE, PROG_SETNS, PROG_DESTROY_FILTER)
 
 
 def available(path: Path | None = None) -> tuple[bool, str]:
