@@ -56,10 +56,14 @@ class PollCollector:
         self._counter_lock = threading.Lock()
         self._captured = 0
         self._pool: ThreadPoolExecutor | None = None
+        self.iter = None  # xtcp2.ebpf.tcp_iter.IterCollector when -collector picks the BPF iterator
+        self.config = None
         tune_malloc()
         self.configure(config)
 
     def configure(self, config: Config) -> None:
+        if getattr(self, "config", None) is None or config.collector != self.config.collector:
+            self._select_backend(config.collector)
         self.config = config
         self.ext = c.ext_mask(config.enabled_deserializers)
         self.wanted = c.wanted_attrs(config.enabled_deserializers)
@@ -77,6 +81,20 @@ class PollCollector:
             self.base_constants = {}
         self.base_constants.clear()
         self.base_constants.update(base)
+
+    def _select_backend(self, collector: str) -> None:
+        """-collector: the BPF iterator (iter), inet_diag (netlink), or iter where it loads (auto)."""
+        from .ebpf.tcp_iter import select_backend
+        old, (self.iter, why) = self.iter, select_backend(collector)
+        if old is not None:
+            old.close()
+        log.info("%s", why)
+
+    def _in_ns(self, ns: Namespace, fn):
+        """fn() run inside ns (directly for the daemon's own namespace)."""
+        if ns.ref.source == "self":
+            return fn()
+        return self.table.enter().run_in(ns.ref.path, fn)
 
     def _free_chunks(self) -> queue.SimpleQueue:
         """This worker's chunk buffers: one being read while another is decoded."""
@@ -186,6 +204,12 @@ class PollCollector:
                 return 0, 0, 0, 0
             consts = dict(self.base_constants, netns=ns.name, netns_inode=ns.inode, nsid=ns.nsid,
                           netlinker_id=self._worker_id(), socket_fd=ns.diag.fileno(), trigger=trigger)
+            if self.iter is not None and not self.config.capture_path:
+                done = self._poll_ns_iter(ns, consts)
+                if done is not None:
+                    return done
+            elif not self.config.capture_path and not self._has_sockets(ns):
+                return 0, 0, 0, 0
             for family, fname in FAMILIES:
                 writer = self._capture_writer(ns, family)
                 ns.diag.capture = writer
@@ -223,8 +247,46 @@ class PollCollector:
                         writer.close()
         return sockets, records, errors, interrupted
 
+    def _has_sockets(self, ns: Namespace) -> bool:
+        """False only when the namespace's sockstat counts no TCP socket: then a dump,
+        which walks the host-wide hash table, would find nothing."""
+        from .ebpf.tcp_iter import has_tcp_sockets
+        try:
+            if self._in_ns(ns, has_tcp_sockets):
+                return True
+        except (OSError, ValueError, TimeoutError):
+            return True  # cannot tell: dump as before
+        metrics.NAMESPACES_SKIPPED.inc()
+        return False
+
+    def _poll_ns_iter(self, ns: Namespace, consts: dict) -> tuple[int, int, int, int] | None:
+        """One namespace through the BPF iterator; None if it failed before emitting
+        anything (the caller dumps it with inet_diag instead)."""
+        sockets = records = 0
+        try:
+            for cols in self.iter.columns(lambda fn: self._in_ns(ns, fn), self.wanted):
+                fam = cols["inet_diag_msg_family"]
+                v6 = int(np.count_nonzero(fam == c.AF_INET6))
+                metrics.SOCKETS.labels("ipv4").inc(len(fam) - v6)
+                metrics.SOCKETS.labels("ipv6").inc(v6)
+                s, r = self._emit_columns(cols, consts)
+                sockets += s
+                records += r
+        except (OSError, TimeoutError) as e:
+            metrics.ITER_ERRORS.inc()
+            if sockets:
+                log.warning("netns %s: BPF iterator failed after %d sockets: %s", ns.name, sockets, e)
+                return sockets, records, 1, 0
+            log.warning("netns %s: BPF iterator failed (%s); dumping with inet_diag", ns.name, e)
+            return None
+        if sockets == 0:
+            metrics.NAMESPACES_SKIPPED.inc()
+        return sockets, records, 0, 0
+
     def _emit_chunk(self, ch: Chunk, consts: dict) -> tuple[int, int]:
-        cols = decode_messages(ch.buf, ch.message_offsets(), self.wanted, used=ch.used)
+        return self._emit_columns(decode_messages(ch.buf, ch.message_offsets(), self.wanted, used=ch.used), consts)
+
+    def _emit_columns(self, cols, consts: dict) -> tuple[int, int]:
         n = cols.pop("_n")
         if n == 0:
             return 0, 0
@@ -258,3 +320,6 @@ class PollCollector:
     def close(self) -> None:
         if self._pool:
             self._pool.shutdown(wait=True)
+        if self.iter is not None:
+            self.iter.close()
+            self.iter = None

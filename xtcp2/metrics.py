@@ -22,6 +22,12 @@ NETLINK_ERRORS = Counter(
 DECODE_ERRORS = Counter(
     "xtcp2_decode_errors_total", "Malformed messages or attributes skipped by the decoder", ["what"]
 )
+NAMESPACES_SKIPPED = Counter(
+    "xtcp2_namespaces_skipped_total", "Namespace polls skipped because sockstat counts no TCP socket there"
+)
+ITER_ERRORS = Counter(
+    "xtcp2_iter_errors_total", "BPF iterator reads that failed; that namespace was dumped with inet_diag instead"
+)
 NAMESPACES = Gauge("xtcp2_namespaces", "Network namespaces currently watched")
 NAMESPACES_ADDED = Counter("xtcp2_namespaces_added_total", "Namespaces that got a netlink socket")
 NAMESPACES_REMOVED = Counter("xtcp2_namespaces_removed_total", "Namespaces whose socket was closed because they disappeared")

@@ -339,3 +339,18 @@ def _buffer(size: int) -> bytearray:
     if buf is None or len(buf) != size:
         buf = _local.buf = bytearray(size)
     return buf
+
+
+def select_backend(collector: str, path: Path | None = None) -> tuple[IterCollector | None, str]:
+    """-collector policy: (IterCollector or None for inet_diag, line to log).
+    iter that cannot load raises Xtcp2Error with the reason; auto falls back, saying why."""
+    if collector == "netlink":
+        return None, "collector netlink (inet_diag)"
+    try:
+        prog = TcpIterProgram.load(path)
+        os.close(prog.create_fd())  # the kernel accepts an iterator here
+    except (Xtcp2Error, OSError) as e:
+        if collector == "iter":
+            raise Xtcp2Error(f"-collector iter cannot run here: {e}") from None
+        return None, f"collector auto: using netlink (BPF iterator unavailable: {e})"
+    return IterCollector(prog), f"collector {collector}: using the BPF TCP iterator ({path or object_path()})"
