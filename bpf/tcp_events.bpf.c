@@ -25,6 +25,9 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Read by the loader to check that its numpy dtype matches this layout. */
 const volatile __u32 xtcp2_event_size = sizeof(struct xtcp2_event);
+/* Never read: carries struct xtcp2_event into the object's BTF (the ring buffer map
+ * has no value type), where the contract test compares it with events.EVENT_DTYPE. */
+struct xtcp2_event *const volatile xtcp2_event_anchor = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -35,7 +38,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, XTCP2_STAT_MAX);
-	__type(key, __u32);
+	__type(key, enum xtcp2_stat);  /* puts the enum in BTF for the contract check */
 	__type(value, __u64);
 } stats SEC(".maps");
 

@@ -32,6 +32,10 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Read by the loader to check that its numpy dtype matches this layout. */
 const volatile __u32 xtcp2_iter_rec_size = sizeof(struct xtcp2_iter_rec);
+/* Never read by the program: they carry the two enums into the object's BTF, where
+ * the contract test compares them with xtcp2/ebpf/tcp_iter.py. */
+const volatile enum xtcp2_iter_kind xtcp2_iter_kind_anchor = XTCP2_IT_FULL;
+const volatile enum xtcp2_iter_cc xtcp2_iter_cc_anchor = XTCP2_CC_NONE;
 
 /* The record (432 bytes) and the port's locals do not fit the 512-byte stack. */
 struct {

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import Xtcp2Error
 from . import libbpf
+from .btf_check import rodata_u32
 from .events import EVENT_SIZE, Stat
 from .ringbuf import RingBufferReader
 
@@ -121,15 +122,10 @@ def _open(lib, path: Path, opts: LoadOptions, use_btf: bool) -> int:
                              lib.bpf_program__set_attach_target(prog(PROG_BTF), 0, opts.tp_btf_target.encode()))
         rb = libbpf.check_ptr("find map events", lib.bpf_object__find_map_by_name(obj, b"events"))
         libbpf.check_int("bpf_map__set_max_entries", lib.bpf_map__set_max_entries(rb, opts.ringbuf_bytes))
-        ro = lib.bpf_object__find_map_by_name(obj, b".rodata")
-        if ro:
-            sz = ctypes.c_size_t()
-            p = lib.bpf_map__initial_value(ro, ctypes.byref(sz))
-            if p and sz.value >= 4:
-                got = ctypes.c_uint32.from_address(p).value
-                if got != EVENT_SIZE:
-                    raise Xtcp2Error(f"{path}: event size {got} != {EVENT_SIZE} expected by xtcp2.ebpf.events; "
-                                     "rebuild with `make -C bpf`")
+        got = rodata_u32(obj, "xtcp2_event_size")
+        if got is not None and got != EVENT_SIZE:
+            raise Xtcp2Error(f"{path}: event size {got} != {EVENT_SIZE} expected by xtcp2.ebpf.events; "
+                             "rebuild with `make -C bpf`")
         libbpf.clear_log()
         libbpf.check_int("bpf_object__load", lib.bpf_object__load(obj))
         return obj

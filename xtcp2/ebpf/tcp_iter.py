@@ -12,7 +12,6 @@ the encoder writes the same records whichever collector ran.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
@@ -27,6 +26,7 @@ from ..netlink import constants as c
 from ..netlink import layouts as L
 from ..netlink.decode import BytesColumn, Columns
 from . import libbpf
+from .btf_check import rodata_u32
 from .tcp_info import TCP_INFO_DTYPE, info_columns
 
 log = logging.getLogger(__name__)
@@ -85,13 +85,10 @@ class TcpIterProgram:
         lib = libbpf.load()
         obj = libbpf.check_ptr("bpf_object__open_file", lib.bpf_object__open_file(str(path).encode(), None))
         try:
-            ro = lib.bpf_object__find_map_by_name(obj, b".rodata")
-            if ro:
-                sz = ctypes.c_size_t()
-                p = lib.bpf_map__initial_value(ro, ctypes.byref(sz))
-                if p and sz.value >= 4 and ctypes.c_uint32.from_address(p).value != REC_SIZE:
-                    raise Xtcp2Error(f"{path}: record size {ctypes.c_uint32.from_address(p).value} != {REC_SIZE} "
-                                     "expected by xtcp2.ebpf.tcp_iter; rebuild with `make -C bpf`")
+            got = rodata_u32(obj, "xtcp2_iter_rec_size")
+            if got is not None and got != REC_SIZE:
+                raise Xtcp2Error(f"{path}: record size {got} != {REC_SIZE} expected by xtcp2.ebpf.tcp_iter; "
+                                 "rebuild with `make -C bpf`")
             libbpf.clear_log()
             rc = lib.bpf_object__load(obj)
             if rc == -errno.EPERM:
