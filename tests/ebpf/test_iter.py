@@ -83,11 +83,15 @@ MOVING = {
 }
 # a socket with a running timer sends and counts between the reads: the SYN_SENT
 # socket retransmits its SYN (timer 1), the sender facing a full receive queue
-# probes it (4), and the receiver (keepalive, 2) counts and drops the probe
+# probes it (4), and the receiver (keepalive, 2) counts and drops the probe. Every
+# other socket (listeners, idle connections, TIME_WAIT, SYN_RECV...) must match exactly.
 TIMER_DRIVEN = {"tcp_info_segs_in", "tcp_info_segs_out", "tcp_info_backoff", "tcp_info_probes",
                 "tcp_info_retransmits", "tcp_info_total_retrans", "inet_diag_msg_retrans", "sk_mem_info_drops",
                 "tcp_info_rto", "tcp_info_total_rto", "tcp_info_total_rto_time", "tcp_info_retrans",
-                "tcp_info_bytes_retrans", "tcp_info_lost"}
+                "tcp_info_bytes_retrans", "tcp_info_lost",
+                # an RTO that fires in between enters loss recovery
+                "tcp_info_snd_cwnd", "tcp_info_snd_ssthresh", "tcp_info_ca_state", "tcp_info_rehash",
+                "tcp_info_total_rto_recoveries"}
 
 
 def _moved_ok(field: str, a, b, timer_running: bool) -> bool:
