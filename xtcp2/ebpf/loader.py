@@ -18,7 +18,7 @@ from ..errors import Xtcp2Error
 from . import libbpf
 from .btf_check import rodata_u32
 from .events import EVENT_SIZE, Stat
-from .ringbuf import RingBufferReader
+from .ringbuf import RingBufferReader, check_arch
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ def _raise_if_eperm(e: Exception) -> None:
 def load(opts: LoadOptions | None = None, path: Path | None = None) -> BpfProgram:
     """Load and attach; raises Xtcp2Error with an actionable one-line reason."""
     opts = opts or LoadOptions()
+    check_arch()  # before attaching anything
     size = opts.ringbuf_bytes
     if size < 4096 or size & (size - 1):
         raise Xtcp2Error(f"ring buffer size {size} must be a power of two >= 4096")
