@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from xtcp2.collect import PollCollector  # noqa: E402
 from xtcp2.config import Config  # noqa: E402
-from xtcp2.ebpf import events as E  # noqa: E402
+from xtcp2.ebpf import tcp_events as E  # noqa: E402
 from xtcp2.ebpf import loader  # noqa: E402
 from xtcp2.ebpf.collector import BpfCollector  # noqa: E402
 from xtcp2.netns.registry import NamespaceTable  # noqa: E402

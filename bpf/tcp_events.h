@@ -1,5 +1,5 @@
 /* Ring buffer event layout of tcp_events.bpf.c. Python mirror: EVENT_DTYPE in
- * xtcp2/ebpf/events.py, checked field by field against the object's BTF
+ * xtcp2/ebpf/tcp_events.py, checked field by field against the object's BTF
  * (xtcp2/ebpf/btf_check.py, tests/unit/test_bpf_contract.py) and by size at load
  * (the .rodata constant xtcp2_event_size).
  * Fixed-size, naturally aligned, no implicit padding. */

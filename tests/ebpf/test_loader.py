@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from xtcp2.ebpf import events as E
+from xtcp2.ebpf import tcp_events as E
 from xtcp2.ebpf import loader
 
 pytestmark = pytest.mark.root

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xtcp2.ebpf import events as E
+from xtcp2.ebpf import tcp_events as E
 from xtcp2.ebpf import tcp_iter as T
 from xtcp2.ebpf.btf_check import Btf, compare_enum, compare_struct, dtype_fields
 

@@ -27,7 +27,7 @@ from ..netlink.decode import Columns, decode_messages
 from ..netlink.destroy import DestroyWatcher
 from ..netlink.diag import DumpAborted, NetlinkError, SockId, new_chunk
 from ..records.encode import encode_rows, take_rows
-from . import events as E
+from . import tcp_events as E
 from . import loader
 from .batch import merge
 from .records import close_columns

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import Xtcp2Error
 from . import libbpf
 from .btf_check import rodata_u32
-from .events import EVENT_SIZE, Stat
+from .tcp_events import EVENT_SIZE, Stat
 from .ringbuf import RingBufferReader, check_arch
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def _open(lib, path: Path, opts: LoadOptions, use_btf: bool) -> int:
         libbpf.check_int("bpf_map__set_max_entries", lib.bpf_map__set_max_entries(rb, opts.ringbuf_bytes))
         got = rodata_u32(obj, "xtcp2_event_size")
         if got is not None and got != EVENT_SIZE:
-            raise Xtcp2Error(f"{path}: event size {got} != {EVENT_SIZE} expected by xtcp2.ebpf.events; "
+            raise Xtcp2Error(f"{path}: event size {got} != {EVENT_SIZE} expected by xtcp2.ebpf.tcp_events; "
                              "rebuild with `make -C bpf`")
         libbpf.clear_log()
         libbpf.check_int("bpf_object__load", lib.bpf_object__load(obj))

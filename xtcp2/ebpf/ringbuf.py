@@ -29,7 +29,7 @@ import threading
 import numpy as np
 
 from ..errors import Xtcp2Error
-from .events import RB_BUSY, RB_DISCARD, RECORD_DTYPE, RECORD_STRIDE
+from .tcp_events import RB_BUSY, RB_DISCARD, RECORD_DTYPE, RECORD_STRIDE
 
 # total store order: loads are not reordered with loads, nor stores with stores
 TSO_MACHINES = frozenset({"x86_64", "amd64", "AMD64", "i386", "i686"})

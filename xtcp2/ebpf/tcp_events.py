@@ -1,4 +1,4 @@
-"""numpy view of struct xtcp2_event (bpf/tcp_events.h) and the ring buffer record framing.
+"""Python mirror of bpf/tcp_events.h: numpy view of struct xtcp2_event and the ring buffer record framing.
 
 Field names and offsets are checked against the object's BTF by
 tests/unit/test_bpf_contract.py (xtcp2/ebpf/btf_check.py), the size again at load.
