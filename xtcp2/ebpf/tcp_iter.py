@@ -309,12 +309,16 @@ class IterCollector:
         return self.program.create_fd()
 
     def columns(self, run_in: Callable[[Callable[[], int | None]], int | None],
-                wanted: frozenset[int] | None = None, skip_empty: bool = True) -> Iterator[Columns]:
+                wanted: frozenset[int] | None = None, skip_empty: bool = True,
+                on_skip: Callable[[], None] | None = None) -> Iterator[Columns]:
         """Columns of every TCP socket of a namespace. run_in(fn) runs fn inside the
         namespace (NetnsEnterer.run_in bound to its path, or a plain call for the
-        daemon's own). Only the fd is created there; reading happens here."""
+        daemon's own). Only the fd is created there; reading happens here.
+        on_skip() is called when sockstat showed the namespace empty."""
         fd = run_in(lambda: self.open_here(skip_empty))
         if fd is None:
+            if on_skip is not None:
+                on_skip()
             return
         try:
             buf = _buffer(self.buffer_bytes)
