@@ -27,7 +27,7 @@ from ..netlink import layouts as L
 from ..netlink.decode import BytesColumn, Columns
 from . import libbpf
 from .btf_check import rodata_u32
-from .tcp_info import TCP_INFO_DTYPE, info_columns
+from .tcp_info import DIAG_DTYPE, TCP_INFO_DTYPE, TO_RECORD
 
 log = logging.getLogger(__name__)
 
@@ -179,34 +179,79 @@ def read_records(fd: int, buf: bytearray) -> Iterator[np.ndarray]:
         used = tail
 
 
-_CONG_ENUM_BY_NAME = {k: v for k, v in L.CONGESTION_ENUM.items()}
-
-
-def _cong(names: np.ndarray, rows: np.ndarray, n: int) -> tuple[BytesColumn, np.ndarray]:
+def _cong(names: np.ndarray, has: np.ndarray) -> tuple[BytesColumn, np.ndarray]:
     """congestion_algorithm_string / _enum as the decoder builds them (rows without a
     name stay empty)."""
-    data = np.zeros((n, L.CONG_NAME_MAX), np.uint8)
-    data[rows] = np.frombuffer(names[rows].tobytes(), np.uint8).reshape(-1, 16)[:, :L.CONG_NAME_MAX]
-    lengths = np.zeros(n, np.uint8)
-    lengths[rows] = np.char.str_len(names[rows]).astype(np.uint8)
+    n = len(names)
+    data = np.frombuffer(names.tobytes(), np.uint8).reshape(n, 16)[:, :L.CONG_NAME_MAX].copy()
+    zero = data == 0
+    lengths = np.where(zero.any(axis=1), zero.argmax(axis=1), L.CONG_NAME_MAX).astype(np.uint8)
     enum = np.zeros(n, np.uint8)
-    sel = names[rows]
-    for name in np.unique(sel).tolist():  # a handful of distinct names
-        enum[rows[sel == name]] = _CONG_ENUM_BY_NAME.get(name, 0)
+    # a handful of distinct names: one u64 key per row, then one lookup per key
+    halves = data.view(np.uint64)
+    key = halves[:, 0] ^ (halves[:, 1] * np.uint64(0x9E3779B97F4A7C15))
+    for k in np.unique(key[has]).tolist():
+        rows = key == k
+        name = data[int(np.argmax(rows))].tobytes().split(b"\0", 1)[0]
+        enum[rows] = L.CONGESTION_ENUM.get(name, 0)
+    if not has.all():
+        data[~has] = 0
+        lengths[~has] = 0
+        enum[~has] = 0
     return BytesColumn(data, lengths), enum
 
 
-def _fill(n: int, rows: np.ndarray, vals: np.ndarray, dtype) -> np.ndarray:
-    col = np.zeros(n, dtype)
-    col[rows] = vals
-    return col
+def _leaf_offsets(dt: np.dtype, base: int = 0, prefix: str = "") -> dict[str, tuple[int, np.dtype]]:
+    out = {}
+    for name in dt.names:
+        sub, off = dt.fields[name][:2]
+        if sub.names is not None:
+            out.update(_leaf_offsets(sub, base + off, f"{prefix}{name}."))
+        else:
+            out[prefix + name] = (base + off, sub)
+    return out
+
+
+_OFFSETS = _leaf_offsets(ITER_DTYPE)
+_WORDS = REC_SIZE // 4
+
+
+class _Words:
+    """The records of one chunk transposed into rows of u32 words: one cache-friendly
+    pass, instead of one strided pass over the whole chunk per column (10x faster at
+    ~100 columns). A 4-byte field is then a contiguous row (no copy); the others are
+    shifted out of their word, or joined from two."""
+
+    BLOCK = 512  # rows per transposed block: source and target stay in cache
+
+    def __init__(self, recs: np.ndarray) -> None:
+        n = len(recs)
+        words = np.frombuffer(recs, "<u4").reshape(n, _WORDS)
+        self.t = np.empty((_WORDS, n), np.uint32)
+        for i in range(0, n, self.BLOCK):
+            self.t[:, i:i + self.BLOCK] = words[i:i + self.BLOCK].T
+
+    def get(self, name: str, index: int = 0) -> np.ndarray:
+        off, dt = _OFFSETS[name]
+        size = dt.itemsize if dt.subdtype is None else dt.subdtype[0].itemsize
+        off += index * size
+        w, shift = off >> 2, (off & 3) * 8
+        if size == 4:
+            return self.t[w]
+        if size == 8:
+            return self.t[w].astype(np.uint64) | (self.t[w + 1].astype(np.uint64) << np.uint64(32))
+        mask = (1 << (size * 8)) - 1
+        return ((self.t[w] >> shift) & mask).astype(np.uint8 if size == 1 else "<u2")
 
 
 def to_columns(recs: np.ndarray, wanted: frozenset[int] | None = None) -> Columns:
     """Columns from iterator records, as decode_messages gives them for the same
     sockets: same names, same dtypes, attribute columns only where inet_diag would
     send the attribute (full sockets; TCLASS on AF_INET6; BBR info below TIME_WAIT).
-    Never a view into recs: the caller's buffer is reused."""
+    Never a view into recs: the caller's buffer is reused.
+
+    The program zeroes each record and fills attribute fields for full sockets only
+    (cc_info for its cc_kind only), so most columns need no masking by kind."""
     n = len(recs)
     cols: Columns = {"_n": n}
     if n == 0:
@@ -215,81 +260,74 @@ def to_columns(recs: np.ndarray, wanted: frozenset[int] | None = None) -> Column
     def want(attr: int) -> bool:
         return wanted is None or attr in wanted
 
-    fam = recs["family"].copy()
-    cols["inet_diag_msg_family"] = fam
-    cols["inet_diag_msg_state"] = recs["state"].copy()
-    cols["inet_diag_msg_timer"] = recs["timer"].copy()
-    cols["inet_diag_msg_retrans"] = recs["retrans"].copy()
-    cols["inet_diag_msg_socket_source_port"] = recs["sport"].copy()
-    cols["inet_diag_msg_socket_destination_port"] = recs["dport"].copy()
-    cols["inet_diag_msg_socket_interface"] = recs["ifindex"].copy()
-    cols["inet_diag_msg_socket_cookie"] = recs["cookie"].copy()
-    cols["inet_diag_msg_expires"] = recs["expires"].copy()
-    cols["inet_diag_msg_rqueue"] = recs["rqueue"].copy()
-    cols["inet_diag_msg_wqueue"] = recs["wqueue"].copy()
-    cols["inet_diag_msg_uid"] = recs["uid"].copy()
-    cols["inet_diag_msg_inode"] = recs["inode"].copy()
+    w = _Words(recs)
+    fam = w.get("family")
+    for col, field in (("inet_diag_msg_family", "family"), ("inet_diag_msg_state", "state"),
+                       ("inet_diag_msg_timer", "timer"), ("inet_diag_msg_retrans", "retrans"),
+                       ("inet_diag_msg_socket_interface", "ifindex"), ("inet_diag_msg_socket_cookie", "cookie"),
+                       ("inet_diag_msg_expires", "expires"), ("inet_diag_msg_rqueue", "rqueue"),
+                       ("inet_diag_msg_wqueue", "wqueue"), ("inet_diag_msg_uid", "uid"),
+                       ("inet_diag_msg_inode", "inode")):
+        cols[col] = w.get(field)
+    # network order, as inet_diag_msg holds them: the same two bytes read big-endian
+    cols["inet_diag_msg_socket_source_port"] = w.get("sport").view(">u2")
+    cols["inet_diag_msg_socket_destination_port"] = w.get("dport").view(">u2")
     alen = np.where(fam == c.AF_INET6, 16, 4).astype(np.uint8)
     cols["inet_diag_msg_socket_source"] = BytesColumn(recs["saddr"].copy(), alen)
     cols["inet_diag_msg_socket_destination"] = BytesColumn(recs["daddr"].copy(), alen.copy())
 
-    kind = recs["kind"]
-    full = kind == KIND_FULL
+    full = w.get("kind") == KIND_FULL
     if not full.any():
         return cols  # TIME_WAIT and request sockets carry no attributes
     every = bool(full.all())
-    rows = slice(None) if every else np.flatnonzero(full)
-    sub = recs if every else recs[rows]
-
-    def put(name: str, vals: np.ndarray, dtype) -> None:
-        cols[name] = vals.astype(dtype) if every else _fill(n, rows, vals, dtype)
 
     if want(c.INET_DIAG_INFO):
-        for name, vals in info_columns(sub["ti"]).items():
-            put(name, vals, vals.dtype)
-        put("tcp_info_state", sub["state"], np.uint8)
+        for src, col in TO_RECORD.items():
+            v = w.get("ti." + src)
+            cols[col] = v if v.dtype == DIAG_DTYPE[col] else v.astype(DIAG_DTYPE[col])
+        state = cols["inet_diag_msg_state"]
+        cols["tcp_info_state"] = state if every else np.where(full, state, 0).astype(np.uint8)
         # fields tcp_get_info() always leaves 0 (tcpi_fackets, tcpi_last_ack_sent)
         cols["tcp_info_fackets"] = np.zeros(n, "<u4")
         cols["tcp_info_last_ack_sent"] = np.zeros(n, "<u4")
     if want(c.INET_DIAG_MEMINFO):
-        mi = sub["meminfo"]
-        for i, (name, _, fmt) in enumerate(L.MEMINFO):
-            put(name, mi[:, i], fmt)
+        for i, (name, _, _) in enumerate(L.MEMINFO):
+            cols[name] = w.get("meminfo", i)
     if want(c.INET_DIAG_SKMEMINFO):
-        sm = sub["skmeminfo"]
-        for i, (name, _, fmt) in enumerate(L.SKMEMINFO):
-            put(name, sm[:, i], fmt)
+        for i, (name, _, _) in enumerate(L.SKMEMINFO):
+            cols[name] = w.get("skmeminfo", i)
     if want(c.INET_DIAG_SHUTDOWN):
-        put("shutdown_state", sub["shutdown"], np.uint8)
+        cols["shutdown_state"] = w.get("shutdown")
     if want(c.INET_DIAG_TOS):
-        put("type_of_service", sub["tos"], np.uint8)
-    if want(c.INET_DIAG_TCLASS) and bool((sub["family"] == c.AF_INET6).any()):
-        put("traffic_class", sub["tclass"], np.uint8)
+        cols["type_of_service"] = w.get("tos")
+    if want(c.INET_DIAG_TCLASS) and bool((full & (fam == c.AF_INET6)).any()):
+        cols["traffic_class"] = w.get("tclass")
     if want(c.INET_DIAG_CLASS_ID):
-        put("class_id", sub["class_id"], "<u4")
+        cols["class_id"] = w.get("class_id")
     if want(c.INET_DIAG_CGROUP_ID):
-        put("c_group", sub["cgroup_id"], "<u8")
+        cols["c_group"] = w.get("cgroup_id")
     if want(c.INET_DIAG_SOCKOPT):
-        put("sock_opt", sub["sockopt"], "<u2")
+        cols["sock_opt"] = w.get("sockopt")
     if want(c.INET_DIAG_CONG):
         names = recs["ti"]["ca_name"]
-        has = np.flatnonzero(full & (names != b""))
-        if len(has):
-            cols["congestion_algorithm_string"], cols["congestion_algorithm_enum"] = _cong(names, has, n)
-    cc = recs["cc_kind"]
+        has = full & (names != b"")
+        if has.any():
+            cols["congestion_algorithm_string"], cols["congestion_algorithm_enum"] = _cong(names, has)
+    cc = w.get("cc_kind")
     for kind_id, attr, layout in ((CC_BBR, c.INET_DIAG_BBRINFO, L.BBRINFO),
                                   (CC_DCTCP, c.INET_DIAG_DCTCPINFO, L.DCTCPINFO),
                                   (CC_VEGAS, c.INET_DIAG_VEGASINFO, L.VEGASINFO)):
         if not want(attr):
             continue
-        r = np.flatnonzero(cc == kind_id)
-        if not len(r):
+        mine = cc == kind_id
+        if not mine.any():
             continue
-        raw = np.ascontiguousarray(recs["cc_info"][r]).view(np.uint8)  # (k, 20) bytes of the union
+        whole = bool(mine.all())
+        raw = np.stack([w.get("cc_info", i) for i in range(5)], axis=1).view(np.uint8)  # (n, 20): the union
         for name, off, fmt in layout:
             dt = np.dtype(fmt)
             vals = raw[:, off:off + dt.itemsize].copy().view(dt).reshape(-1)
-            cols[name] = _fill(n, r, vals, dt)
+            cols[name] = vals if whole else np.where(mine, vals, 0).astype(dt)
     return cols
 
 
