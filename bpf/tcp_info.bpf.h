@@ -128,12 +128,29 @@ static __always_inline __u64 xtcp2_chrono(const struct tcp_sock *tp, __u64 st, i
 	return CONFIG_HZ ? st * (USEC_PER_SEC / CONFIG_HZ) : 0;
 }
 
+/* The congestion control algorithm's name (INET_DIAG_CONG). TCP_CA_NAME_MAX is 16;
+ * with direct loads the name is copied as two words (the kernel's names are NUL
+ * padded), a helper call otherwise. */
+static __always_inline void xtcp2_ti_ca_name(struct xtcp2_tcp_info *ti, const struct tcp_sock *tp)
+{
+	const struct tcp_congestion_ops *ops = TI_RD(&tp->inet_conn, icsk_ca_ops);
+
+	if (!ops)
+		return;
+#ifdef XTCP2_TI_DIRECT
+	((__u64 *)ti->ca_name)[0] = ((const __u64 *)ops->name)[0];
+	((__u64 *)ti->ca_name)[1] = ((const __u64 *)ops->name)[1];
+	ti->ca_name[15] = 0;
+#else
+	bpf_probe_read_kernel_str(ti->ca_name, sizeof(ti->ca_name), &ops->name);
+#endif
+}
+
 /* The rest of tcp_get_info() for a connection, and the congestion control name. */
 static __always_inline void xtcp2_ti_rest(struct xtcp2_tcp_info *ti, const struct tcp_sock *tp)
 {
 	const struct sock *sk = (const struct sock *)tp;
 	const struct inet_connection_sock *icsk = (const struct inet_connection_sock *)tp;
-	const struct tcp_congestion_ops *ops;
 	__u32 now = (__u32)bpf_jiffies64(), opts = 0, ato, dmax, rate, intv, mss;
 	__u32 chrono_start, write_seq, snd_nxt;
 	__u64 s1, s2, s3;
@@ -213,9 +230,7 @@ static __always_inline void xtcp2_ti_rest(struct xtcp2_tcp_info *ti, const struc
 		if (stamp)
 			ti->total_rto_time += (__u32)(bpf_ktime_get_ns() / 1000000) - stamp;
 	}
-	ops = TI_RD(icsk, icsk_ca_ops);
-	if (ops)
-		bpf_probe_read_kernel_str(ti->ca_name, sizeof(ti->ca_name), &ops->name);
+	xtcp2_ti_ca_name(ti, tp);
 }
 
 #endif

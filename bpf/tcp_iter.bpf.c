@@ -114,8 +114,8 @@ static __always_inline void fill_attrs(struct xtcp2_iter_rec *r, const struct tc
 		classid = sk->sk_cgrp_data.classid;
 	r->class_id = classid ? classid : sk->sk_priority;
 	cg = sk->sk_cgrp_data.cgroup;
-	if (cg)
-		r->cgroup_id = BPF_CORE_READ(cg, kn, id);
+	if (cg && cg->kn)
+		r->cgroup_id = cg->kn->id;
 	if (bpf_core_field_exists(inet->inet_flags)) {
 		/* struct inet_diag_sockopt bits from enum INET_FLAGS_* (6.6+) */
 		unsigned long f = inet->inet_flags;
@@ -189,7 +189,6 @@ static __always_inline void fill_bbr(struct xtcp2_iter_rec *r, const struct tcp_
 static __always_inline void fill_full(struct xtcp2_iter_rec *r, const struct tcp_sock *tp, __u32 uid)
 {
 	const struct sock *sk = (const struct sock *)tp;
-	const struct tcp_congestion_ops *ops;
 	__u8 state = r->state;
 
 	r->kind = XTCP2_IT_FULL;
@@ -200,9 +199,7 @@ static __always_inline void fill_full(struct xtcp2_iter_rec *r, const struct tcp
 		r->rqueue = sk->sk_ack_backlog;
 		r->wqueue = sk->sk_max_ack_backlog;
 		xtcp2_ti_listen(&r->ti, tp);
-		ops = tp->inet_conn.icsk_ca_ops;
-		if (ops)
-			bpf_probe_read_kernel_str(r->ti.ca_name, sizeof(r->ti.ca_name), &ops->name);
+		xtcp2_ti_ca_name(&r->ti, tp);
 		return;
 	}
 	r->rqueue = (int)(tp->rcv_nxt - tp->copied_seq) > 0 ? tp->rcv_nxt - tp->copied_seq : 0;
@@ -240,10 +237,13 @@ int xtcp2_tcp_iter(struct bpf_iter__tcp *ctx)
 	r->dport = skc->skc_dport;
 	r->ifindex = skc->skc_bound_dev_if;
 	r->cookie = bpf_get_socket_cookie(skc);
-	r->netns_ino = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	r->netns_ino = skc->skc_net.net->ns.inum;
 	if (r->family == AF_INET6) {
-		BPF_CORE_READ_INTO(&r->saddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&r->daddr, skc, skc_v6_daddr.in6_u.u6_addr8);
+		/* plain loads from the BTF pointer, two u64 per address */
+		((__u64 *)r->saddr)[0] = ((const __u64 *)skc->skc_v6_rcv_saddr.in6_u.u6_addr32)[0];
+		((__u64 *)r->saddr)[1] = ((const __u64 *)skc->skc_v6_rcv_saddr.in6_u.u6_addr32)[1];
+		((__u64 *)r->daddr)[0] = ((const __u64 *)skc->skc_v6_daddr.in6_u.u6_addr32)[0];
+		((__u64 *)r->daddr)[1] = ((const __u64 *)skc->skc_v6_daddr.in6_u.u6_addr32)[1];
 	} else {
 		*(__u32 *)r->saddr = skc->skc_rcv_saddr;
 		*(__u32 *)r->daddr = skc->skc_daddr;
