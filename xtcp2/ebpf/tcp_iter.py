@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import queue
 import threading
 from pathlib import Path
 from typing import Callable, Iterator
@@ -359,25 +360,101 @@ class IterCollector:
                 on_skip()
             return
         try:
-            buf = _buffer(self.buffer_bytes)
-            for recs in read_records(fd, buf):
-                yield to_columns(recs, wanted)
+            yield from self._read(fd, wanted)
         finally:
             os.close(fd)
+
+    def _read(self, fd: int, wanted: frozenset[int] | None) -> Iterator[Columns]:
+        """A namespace that fits one buffer (nearly all) is read inline. A bigger one
+        continues on a reader thread, so the kernel fills the next buffer while this
+        thread converts and the caller encodes the previous one (read() releases the
+        GIL): the poll costs about the larger of the two instead of their sum."""
+        free = _buffers(self.buffer_bytes)
+        buf = free.get()
+        count, carry, eof = _fill(fd, buf, b"")
+        if eof:
+            try:
+                yield to_columns(np.frombuffer(buf, ITER_DTYPE, count=count), wanted)
+            finally:
+                free.put(buf)
+            return
+        full: queue.Queue = queue.Queue()
+        stop = threading.Event()
+
+        def reader(carry: bytes) -> None:
+            try:
+                while not stop.is_set():
+                    b = free.get()
+                    n, carry, done = _fill(fd, b, carry)
+                    full.put((b, n))
+                    if done:
+                        break
+            except BaseException as e:  # handed to the consumer, raised there
+                full.put(e)
+            full.put(None)
+
+        t = threading.Thread(target=reader, args=(carry,), name=f"{threading.current_thread().name}-iter", daemon=True)
+        t.start()
+        try:
+            cols = to_columns(np.frombuffer(buf, ITER_DTYPE, count=count), wanted)
+            free.put(buf)
+            yield cols
+            while (item := full.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                b, n = item
+                cols = to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted)
+                free.put(b)
+                yield cols
+        finally:
+            stop.set()
+            while t.is_alive():  # hand buffers back so the reader never blocks forever
+                try:
+                    item = full.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if isinstance(item, tuple):
+                    free.put(item[0])
+            t.join()
 
     def close(self) -> None:
         self.program.close()
 
 
 _local = threading.local()
+BUFFERS_PER_THREAD = 3  # one being filled, one being converted, one spare
 
 
-def _buffer(size: int) -> bytearray:
-    """One reused read buffer per thread (the poll collector reads namespaces in parallel)."""
-    buf = getattr(_local, "buf", None)
-    if buf is None or len(buf) != size:
-        buf = _local.buf = bytearray(size)
-    return buf
+def _buffers(size: int) -> queue.SimpleQueue:
+    """This thread's reused read buffers (the poll collector reads namespaces in parallel)."""
+    free = getattr(_local, "free", None)
+    if free is None or getattr(_local, "size", 0) != size:
+        free = _local.free = queue.SimpleQueue()
+        _local.size = size
+        for _ in range(BUFFERS_PER_THREAD):
+            free.put(bytearray(size))
+    return free
+
+
+def _fill(fd: int, buf: bytearray, carry: bytes) -> tuple[int, bytes, bool]:
+    """Fill buf from fd, after the partial record `carry` left by the previous buffer:
+    (whole records in buf, the partial record after them, end of the walk)."""
+    mv = memoryview(buf)
+    size = len(buf) - len(buf) % REC_SIZE
+    used = len(carry)
+    mv[:used] = carry
+    eof = False
+    while used < size:
+        n = os.readv(fd, [mv[used:size]])
+        if n == 0:
+            eof = True
+            break
+        used += n
+    whole = used - used % REC_SIZE
+    tail = bytes(mv[whole:used])
+    if eof and tail:
+        raise OSError(errno.EIO, f"BPF iterator: {len(tail)} trailing bytes, not a whole record")
+    return whole // REC_SIZE, tail, eof
 
 
 def select_backend(collector: str, path: Path | None = None) -> tuple[IterCollector | None, str]:
