@@ -217,7 +217,9 @@ def test_empty_namespace_is_skipped_and_reads_nothing(iter_prog, netns):
         ic = T.IterCollector(iter_prog)
         assert enter.run_in(ns.path, T.has_tcp_sockets) is False
         assert list(ic.columns(lambda fn: enter.run_in(ns.path, fn))) == []
-        # without the sockstat shortcut the iterator itself finds no socket there
+        # without the sockstat shortcut the iterator walks it and yields nothing
+        assert list(ic.columns(lambda fn: enter.run_in(ns.path, fn), skip_empty=False)) == []
+        # and the raw records agree
         fd = enter.run_in(ns.path, iter_prog.create_fd)
         try:
             assert sum(len(r) for r in T.read_records(fd, bytearray(1 << 16))) == 0

@@ -374,7 +374,8 @@ class IterCollector:
         count, carry, eof = _fill(fd, buf, b"")
         if eof:
             try:
-                yield to_columns(np.frombuffer(buf, ITER_DTYPE, count=count), wanted)
+                if count:
+                    yield to_columns(np.frombuffer(buf, ITER_DTYPE, count=count), wanted)
             finally:
                 free.put(buf)
             return
@@ -403,9 +404,10 @@ class IterCollector:
                 if isinstance(item, BaseException):
                     raise item
                 b, n = item
-                cols = to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted)
+                cols = to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted) if n else None
                 free.put(b)
-                yield cols
+                if cols is not None:
+                    yield cols
         finally:
             stop.set()
             while t.is_alive():  # hand buffers back so the reader never blocks forever
