@@ -161,7 +161,11 @@ def main() -> int:
             except OSError:
                 pass
             p.terminate()
-            p.wait(30)
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(30)
         if old_sysctl is not None and args.child_ehash:
             with open(SYSCTL, "w") as f:
                 f.write(old_sysctl)
