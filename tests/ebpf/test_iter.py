@@ -69,6 +69,9 @@ try:
 except BlockingIOError:
     pass
 keep.append(y)
+# bound, never listening nor connected: inet_diag lists it (TCPF_BOUND_INACTIVE, 6.6+),
+# the iterator does not visit it (it is in no hash table the iterator walks)
+b = S.socket(); b.bind(("127.0.0.1", 0)); keep.append(b)
 time.sleep(0.3)
 print("READY", flush=True)
 sys.stdin.readline()
@@ -100,6 +103,7 @@ def _moved_ok(field: str, a, b, timer_running: bool) -> bool:
     return timer_running and field in TIMER_DRIVEN
 
 
+BOUND_INACTIVE = 7  # TCP_CLOSE: the one bound-only socket, listed by inet_diag only
 WANT_STATES = {"ESTABLISHED": 1, "SYN_SENT": 2, "SYN_RECV": 3, "FIN_WAIT2": 5, "TIME_WAIT": 6,
                "CLOSE_WAIT": 8, "LISTEN": 10}
 
@@ -188,8 +192,10 @@ def test_iterator_records_equal_inet_diag(iter_prog, populated):
     assert {(c.AF_INET, False), (c.AF_INET6, False), (c.AF_INET6, True)} <= fams
     assert any(r.get("bbr_info_pacing_gain") for r in nl.values()), "no bbr socket with bbr info"
 
-    assert set(nl) == set(it), (f"only inet_diag: {[nl[k]['inet_diag_msg_state'] for k in set(nl) - set(it)]}, "
-                                f"only iterator: {[it[k]['inet_diag_msg_state'] for k in set(it) - set(nl)]}")
+    assert set(it) <= set(nl), f"only iterator: {[it[k]['inet_diag_msg_state'] for k in set(it) - set(nl)]}"
+    only_nl = [nl[k]["inet_diag_msg_state"] for k in set(nl) - set(it)]
+    assert only_nl == [BOUND_INACTIVE], f"only inet_diag: states {only_nl}"
+    nl = {k: v for k, v in nl.items() if k in it}
     # same column names, same dtypes
     nl_types, it_types = {}, {}
     for ch in nl_chunks:
@@ -279,7 +285,9 @@ def _poll_records(ns_name: str, collector: str) -> dict[int, dict]:
 def test_the_pipeline_emits_the_same_records_with_either_collector(iter_prog, populated):
     nl = _poll_records(populated.name, "netlink")
     it = _poll_records(populated.name, "iter")
-    assert len(nl) > 20 and set(nl) == set(it)
+    assert len(nl) > 20 and set(it) <= set(nl)
+    assert [nl[k].get("inet_diag_msg_state") for k in set(nl) - set(it)] == [BOUND_INACTIVE]
+    nl = {k: v for k, v in nl.items() if k in it}
     for field in ("tcp_info_rtt", "bbr_info_pacing_gain", "sk_mem_info_rcv_buf", "congestion_algorithm_string"):
         assert any(field in r for r in it.values()), f"no iterator record carries {field}"
     per_poll = {"record_counter", "timestamp_ns", "netlinker_id", "socket_fd"}
