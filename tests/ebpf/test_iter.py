@@ -301,3 +301,19 @@ def test_the_pipeline_emits_the_same_records_with_either_collector(iter_prog, po
                 continue
             bad.append(f"{k}: netlink {a!r} iter {b!r}")
     assert not bad, "\n".join(sorted(bad)[:40])
+
+
+def test_collector_selection_says_which_and_why(bpf_object, tmp_path):
+    from xtcp2.errors import Xtcp2Error
+
+    missing = tmp_path / "tcp_iter.bpf.o"
+    it, why = T.select_backend("auto", missing)
+    assert it is None and "using netlink" in why and str(missing) in why
+    with pytest.raises(Xtcp2Error, match="-collector iter cannot run here"):
+        T.select_backend("iter", missing)
+    assert T.select_backend("netlink")[0] is None
+    it, why = T.select_backend("auto")
+    try:
+        assert isinstance(it, T.IterCollector) and "BPF TCP iterator" in why
+    finally:
+        it.close()
