@@ -144,6 +144,13 @@ def main() -> int:
         # t = base + a * empty + b * populated, least squares over the counts
         import numpy as np
         design = np.array([[1.0, k - npop, npop] for k, npop, _ in rows])
+        if np.linalg.matrix_rank(design) < 3:  # e.g. --populated-every 2: shares do not vary
+            print("\nper namespace (poll / namespaces at the largest count):")
+            k1, _, r1 = rows[-1]
+            for lab, (t, _) in r1.items():
+                print(f"  {lab:12s} {t / k1 * 1e3:7.2f} ms/namespace")
+            print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+            return 0
         print("\ncost model t = base + empty x a + populated x b (least squares over the counts):")
         for lab in rows[0][2]:
             t = np.array([res[lab][0] for _, _, res in rows])
