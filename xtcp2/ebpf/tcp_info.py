@@ -98,8 +98,3 @@ TO_RECORD = {
 DIAG_DTYPE: dict[str, np.dtype] = {name: np.dtype(fmt) for name, _, fmt in L.TCP_INFO}
 DIAG_DTYPE.update({name: np.dtype(np.uint8) for name, *_ in L.TCP_INFO_BITFIELDS})
 
-
-def info_columns(ti: np.ndarray) -> dict[str, np.ndarray]:
-    """Record columns from an array of struct xtcp2_tcp_info (a field view is fine),
-    each with the inet_diag decoder's dtype."""
-    return {col: ti[src].astype(DIAG_DTYPE[col]) for src, col in TO_RECORD.items()}

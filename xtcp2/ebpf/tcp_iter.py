@@ -120,22 +120,6 @@ class TcpIterProgram:
             self._obj = 0
 
 
-def available(path: Path | None = None) -> tuple[bool, str]:
-    """Can the iterator run here? (ok, reason). Loads, walks this namespace once, unloads."""
-    try:
-        prog = TcpIterProgram.load(path)
-    except (Xtcp2Error, OSError) as e:
-        return False, str(e)
-    try:
-        fd = prog.create_fd()
-        os.close(fd)
-    except OSError as e:
-        return False, f"BPF iterator: {e}"
-    finally:
-        prog.close()
-    return True, "BPF TCP iterator loads"
-
-
 def _sockstat_tcp(path: str) -> int:
     """Sockets counted by one sockstat file: TCP[6] inuse (+ tw on the v4 line)."""
     with open(path, "rb") as f:
