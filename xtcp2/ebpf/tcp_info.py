@@ -1,9 +1,10 @@
 """Python mirror of struct xtcp2_tcp_info (bpf/tcp_info.h), written by the CO-RE
 tcp_get_info() port (bpf/tcp_info.bpf.h), and its mapping to record columns.
 
-Both BPF record layouts embed it (close events, the socket iterator). The columns
-built here carry the same names and numpy dtypes as the inet_diag decoder's
-(xtcp2/netlink/decode.py), so a record is encoded the same whichever path read it.
+Both BPF record layouts embed it (close events, the socket iterator). TO_RECORD
+names the record column of each member and DIAG_DTYPE the numpy dtype the inet_diag
+decoder (xtcp2/netlink/decode.py) gives that column, so a record is encoded the same
+whichever path read it.
 """
 from __future__ import annotations
 
