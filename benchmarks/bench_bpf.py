@@ -3,9 +3,9 @@
 Builds N idle established loopback connections (2N sockets) in one namespace and runs
 short-connection churn in a second namespace. Measures, in this process:
 
-  poll        PollCollector every --frequency s (the reference)
-  bpf         BpfCollector: events + refresh of live namespaces every --frequency s
-  bpf-events  BpfCollector with the periodic refresh off (events + resyncs only)
+  poll        NetlinkCollector every --frequency s (the reference)
+  bpf         BpfMode: events + refresh of live namespaces every --frequency s
+  bpf-events  BpfMode with the periodic refresh off (events + resyncs only)
 
 CPU seconds per minute of each (getrusage of this process; the population and the
 churn run in other processes), then, with bpf-events running, churn at increasing
@@ -35,11 +35,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import numpy as np  # noqa: E402
 
-from xtcp2.collect import PollCollector  # noqa: E402
+from xtcp2.collect import NetlinkCollector  # noqa: E402
+from xtcp2.modes import Parts  # noqa: E402
+from xtcp2.modes.bpf import BpfMode  # noqa: E402
+from xtcp2.records.sink import RecordSink  # noqa: E402
 from xtcp2.config import Config  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 
-from xtcp2.ebpf.collector import BpfCollector  # noqa: E402
 from xtcp2.netns.registry import NamespaceTable  # noqa: E402
 from xtcp2.pipeline import Emitter  # noqa: E402
 
@@ -114,7 +116,7 @@ def pipeline(frequency: float, **extra):
                  netns=[POP, CHURN], **extra).validate()
     table = NamespaceTable(cfg.netns, cfg.packet_size, cfg.nl_timeout_milliseconds, cfg.populate_nsid)
     emitter = Emitter(cfg)
-    poller = PollCollector(cfg, table, emitter)
+    poller = NetlinkCollector(cfg, table, RecordSink(cfg, emitter))
     return cfg, table, emitter, poller
 
 
@@ -142,7 +144,7 @@ class BpfRun:
     def __init__(self, frequency: float, refresh: bool) -> None:
         extra = {} if refresh else {"bpf_refresh_frequency": 0.0}
         self.cfg, self.table, self.emitter, self.poller = pipeline(frequency, **extra)
-        self.col = BpfCollector(self.cfg, self.table, self.emitter, self.poller)
+        self.col = BpfMode(self.cfg, Parts(self.table, self.poller, self.poller.sink))
         self.col.start()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.col.run, args=(self.stop,), daemon=True)
@@ -161,11 +163,11 @@ class BpfRun:
     def latencies_since(self, count0: int) -> tuple[np.ndarray, np.ndarray]:
         """(latencies, sources) of the records since count0 (at most the ring's 65536)."""
         col = self.col
-        k = min(col.latency_count - count0, len(col.latencies))
+        k = min(col.stage.latency_count - count0, len(col.stage.latencies))
         if k <= 0:
             return np.empty(0), np.empty(0, np.uint8)
-        idx = (col.latency_count - k + np.arange(k)) % len(col.latencies)
-        return col.latencies[idx], col.latency_source[idx]
+        idx = (col.stage.latency_count - k + np.arange(k)) % len(col.stage.latencies)
+        return col.stage.latencies[idx], col.stage.latency_source[idx]
 
 
 def counter(name: str, **labels: str) -> float:
@@ -202,7 +204,7 @@ def _pct(lat: np.ndarray, q: float):
 
 def churn(run: BpfRun, cmd: list[str], rate: float, secs: float, procs: int) -> dict:
     d0, o0 = counter("xtcp2_bpf_ringbuf_drops_total"), counter("xtcp2_destroy_overruns_total")
-    lat0, c0, t0 = run.col.latency_count, cpu(), time.monotonic()
+    lat0, c0, t0 = run.col.stage.latency_count, cpu(), time.monotonic()
     # churn at nice 10: on a 2-core host the generator (clients, servers and their
     # loopback softirqs) would otherwise starve the collector it is measuring
     out = subprocess.run(["nice", "-n", "10", "ip", "netns", "exec", CHURN, *cmd,

@@ -6,7 +6,7 @@ load the collector can take (benchmarks/churn.c tops out near 10k connections/s 
 1. Record: the real BPF programs are loaded and benchmarks/churn.c runs as fast as it
    can in a namespace for --seconds; every ring buffer record is kept. The kernel's
    own accounting (kernel.bpf_stats_enabled) gives the programs' cost per event.
-2. Replay: the recorded records are fed, unchanged, to a BpfCollector in place of
+2. Replay: the recorded records are fed, unchanged, to a BpfMode in place of
    its ring buffer reader, in slices of what one step would hold at the target rate
    (--rate lifecycles/s x --step seconds). Each slice is one collector step: ingest,
    open filtering, close records (encoded, marshalled, sent to the null destination).
@@ -33,11 +33,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import numpy as np  # noqa: E402
 
-from xtcp2.collect import PollCollector  # noqa: E402
+from xtcp2.collect import NetlinkCollector  # noqa: E402
+from xtcp2.modes import Parts  # noqa: E402
+from xtcp2.modes.bpf import BpfMode  # noqa: E402
+from xtcp2.records.sink import RecordSink  # noqa: E402
 from xtcp2.config import Config  # noqa: E402
 from xtcp2.ebpf import tcp_events as E  # noqa: E402
 from xtcp2.ebpf import loader  # noqa: E402
-from xtcp2.ebpf.collector import BpfCollector  # noqa: E402
 from xtcp2.netns.registry import NamespaceTable  # noqa: E402
 from xtcp2.pipeline import Emitter  # noqa: E402
 
@@ -135,8 +137,9 @@ def replay(recs: np.ndarray, per_step: int) -> dict:
     cfg = Config(mode="bpf", dest="null", poll_frequency=10.0, netns=[NS]).validate()
     table = NamespaceTable(cfg.netns, cfg.packet_size, cfg.nl_timeout_milliseconds, cfg.populate_nsid)
     emitter = Emitter(cfg)
-    poller = PollCollector(cfg, table, emitter)
-    col = BpfCollector(cfg, table, emitter, poller, use_destroy_groups=False)
+    sink = RecordSink(cfg, emitter)
+    poller = NetlinkCollector(cfg, table, sink)
+    col = BpfMode(cfg, Parts(table, poller, sink), use_destroy_groups=False)
     try:
         col._reconcile()
         rp = Replay(recs, per_step)

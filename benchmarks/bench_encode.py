@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from xtcp2.ebpf.tcp_events import EVENT_DTYPE  # noqa: E402
 from xtcp2.ebpf.records import close_columns  # noqa: E402
 from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb  # noqa: E402
-from xtcp2.netlink.decode import BytesColumn  # noqa: E402
+from xtcp2.columns import BytesColumn  # noqa: E402
 from xtcp2.records.encode import encode_rows  # noqa: E402
 
 CONSTS = {"schema_version": 1, "daemon_version": "0.1", "hostname": "h", "trigger": 2,
@@ -72,7 +72,6 @@ def main() -> int:
           f"{'upb/ours':>9} {'upb+build/ours':>15}")
     for n in (1, 20, 100, 1000, 10000, 100000):
         cols = close_columns(events(n, rng))
-        cols.pop("_n")
         msgs = messages(cols, n)
         env = pb.Envelope()
         env.row.extend(msgs)

@@ -90,7 +90,7 @@ def main() -> int:
         itc = it_daemon.collector.iter
 
         def iter_collect() -> int:
-            return sum(cols["_n"] for cols in itc.columns(lambda fn: it_daemon.collector._in_ns(it_ns, fn), wanted))
+            return sum(cols.n for cols in itc.columns(lambda fn: it_daemon.collector._in_ns(it_ns, fn), wanted))
 
         raw_t, ss_t, x_t, it_t, itc_t = [], [], [], [], []
         nbytes = sockets = it_sockets = 0

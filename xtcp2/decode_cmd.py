@@ -30,7 +30,7 @@ def decode_file(path: str) -> Iterator[EncodedEnvelope]:
     """
     try:
         for cols in decode_stream(p for _, p in read_packets(path)):
-            n = cols.pop("_n")
+            n = cols.n
             if n:
                 body, _ = encode_rows(cols, n)
                 yield EncodedEnvelope(body, n)

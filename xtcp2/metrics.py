@@ -7,32 +7,36 @@ with thousands of namespaces must not produce thousands of series. Feature modul
 """
 from prometheus_client import Counter, Gauge, Histogram
 
+# defined next to the low-layer code that counts them (it must not import this module)
+from .netlink.decode import DECODE_ERRORS  # noqa: F401
+from .netns.registry import NAMESPACE_ERRORS, NAMESPACES, NAMESPACES_ADDED, NAMESPACES_REMOVED  # noqa: F401
+
 POLLS = Counter("xtcp2_polls_total", "Completed poll cycles")
 POLL_SECONDS = Histogram(
     "xtcp2_poll_duration_seconds", "Wall time of one poll cycle over all namespaces",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 SOCKETS = Counter("xtcp2_sockets_total", "Sockets read from inet_diag", ["family"])
-RECORDS = Counter("xtcp2_records_total", "Records produced (after -modulus)")
+RECORDS = Counter("xtcp2_records_total", "Records produced (after -modulus), every trigger")
+RECORDS_BY_TRIGGER = Counter("xtcp2_records_by_trigger_total",
+                             "Records produced (after -modulus) by trigger: poll, open, close, refresh, resync",
+                             ["trigger"])
+for _t in ("poll", "open", "close", "refresh", "resync"):
+    RECORDS_BY_TRIGGER.labels(_t)
+SINK_JOIN_ERRORS = Counter("xtcp2_sink_join_errors_total",
+                           "Identity joins that failed on a batch (its records went out without those columns)")
+POLL_TICKS_SKIPPED = Counter("xtcp2_poll_ticks_skipped_total",
+                             "Scheduled polls skipped because the previous poll was still running at their time")
 NETLINK_ERRORS = Counter(
     "xtcp2_netlink_errors_total",
     "Netlink dump problems: error (NLMSG_ERROR), enobufs, timeout, interrupted (NLM_F_DUMP_INTR), truncated",
     ["kind"],
-)
-DECODE_ERRORS = Counter(
-    "xtcp2_decode_errors_total", "Malformed messages or attributes skipped by the decoder", ["what"]
 )
 NAMESPACES_SKIPPED = Counter(
     "xtcp2_namespaces_skipped_total", "Namespace polls skipped because sockstat counts no TCP socket there"
 )
 ITER_ERRORS = Counter(
     "xtcp2_iter_errors_total", "BPF iterator reads that failed; that namespace was dumped with inet_diag instead"
-)
-NAMESPACES = Gauge("xtcp2_namespaces", "Network namespaces currently watched")
-NAMESPACES_ADDED = Counter("xtcp2_namespaces_added_total", "Namespaces that got a netlink socket")
-NAMESPACES_REMOVED = Counter("xtcp2_namespaces_removed_total", "Namespaces whose socket was closed because they disappeared")
-NAMESPACE_ERRORS = Counter(
-    "xtcp2_namespace_errors_total", "Namespaces that could not be entered or vanished mid-dump", ["kind"]
 )
 ENVELOPES = Counter("xtcp2_envelopes_total", "Envelopes marshalled and handed to the destination")
 DEST_RECORDS = Counter("xtcp2_dest_sent_records_total", "Records delivered", ["dest"])

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.root
 REQUIRED = [
     # polling
     "xtcp2_polls_total", "xtcp2_poll_duration_seconds", "xtcp2_sockets_total", "xtcp2_records_total",
+    "xtcp2_records_by_trigger_total", "xtcp2_poll_ticks_skipped_total", "xtcp2_sink_join_errors_total",
     "xtcp2_namespaces", "xtcp2_netlink_errors_total", "xtcp2_decode_errors_total",
     # namespaces discovered / removed
     "xtcp2_namespaces_added_total", "xtcp2_namespaces_removed_total",

@@ -1,15 +1,17 @@
-"""Run a BpfCollector in a thread over the real pipeline and capture what it emits."""
+"""Run a BpfMode in a thread over the real pipeline and capture what it emits."""
 from __future__ import annotations
 
 import contextlib
 import threading
 
-from xtcp2.collect import PollCollector
+from xtcp2.collect import NetlinkCollector
 from xtcp2.config import Config
-from xtcp2.ebpf.collector import BpfCollector
+from xtcp2.modes import Parts
+from xtcp2.modes.bpf import BpfMode
 from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 from xtcp2.netns.registry import NamespaceTable
 from xtcp2.pipeline import Emitter
+from xtcp2.records.sink import RecordSink
 
 T = pb.XtcpFlatRecord
 
@@ -43,8 +45,9 @@ def running(names: list[str], frequency: float = 10.0, resync: float | None = No
     emitter = Emitter(cfg)
     cap = Capture()
     emitter.add_listener(cap)
-    poller = PollCollector(cfg, table, emitter)
-    col = BpfCollector(cfg, table, emitter, poller, **kw)
+    sink = RecordSink(cfg, emitter)
+    poller = NetlinkCollector(cfg, table, sink)
+    col = BpfMode(cfg, Parts(table, poller, sink), **kw)
     stop = threading.Event()
     t = None
     try:

@@ -18,7 +18,7 @@ import pytest
 from xtcp2.ebpf import tcp_events as E
 from xtcp2.ebpf import loader
 from xtcp2.ebpf.records import close_columns
-from xtcp2.netlink.decode import BytesColumn
+from xtcp2.columns import BytesColumn
 
 from .conftest import destroy_subscriber
 
@@ -84,13 +84,13 @@ def test_bpf_close_record_equals_the_destroy_broadcast(bpf_object, netns):
             evs, bcast = [], []
             deadline = time.monotonic() + 10
             # every socket and the listeners (one per pair, one for the generator)
-            while time.monotonic() < deadline and sum(b["_n"] for b in bcast) < WANT + 47:
+            while time.monotonic() < deadline and sum(b.n for b in bcast) < WANT + 47:
                 rec = bp.reader.read()
                 if len(rec):
                     evs.append(rec["ev"].copy())
                 cols, overrun = sub.read()
                 assert not overrun
-                if cols["_n"]:
+                if cols.n:
                     bcast.append(cols)
                 time.sleep(0.05)
             evs.append(bp.reader.read()["ev"].copy())
@@ -128,7 +128,7 @@ def test_bpf_close_record_equals_the_destroy_broadcast(bpf_object, netns):
     rows_m = np.array(rows_m)
     mismatches = {}
     for field, col in mine.items():
-        if field == "_n" or field in NOT_BROADCAST:
+        if field in NOT_BROADCAST:
             continue
         want_all = []
         for _, b, j in rows_b:

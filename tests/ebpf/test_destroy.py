@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from xtcp2.columns import Columns
 from xtcp2.netlink.destroy import DestroySubscriber, DestroyWatcher
 from xtcp2.netns.enter import NetnsEnterer
 
@@ -19,7 +20,7 @@ def _collect(w: DestroyWatcher, want: int, timeout: float = 10.0):
     got = {}
     overrun = False
     deadline = time.monotonic() + timeout
-    while sum(c["_n"] for c in got.values()) < want and time.monotonic() < deadline:
+    while sum(c.n for c in got.values()) < want and time.monotonic() < deadline:
         for key, cols, ov in w.poll(0.1):
             overrun |= ov
             got[key] = _concat([got[key], cols]) if key in got else cols
@@ -29,7 +30,7 @@ def _collect(w: DestroyWatcher, want: int, timeout: float = 10.0):
 def _concat(parts):
     if len(parts) == 1:
         return parts[0]
-    out = {"_n": sum(p["_n"] for p in parts)}
+    out = Columns(sum(p.n for p in parts))
     for k in ("inet_diag_msg_socket_source_port", "inet_diag_msg_socket_destination_port",
               "tcp_info_bytes_acked", "tcp_info_bytes_received", "inet_diag_msg_state", "inet_diag_msg_socket_cookie"):
         out[k] = np.concatenate([p[k] for p in parts])
@@ -49,7 +50,7 @@ def test_short_connections_final_tcp_info_per_namespace(netns):
         assert not overrun
         assert "b" not in got  # the broadcast stays in the freed socket's namespace
         cols = got["a"]
-        assert cols["_n"] == 601
+        assert cols.n == 601
         assert (cols["inet_diag_msg_state"] == 7).all()
         assert (cols["inet_diag_msg_socket_destination_port"] == 0).sum() == 1
         assert len(set(cols["inet_diag_msg_socket_cookie"].tolist())) == 601
@@ -73,24 +74,24 @@ def test_enobufs_is_reported_as_overrun(netns):
         ns.generate(400, procs=2)
         time.sleep(0.2)
         cols, overrun = sub.read()
-    assert overrun and cols["_n"] < 800
+    assert overrun and cols.n < 800
 
 
 def test_close_record_pump_for_poll_mode(netns):
+    from xtcp2.config import Config
     from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
-    from xtcp2.netlink.destroy import CloseRecordPump
+    from xtcp2.modes.closes import CloseRecordPump
     from xtcp2.netns.registry import NamespaceTable
-    from xtcp2.records.encode import encode_rows
+    from xtcp2.pipeline import Emitter
+    from xtcp2.records.sink import RecordSink
 
     ns = netns()
     table = NamespaceTable([ns.name])
     rows = []
-
-    def emit(cols, n, consts):
-        body, _ = encode_rows(cols, n, consts)
-        rows.extend(pb.Envelope.FromString(body).row)
-
-    pump = CloseRecordPump(table, emit, {"hostname": "h"})
+    cfg = Config(dest="null", hostname="h")
+    emitter = Emitter(cfg)
+    emitter.add_listener(lambda env: rows.extend(env.message().row))
+    pump = CloseRecordPump(table, RecordSink(cfg, emitter))
     try:
         table.reconcile()
         pump.sync()
@@ -100,7 +101,9 @@ def test_close_record_pump_for_poll_mode(netns):
             assert not pump.pump(0.1)
         assert len(rows) == 201
         assert all(r.trigger == pb.XtcpFlatRecord.TRIGGER_CLOSE and r.netns == ns.name and r.hostname == "h"
-                   for r in rows)
+                   and r.timestamp_ns for r in rows)
+        # the sink numbers close records like every other record
+        assert sorted(r.record_counter for r in rows) == list(range(1, 202))
         by_port = {r.inet_diag_msg_socket_source_port: r for r in rows}
         for cport, _, sent, received in conns:
             assert (by_port[cport].tcp_info_bytes_acked, by_port[cport].tcp_info_bytes_received) == (sent + 2, received + 1)
@@ -110,6 +113,7 @@ def test_close_record_pump_for_poll_mode(netns):
         assert pump.watcher.keys() == []
     finally:
         pump.close()
+        emitter.close()
         table.close()
 
 

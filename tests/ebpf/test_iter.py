@@ -20,7 +20,8 @@ import sys
 import numpy as np
 import pytest
 
-from xtcp2.ebpf import tcp_iter as T
+from xtcp2.collect import iter as T
+from xtcp2.ebpf.tcp_iter import REC_SIZE, TcpIterProgram
 from xtcp2.netlink import constants as c
 from xtcp2.netlink.decode import BytesColumn, decode_messages
 from xtcp2.netlink.diag import DiagSocket, new_chunk
@@ -110,13 +111,11 @@ WANT_STATES = {"ESTABLISHED": 1, "SYN_SENT": 2, "SYN_RECV": 3, "FIN_WAIT2": 5, "
 
 def _rows(cols) -> dict[int, dict]:
     """cookie -> {column: value} for a Columns dict (test-sized populations only)."""
-    n = cols["_n"]
+    n = cols.n
     out = {}
     for i in range(n):
         row = {}
         for k, v in cols.items():
-            if k == "_n":
-                continue
             row[k] = v.value(i) if isinstance(v, BytesColumn) else int(v[i])
         out[row["inet_diag_msg_socket_cookie"]] = row
     return out
@@ -124,7 +123,7 @@ def _rows(cols) -> dict[int, dict]:
 
 def _dtypes(cols) -> dict[str, str]:
     return {k: (v.data.dtype.str, v.lengths.dtype.str) if isinstance(v, BytesColumn) else v.dtype.str
-            for k, v in cols.items() if k != "_n"}
+            for k, v in cols.items()}
 
 
 def _netlink(ns_path: str, enter: NetnsEnterer) -> list:
@@ -139,7 +138,7 @@ def _netlink(ns_path: str, enter: NetnsEnterer) -> list:
         diag.close()
 
 
-def _iter(ns_path: str, enter: NetnsEnterer, prog: T.TcpIterProgram) -> list:
+def _iter(ns_path: str, enter: NetnsEnterer, prog: TcpIterProgram) -> list:
     ic = T.IterCollector(prog)
     return list(ic.columns(lambda fn: enter.run_in(ns_path, fn)))
 
@@ -148,7 +147,7 @@ def _iter(ns_path: str, enter: NetnsEnterer, prog: T.TcpIterProgram) -> list:
 def iter_prog(bpf_object):
     r = subprocess.run(["make", "-s", "-C", str(bpf_object.parent)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    prog = T.TcpIterProgram.load()
+    prog = TcpIterProgram.load()
     try:
         yield prog
     finally:
@@ -239,7 +238,7 @@ def test_records_split_across_reads_are_reassembled(iter_prog, populated):
     """A buffer that holds 16 records and a bit forces partial records at every read."""
     enter = NetnsEnterer()
     try:
-        small = T.IterCollector(iter_prog, buffer_bytes=T.REC_SIZE * 16 + 100)
+        small = T.IterCollector(iter_prog, buffer_bytes=REC_SIZE * 16 + 100)
         big = T.IterCollector(iter_prog)
         a = np.concatenate([ch["inet_diag_msg_socket_cookie"] for ch in
                             small.columns(lambda fn: enter.run_in(populated.path, fn))])
@@ -254,10 +253,11 @@ def _poll_records(ns_name: str, collector: str) -> dict[int, dict]:
     """One poll of ns through the real pipeline; cookie -> record fields."""
     from google.protobuf.json_format import MessageToDict
 
-    from xtcp2.collect import PollCollector
+    from xtcp2.collect import NetlinkCollector
     from xtcp2.config import Config
     from xtcp2.netns.registry import NamespaceTable
     from xtcp2.pipeline import Emitter
+    from xtcp2.records.sink import RecordSink
 
     from .harness import Capture
 
@@ -266,7 +266,7 @@ def _poll_records(ns_name: str, collector: str) -> dict[int, dict]:
     emitter = Emitter(cfg)
     cap = Capture()
     emitter.add_listener(cap)
-    poller = PollCollector(cfg, table, emitter)
+    poller = NetlinkCollector(cfg, table, RecordSink(cfg, emitter))
     try:
         assert (poller.iter is not None) == (collector == "iter")
         table.reconcile()

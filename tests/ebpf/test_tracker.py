@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from xtcp2.ebpf import tcp_events as E
-from xtcp2.ebpf.tracker import Tracker
+from xtcp2.modes.tracker import Tracker
 
 
 def ev(rows):

@@ -144,7 +144,7 @@ def test_capture_path_writes_replayable_pcap(tmp_path, make_netns, populate):
 def test_aborted_dumps_do_not_leak_buffers(make_netns):
     """A dump cut short (here by -timeout on every chunk) must return its buffers:
     a leak would deadlock the reader thread after a few polls."""
-    from xtcp2 import collect
+    from xtcp2.collect import netlink as collect
     from xtcp2.config import Config
     from xtcp2.daemon import Daemon
 

@@ -59,7 +59,7 @@ def test_200_cycles_of_churn_under_a_1s_poller(polling_daemon):
 
     seen = set(re.findall(r"netns (\S+): watching", log))
     polls = sorted(datetime.strptime(ts, "%Y-%m-%d %H:%M:%S,%f").timestamp()
-                   for ts in re.findall(r"^(\S+ \S+) INFO xtcp2\.daemon: poll \d+:", log, re.M))
+                   for ts in re.findall(r"^(\S+ \S+) INFO xtcp2\.modes\.poll: poll \d+:", log, re.M))
 
     def completed_polls(t0, t1):
         return bisect.bisect_left(polls, t1) - bisect.bisect_right(polls, t0)

@@ -54,11 +54,19 @@ def test_named_namespace_counts_match_population(netns_name):
             s.close()
 
 
+def _unused_nsid() -> int:
+    """An nsid no namespace holds yet: ids are host-wide, and other namespaces may have 42."""
+    listed = subprocess.run(["ip", "netns", "list-id"], capture_output=True, text=True, check=True).stdout
+    taken = {int(w) for line in listed.splitlines() for w in line.split()[1:2] if w.isdigit()}
+    return next(i for i in range(4242, 100000) if i not in taken)
+
+
 def test_nsid_reported_when_assigned(netns_name):
-    subprocess.run(["ip", "netns", "set", netns_name, "42"], check=True)
+    nsid = _unused_nsid()
+    subprocess.run(["ip", "netns", "set", netns_name, str(nsid)], check=True)
     data = json.loads(tool("ns", "--json").stdout)
     entry = [n for n in data["namespaces"] if any(x["path"].endswith("/" + netns_name) for x in n["names"])][0]
-    assert entry["nsid"] == 42
+    assert entry["nsid"] == nsid
 
 
 def test_process_only_namespace_found_by_pid():

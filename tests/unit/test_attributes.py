@@ -197,8 +197,6 @@ def row_values(cols: dict, i: int) -> dict:
     """Decoded record i as plain python values; unset numeric fields are left out."""
     out = {}
     for name, col in cols.items():
-        if name == "_n":
-            continue
         if name in BYTES_FIELDS:
             v = col.value(i)
             if v:
@@ -219,7 +217,7 @@ def assert_record(cols: dict, i: int, expected: dict, where: str = "") -> None:
 
 def decode_one(message: bytes) -> dict:
     cols = decode_packets([message + DONE])
-    assert cols["_n"] == 1
+    assert cols.n == 1
     return cols
 
 
@@ -347,7 +345,7 @@ def test_tcp_info_mixed_lengths_in_one_batch():
         msgs += m
         expected.append(parse_message(m))
     cols = decode_packets([msgs + DONE])
-    assert cols["_n"] == len(lengths)
+    assert cols.n == len(lengths)
     for i in range(len(lengths)):
         assert_record(cols, i, expected[i], f"message {i} (tcp_info {lengths[i]} bytes)")
 
@@ -405,7 +403,7 @@ def test_every_captured_message_field_by_field(path: Path):
     packets = sock_diag_packets(path)
     msgs = socket_messages(packets)
     cols = decode_packets(packets)
-    assert cols["_n"] == len(msgs)
+    assert cols.n == len(msgs)
     for i, (pkt, off) in enumerate(msgs):
         assert_record(cols, i, parse_message(pkt, off), f"{rel(path)} message {i}")
     if msgs:
@@ -445,7 +443,7 @@ def test_wanted_restricts_decoded_attributes(wanted):
     part = decode_packets(packets, wanted=wanted)
     allowed = set().union(*(ATTR_FIELDS[t] for t in wanted)) if wanted else set()
     schema = set().union(*ATTR_FIELDS.values())
-    assert part["_n"] == full["_n"] == len(socket_messages(packets))
+    assert part.n == full.n == len(socket_messages(packets))
     for name in part:
         if name in schema:
             assert name in allowed, f"{name} decoded although its attribute was not wanted"

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from xtcp2.errors import DecodeError
-from xtcp2.netlink.decode import BytesColumn, decode_messages
+from xtcp2.columns import BytesColumn
+from xtcp2.netlink.decode import decode_messages
 from xtcp2.netlink.pcap import read_packets
 from xtcp2.netlink.replay import decode_packets
 
@@ -42,10 +43,8 @@ FULL_SIZE = {t: (max(off + struct.calcsize("<" + code) for _, off, code in f) if
 
 
 def check_columns(cols: dict) -> None:
-    n = cols["_n"]
+    n = cols.n
     for name, col in cols.items():
-        if name == "_n":
-            continue
         assert len(col) == n, name
         if isinstance(col, BytesColumn):
             assert (col.lengths <= col.data.shape[1]).all()
@@ -130,7 +129,7 @@ def test_short_attribute_never_reads_past_its_end(kind, data):
     payload = data.draw(st.binary(min_size=length, max_size=length))
     msg = nlmsg(inet_diag_msg() + rtattr(kind, payload, pad=b"\xff") + SENTINEL)
     cols = decode_packets([msg + DONE])
-    assert cols["_n"] == 1
+    assert cols.n == 1
     got = row_values(cols, 0)
     want = {k: v for k, v in expected_attr(kind, payload).items() if v not in (0, b"")}
     ours = {k: v for k, v in got.items() if k in ALL_SCHEMA_FIELDS}
@@ -147,7 +146,7 @@ def test_lying_rta_len_stays_inside_the_message(data):
     first = nlmsg(inet_diag_msg(sport=1) + good + bad)
     second = nlmsg(inet_diag_msg(sport=2) + rtattr(INFO, b"\x07" * 240))
     cols = decode_packets([align4(first) + second + DONE])
-    assert cols["_n"] == 2
+    assert cols.n == 2
     assert_record(cols, 1, parse_message(second), "second message")
     got = row_values(cols, 0)
     assert got["sk_mem_info_drops"] == 9
@@ -189,7 +188,7 @@ def test_untouched_messages_still_decode(data):
     packet = b"".join(m + b"\0" * ((-len(m)) % 4) for m in msgs) + DONE
     before = REGISTRY.get_sample_value("xtcp2_decode_errors_total", {"what": "rtattr"}) or 0
     cols = decode_packets([packet])
-    assert cols["_n"] == len(msgs)
+    assert cols.n == len(msgs)
     check_columns(cols)
     for i, m in enumerate(msgs):
         want = parse_message(m)
@@ -228,7 +227,7 @@ def test_damaged_attribute_is_counted():
     before = REGISTRY.get_sample_value("xtcp2_decode_errors_total", {"what": "rtattr"}) or 0
     cols = decode_packets([msg + DONE])
     after = REGISTRY.get_sample_value("xtcp2_decode_errors_total", {"what": "rtattr"}) or 0
-    assert cols["_n"] == 1 and after == before + 1
+    assert cols.n == 1 and after == before + 1
 
 
 def test_short_message_is_dropped_and_counted():
@@ -237,7 +236,7 @@ def test_short_message_is_dropped_and_counted():
     before = REGISTRY.get_sample_value("xtcp2_decode_errors_total", {"what": "inet_diag_msg"}) or 0
     cols = decode_packets([short + good + DONE])
     after = REGISTRY.get_sample_value("xtcp2_decode_errors_total", {"what": "inet_diag_msg"}) or 0
-    assert cols["_n"] == 1 and cols["inet_diag_msg_socket_source_port"].tolist() == [7]
+    assert cols.n == 1 and cols["inet_diag_msg_socket_source_port"].tolist() == [7]
     assert after == before + 1
 
 
@@ -270,4 +269,4 @@ def test_decoder_output_is_a_copy_of_the_input():
     assert row_values(cols, 0) == before
     # the decoder did read this buffer: decoding it again now gives other values
     again = decode_messages(buf, np.array([0], dtype=np.uint32), used=len(buf))
-    assert again["_n"] == 0 or row_values(again, 0) != before
+    assert again.n == 0 or row_values(again, 0) != before

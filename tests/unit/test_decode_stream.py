@@ -83,7 +83,7 @@ def test_stream_in_small_chunks_equals_one_decode():
     whole = decode_packets(pk)
     parts = list(decode_stream(pk, chunk_bytes=10_000))  # smaller than a packet: one per chunk
     assert len(parts) > 3
-    assert sum(p["_n"] for p in parts) == whole["_n"]
+    assert sum(p.n for p in parts) == whole.n
     for field in ("inet_diag_msg_socket_cookie", "tcp_info_rtt", "inet_diag_msg_socket_source_port"):
         assert [v for p in parts for v in p[field].tolist()] == whole[field].tolist()
 

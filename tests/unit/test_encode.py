@@ -18,9 +18,11 @@ from hypothesis import strategies as st
 
 from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 from xtcp2.marshal import protobuf_list
-from xtcp2.netlink.decode import BytesColumn
+from xtcp2.columns import BytesColumn
 from xtcp2.netlink.replay import decode_packets
-from xtcp2.records.encode import encode_envelopes, encode_rows
+from xtcp2.config import Config
+from xtcp2.pipeline import Emitter
+from xtcp2.records.encode import encode_rows
 from xtcp2.records.envelope import EncodedEnvelope
 
 from .test_attributes import FIXTURES, parse_message, sock_diag_packets, socket_messages
@@ -107,8 +109,6 @@ def reference_records(columns: dict, n: int, constants: dict) -> list[pb.XtcpFla
         for name, v in constants.items():
             setattr(r, name, v)
         for name, col in columns.items():
-            if name == "_n":
-                continue
             if isinstance(col, BytesColumn):
                 raw = col.value(i)
                 setattr(r, name, raw.decode() if name in STRING_COLUMNS else raw)
@@ -164,7 +164,7 @@ def test_decoded_capture_encodes_like_protobuf(name: str):
     packets = sock_diag_packets(FIXTURES / name)
     msgs = socket_messages(packets)
     cols = decode_packets(packets)
-    n = cols.pop("_n")
+    n = cols.n
     assert n == len(msgs)
     constants = {"hostname": "h1", "netns": "self", "timestamp_ns": 1_722_126_713_176_394_000}
     body, _ = encode_rows(cols, n, constants)
@@ -179,11 +179,28 @@ def test_decoded_capture_encodes_like_protobuf(name: str):
 
 # --- envelopes ----------------------------------------------------------------------
 
+def envelopes(batch_list, max_rows: int = 10000, max_bytes: int = 768 * 1024) -> list[EncodedEnvelope]:
+    """Encoded batches through the real Emitter (it alone splits rows into Envelopes)."""
+    cfg = Config(dest="null", envelope_flush_threshold_rows=max_rows, envelope_flush_threshold_bytes=max_bytes)
+    cfg.validate()
+    out: list[EncodedEnvelope] = []
+    emitter = Emitter(cfg)
+    emitter.add_listener(out.append)
+    try:
+        for columns, n, constants in batch_list:
+            if n:
+                emitter.add_rows(*encode_rows(columns, n, constants))
+        emitter.flush()
+    finally:
+        emitter.close()
+    return out
+
+
 @props(0.6)
-@given(batch=batches(max_rows=40), max_rows=st.integers(1, 25), max_bytes=st.integers(1, 3000))
+@given(batch=batches(max_rows=40), max_rows=st.integers(1, 25), max_bytes=st.integers(1024, 8000))
 def test_envelope_split_respects_limits(batch, max_rows, max_bytes):
     columns, n, constants = batch
-    envs = encode_envelopes(columns, n, constants, max_rows=max_rows, max_bytes=max_bytes)
+    envs = envelopes([batch], max_rows=max_rows, max_bytes=max_bytes)
     records = reference_records(columns, n, constants)
     sizes = [len(pb.Envelope(row=[r]).SerializeToString()) for r in records]
     assert sum(e.rows for e in envs) == n
@@ -200,7 +217,7 @@ def test_envelope_split_respects_limits(batch, max_rows, max_bytes):
 
 
 def test_no_rows_no_envelope():
-    assert encode_envelopes({}, 0) == []
+    assert envelopes([({}, 0, {})]) == []
 
 
 # --- protobufList ---------------------------------------------------------------------
@@ -208,9 +225,7 @@ def test_no_rows_no_envelope():
 @props(0.4)
 @given(st.lists(batches(max_rows=5), min_size=1, max_size=4))
 def test_protobuf_list_round_trip(batch_list):
-    envs = []
-    for columns, n, constants in batch_list:
-        envs += encode_envelopes(columns, n, constants, max_rows=3)
+    envs = envelopes(batch_list, max_rows=3)
     stream = b"".join(protobuf_list.marshal(e) for e in envs)
     # framing as protobuf's own delimited writers do it
     assert stream == b"".join(_VarintBytes(len(e.body)) + e.body for e in envs)

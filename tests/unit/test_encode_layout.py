@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 
 from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
-from xtcp2.netlink.decode import BytesColumn
+from xtcp2.columns import BytesColumn
 from xtcp2.records import encode
 from xtcp2.records.encode import encode_rows
 
@@ -68,7 +68,6 @@ def test_same_columns_with_changing_widths(mode: str):
         for k, scale in enumerate(scales):
             big = np.uint64(scale) if k % 2 else np.uint64(2**64 - 1 - k)
             columns = {
-                "_n": n,
                 "tcp_info_rtt": (rng.integers(0, scale + 1, n, dtype=np.uint64)).astype(np.uint32),
                 "tcp_info_bytes_acked": np.where(rng.random(n) < 0.5, big, np.uint64(0)),
                 # longest address: 16, 4, 0 bytes; longest name: 0, 5, 5 bytes

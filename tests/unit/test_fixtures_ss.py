@@ -280,7 +280,7 @@ def _addr_matches(printed: str, raw: bytes) -> bool:
 def join(ss: list[SsSocket], cols: dict) -> tuple[list[tuple[SsSocket, Row]], int]:
     """(ss socket, decoded row) for each ss socket with exactly one match; and the ambiguous count."""
     index: dict[tuple, list[int]] = {}
-    n = cols["_n"]
+    n = cols.n
     if n == 0:
         return [], 0
     st = cols["inet_diag_msg_state"]
@@ -418,7 +418,7 @@ def test_single_packet_reply_matches_ss(text: str, pcap: str):
     """Every socket of the packet is in the ss text, with exactly the printed values."""
     ss, results = evaluate(FIXTURES / text, FIXTURES / pcap)
     joined, ambiguous, diffs, seen = results[0]
-    n = decode_packets(p for _, p in read_packets(str(FIXTURES / pcap)))["_n"]
+    n = decode_packets(p for _, p in read_packets(str(FIXTURES / pcap))).n
     assert not diffs, "\n".join(diffs[:15])
     assert ambiguous == 0 and n > 50 and len(joined) == n
     assert seen["rtt"] == n and seen["bytes_acked"] > 0

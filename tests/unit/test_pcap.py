@@ -82,7 +82,7 @@ def test_writer_output_decodes_like_the_fixture(tmp_path: Path):
     w.close()
     a = decode_packets(packets)
     b = decode_packets(p for _, p in read_packets(str(path)))
-    assert a["_n"] == b["_n"] == 15
+    assert a.n == b.n == 15
     assert (a["inet_diag_msg_socket_cookie"] == b["inet_diag_msg_socket_cookie"]).all()
     assert (a["tcp_info_rtt"] == b["tcp_info_rtt"]).all()
 
@@ -143,12 +143,12 @@ def test_only_sock_diag_packets_are_decoded(tmp_path: Path):
     path.write_bytes(pcap_bytes([(NETLINK_SOCK_DIAG, socket_message(4000) + DONE),
                                  (NETLINK_ROUTE, socket_message(9999, state=24) + DONE)]))
     cols = decode_packets(p for _, p in read_packets(str(path)))
-    assert cols["_n"] == 1 and cols["inet_diag_msg_socket_source_port"].tolist() == [4000]
+    assert cols.n == 1 and cols["inet_diag_msg_socket_source_port"].tolist() == [4000]
     # the same in real captures: nlmon recorded `ip`'s address dump next to ss's
     for name in ("tcp_100_sockets_bbr.pcap", "tcp_100_sockets_vegas.pcap"):
         fixture = FIXTURES / "6_6_44" / name
         cols = decode_packets(p for _, p in read_packets(str(fixture)))
-        assert cols["_n"] == len(socket_messages(sock_diag_packets(fixture)))
+        assert cols.n == len(socket_messages(sock_diag_packets(fixture)))
         assert set(cols["inet_diag_msg_state"].tolist()) <= set(range(1, 13))
 
 

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # see a metric appear late or not at all.
 METRIC_MODULES = (
     "xtcp2.metrics", "xtcp2.api.record_fanout", "xtcp2.api.config_service", "xtcp2.api.flat_record_service",
-    "xtcp2.netlink.destroy", "xtcp2.ebpf.collector",
+    "xtcp2.netlink.destroy", "xtcp2.modes.bpf_metrics",
 )
 
 

@@ -1,7 +1,8 @@
-"""--mode bpf: libbpf loader, ring buffer reader, event tracker and the bpf-mode collector.
+"""The kernel side of --mode bpf: libbpf loader, ring buffer reader, event layout
+(and the event -> columns mapping of close events). What to do with the events is
+xtcp2.modes.bpf.
 
-`available()` says whether the BPF programs load here (and why not); `BpfCollector`
-plugs into the poll pipeline's namespace table, collector and emitter.
+`available()` says whether the BPF programs load here (and why not).
 """
 from __future__ import annotations
 
@@ -10,13 +11,6 @@ def available() -> tuple[bool, str]:
     """(True, how) if --mode bpf can run on this host, else (False, actionable reason)."""
     from .loader import available as _available
     return _available()
-
-
-def __getattr__(name: str):
-    if name == "BpfCollector":
-        from .collector import BpfCollector
-        return BpfCollector
-    raise AttributeError(name)
 
 
 def select_mode(mode: str) -> tuple[bool, str]:

@@ -10,7 +10,7 @@ import socket
 
 import numpy as np
 
-from ..netlink.decode import BytesColumn, Columns
+from ..columns import BytesColumn, Columns
 from .tcp_info import TO_RECORD
 
 TCP_CLOSE = 7
@@ -21,8 +21,7 @@ def close_columns(ev: np.ndarray, last_known: dict[int, tuple[int, int]] | None 
     n = len(ev)
     fam = ev["family"].astype(np.uint32)
     alen = np.where(fam == socket.AF_INET6, 16, 4).astype(np.uint8)
-    cols: Columns = {
-        "_n": n,
+    cols = Columns(n, {
         "inet_diag_msg_family": fam,
         "inet_diag_msg_state": np.full(n, TCP_CLOSE, np.uint32),
         "tcp_info_state": np.full(n, TCP_CLOSE, np.uint32),
@@ -31,7 +30,7 @@ def close_columns(ev: np.ndarray, last_known: dict[int, tuple[int, int]] | None 
         "inet_diag_msg_socket_source": BytesColumn(np.ascontiguousarray(ev["saddr"]), alen),
         "inet_diag_msg_socket_destination": BytesColumn(np.ascontiguousarray(ev["daddr"]), alen.copy()),
         "inet_diag_msg_socket_cookie": ev["cookie"].astype(np.uint64),
-    }
+    })
     for src, dst in TO_RECORD.items():
         cols[dst] = ev[src].astype(np.uint64 if ev.dtype[src].itemsize == 8 else np.uint32)
     names = ev["ca_name"]

@@ -2,15 +2,13 @@
 tcp_get_info() port (bpf/tcp_info.bpf.h), and its mapping to record columns.
 
 Both BPF record layouts embed it (close events, the socket iterator). TO_RECORD
-names the record column of each member and DIAG_DTYPE the numpy dtype the inet_diag
-decoder (xtcp2/netlink/decode.py) gives that column, so a record is encoded the same
-whichever path read it.
+names the record column of each member (xtcp2/collect/iter.py gives each the inet_diag
+decoder's dtype, so a record is encoded the same whichever path read it).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..netlink import layouts as L
 
 # (struct member, numpy format) in struct order
 TCP_INFO_FIELDS: list[tuple] = [
@@ -94,8 +92,3 @@ TO_RECORD = {
     "delivery_rate_app_limited": "tcp_info_delivery_rate_app_limited",
     "fastopen_client_fail": "tcp_info_fast_open_client_failed",
 }
-
-# record column -> the numpy dtype the inet_diag decoder gives it
-DIAG_DTYPE: dict[str, np.dtype] = {name: np.dtype(fmt) for name, _, fmt in L.TCP_INFO}
-DIAG_DTYPE.update({name: np.dtype(np.uint8) for name, *_ in L.TCP_INFO_BITFIELDS})
-

@@ -6,38 +6,23 @@ struct is gathered for all sockets that carry it with one fancy index, then spli
 fields by a structured dtype view. Every read is bounded by the length the kernel
 wrote: nlmsg_len for the message and rta_len for each attribute.
 
-Output: `Columns`, a dict keyed by XtcpFlatRecord field names. Scalars are numpy
-arrays of length n (0 = unset); addresses and strings are BytesColumn.
+Output: `Columns` (xtcp2.columns), keyed by XtcpFlatRecord field names, with the row
+count in `.n`. Scalars are numpy arrays of length n (0 = unset); addresses and strings
+are BytesColumn.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+from prometheus_client import Counter
 
-from .. import metrics
+from ..columns import BytesColumn, Columns
 from . import constants as c
 from . import layouts as L
 
 
-@dataclass
-class BytesColumn:
-    """Variable-length byte strings: row i is data[i, :lengths[i]]."""
-
-    data: np.ndarray      # (n, width) uint8
-    lengths: np.ndarray   # (n,) integer
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def value(self, i: int) -> bytes:
-        return self.data[i, : int(self.lengths[i])].tobytes()
-
-    def take(self, rows: np.ndarray) -> "BytesColumn":
-        return BytesColumn(self.data[rows], self.lengths[rows])
-
-
-Columns = dict  # str -> np.ndarray | BytesColumn
+DECODE_ERRORS = Counter(
+    "xtcp2_decode_errors_total", "Malformed messages or attributes skipped by the decoder", ["what"]
+)
 
 # Pseudo-fields: the raw address bytes and the two tcp_info bitfield bytes.
 _MSG_FIELDS = L.INET_DIAG_MSG + [("_src", L.SRC_OFFSET, "(16,)u1"), ("_dst", L.DST_OFFSET, "(16,)u1")]
@@ -122,14 +107,14 @@ def decode_messages(buf, offsets, wanted: frozenset[int] | None = None, used: in
     words = np.frombuffer(buf, dtype="<u4", count=used >> 2)
     offs = np.frombuffer(offsets, dtype=np.uint32).astype(np.int64) if not isinstance(offsets, np.ndarray) else offsets.astype(np.int64)
     if len(offs) == 0:
-        return {"_n": 0}
+        return Columns(0)
     nlen = words[offs >> 2].astype(np.int64)
     ok = (nlen >= c.NLMSG_HDRLEN + c.INET_DIAG_MSG_LEN) & (offs + nlen <= used) & ((offs & 3) == 0)
     if not ok.all():
-        metrics.DECODE_ERRORS.labels("inet_diag_msg").inc(int((~ok).sum()))
+        DECODE_ERRORS.labels("inet_diag_msg").inc(int((~ok).sum()))
         offs, nlen = offs[ok], nlen[ok]
     n = len(offs)
-    cols: Columns = {"_n": n}
+    cols = Columns(n)
     if n == 0:
         return cols
 
@@ -166,7 +151,7 @@ def decode_messages(buf, offsets, wanted: frozenset[int] | None = None, used: in
         cur[active] = pos + ((alen + 3) & ~3)
         active = active[cur[active] + 4 <= end[active]]
     if bad_attrs:
-        metrics.DECODE_ERRORS.labels("rtattr").inc(bad_attrs)
+        DECODE_ERRORS.labels("rtattr").inc(bad_attrs)
     if not a_rows:
         return cols
     a_rows = np.concatenate(a_rows)

@@ -23,7 +23,8 @@ from prometheus_client import Counter, Gauge
 import numpy as np
 
 from . import constants as c
-from .decode import Columns, decode_messages
+from ..columns import Columns
+from .decode import decode_messages
 from .layouts import INET_DIAG_MSG
 
 SKNLGRP_INET_TCP_DESTROY = 1
@@ -112,7 +113,7 @@ class DestroySubscriber:
                 off += (ln + 3) & ~3
             used = (end + 7) & ~7
         if not offsets:
-            return {"_n": 0}, overrun
+            return Columns(0), overrun
         DESTROY_MESSAGES.inc(len(offsets))
         if keep is not None:
             offs = np.frombuffer(offsets, np.uint32).astype(np.int64)
@@ -123,7 +124,7 @@ class DestroySubscriber:
             cookies = np.where(whole, raw[at[:, None] + _U64_BYTES].view("<u8").ravel(), 0)
             offsets = offs[keep(cookies)]
             if not len(offsets):
-                return {"_n": 0}, overrun
+                return Columns(0), overrun
         cols = decode_messages(self.buf, offsets, used=used)
         return cols, overrun
 
@@ -208,7 +209,7 @@ class DestroyWatcher:
             if key is None:
                 continue
             cols, overrun = self._subs[key].read(keep=keep)
-            if cols["_n"] or overrun:
+            if cols.n or overrun:
                 out.append((key, cols, overrun))
         return out
 
@@ -216,43 +217,3 @@ class DestroyWatcher:
         for key in list(self._subs):
             self.remove(key)
         self._ep.close()
-
-
-class CloseRecordPump:
-    """Poll mode's close records: destroy broadcasts of every watched namespace -> records.
-
-    `table` is the daemon's NamespaceTable; `emit(columns, n, consts)` encodes and
-    queues (the daemon's emitter path); `base` holds the record constants (hostname,
-    versions, ...). Call sync() after every reconcile and pump() while waiting for the
-    next poll. pump() returns True if a broadcast was lost (ENOBUFS): poll at once.
-    """
-
-    def __init__(self, table, emit: Callable[[Columns, int, dict], None], base: dict | None = None) -> None:
-        self.table = table
-        self.emit = emit
-        self.base = base if base is not None else {}  # shared: reconfigured labels apply
-        self.watcher = DestroyWatcher()
-
-    def sync(self) -> None:
-        self.watcher.sync_with(self.table)
-
-    def fileno(self) -> int:
-        return self.watcher.fileno()
-
-    def pump(self, timeout: float) -> bool:
-        import time
-        lost = False
-        for key, cols, overrun in self.watcher.poll(timeout):
-            lost |= overrun
-            n = cols.pop("_n")
-            if not n:
-                continue
-            ns = self.table.by_key.get(key)
-            consts = dict(self.base, trigger=2, timestamp_ns=time.time_ns())  # TRIGGER_CLOSE
-            if ns is not None:
-                consts.update(netns=ns.name, netns_inode=ns.inode, nsid=ns.nsid)
-            self.emit(cols, n, consts)
-        return lost
-
-    def close(self) -> None:
-        self.watcher.close()

@@ -12,13 +12,21 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from .. import metrics
+from prometheus_client import Counter, Gauge
+
 from ..netlink.diag import DiagSocket
 from .discover import NetnsRef, discover, select
 from .enter import NetnsEnterer
 from .nsid import get_nsid
 
 log = logging.getLogger(__name__)
+
+NAMESPACES = Gauge("xtcp2_namespaces", "Network namespaces currently watched")
+NAMESPACES_ADDED = Counter("xtcp2_namespaces_added_total", "Namespaces that got a netlink socket")
+NAMESPACES_REMOVED = Counter("xtcp2_namespaces_removed_total", "Namespaces whose socket was closed because they disappeared")
+NAMESPACE_ERRORS = Counter(
+    "xtcp2_namespace_errors_total", "Namespaces that could not be entered or vanished mid-dump", ["kind"]
+)
 
 
 @dataclass
@@ -58,7 +66,7 @@ class NamespaceTable:
         try:
             diag = make() if ref.source == "self" else self._enter.run_in(ref.path, make)
         except (OSError, TimeoutError) as e:
-            metrics.NAMESPACE_ERRORS.labels("enter").inc()
+            NAMESPACE_ERRORS.labels("enter").inc()
             log.warning("netns %s (inode %d): cannot open a socket inside: %s", ref.name, ref.inode, e)
             return None
         nsid = get_nsid(ref.path) if self.populate_nsid and ref.source != "self" else -1
@@ -90,9 +98,9 @@ class NamespaceTable:
                     continue
                 self.by_key[key] = ns
                 added += 1
-                metrics.NAMESPACES_ADDED.inc()
+                NAMESPACES_ADDED.inc()
                 log.info("netns %s: watching (inode %d, cookie %d, nsid %d)", ref.name, ref.inode, ns.cookie, ns.nsid)
-            metrics.NAMESPACES.set(len(self.by_key))
+            NAMESPACES.set(len(self.by_key))
             return added, removed
 
     def _note_unmatched(self, everything: dict) -> None:
@@ -116,7 +124,7 @@ class NamespaceTable:
         with ns.lock:
             ns.diag.close()
         if why != "shutdown":
-            metrics.NAMESPACES_REMOVED.inc()
+            NAMESPACES_REMOVED.inc()
         log.info("netns %s: %s, socket closed (inode %d)", ns.name, why, ns.inode)
 
     def namespaces(self) -> list[Namespace]:
@@ -137,5 +145,5 @@ class NamespaceTable:
         with self._lock:
             for key in list(self.by_key):
                 self._close(key, "shutdown")
-        metrics.NAMESPACES.set(0)
+        NAMESPACES.set(0)
         self._enter.close()

@@ -28,8 +28,7 @@ import numpy as np
 from google.protobuf.descriptor import FieldDescriptor as FD
 
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
-from ..netlink.decode import BytesColumn
-from .envelope import EncodedEnvelope
+from ..columns import BytesColumn
 
 ROW_TAG = 0x52  # Envelope.row: field 10, wire type 2
 _VARINT_TYPES = {FD.TYPE_UINT32, FD.TYPE_UINT64, FD.TYPE_INT64, FD.TYPE_INT32, FD.TYPE_ENUM, FD.TYPE_BOOL}
@@ -137,7 +136,7 @@ class _Plan:
 
 @functools.lru_cache(maxsize=64)
 def _make_plan(names: tuple[str, ...], kinds: tuple, const_names: tuple[str, ...]) -> _Plan:
-    unknown = (set(names) | set(const_names)) - FIELD_NAMES - {"_n"}
+    unknown = (set(names) | set(const_names)) - FIELD_NAMES
     if unknown:
         raise KeyError(f"not XtcpFlatRecord fields: {', '.join(sorted(unknown))}")
     where = {name: (i, kind) for i, (name, kind) in enumerate(zip(names, kinds))}
@@ -300,7 +299,7 @@ def encode_rows(columns: Mapping[str, Any], n: int, constants: Mapping[str, Any]
     kinds = tuple([v.dtype.itemsize if type(v) is np.ndarray else type(v) for v in values])
     plan = _make_plan(tuple(columns), kinds, tuple(constants))
     if plan.normalise:   # lists, scalars, array subclasses: make them plain arrays and key again
-        return encode_rows({k: v if k == "_n" or type(v) is np.ndarray or isinstance(v, BytesColumn)
+        return encode_rows({k: v if type(v) is np.ndarray or isinstance(v, BytesColumn)
                             else np.broadcast_to(np.asarray(v), (n,)) for k, v in columns.items()}, n, constants)
     if n == 0:
         return b"", np.zeros(0, dtype=np.int64)
@@ -370,30 +369,3 @@ def encode_rows(columns: Mapping[str, Any], n: int, constants: Mapping[str, Any]
     out = M.T[K.T].tobytes()
     row_ends = np.cumsum(1 + hsize.astype(np.int64) + rs)
     return out, row_ends
-
-
-def encode_envelopes(columns: Mapping[str, Any], n: int, constants: Mapping[str, Any] | None = None,
-                     max_rows: int = 10000, max_bytes: int = 768 * 1024) -> list[EncodedEnvelope]:
-    """Encode n records and split them into Envelopes of at most max_rows / max_bytes.
-
-    A single record larger than max_bytes still travels, alone in its envelope.
-    """
-    if n == 0:
-        return []
-    body, ends = encode_rows(columns, n, constants)
-    out = []
-    start_row, start_byte = 0, 0
-    while start_row < n:
-        limit = np.searchsorted(ends, start_byte + max_bytes, side="right")
-        stop = max(start_row + 1, min(int(limit), start_row + max_rows, n))
-        stop_byte = int(ends[stop - 1])
-        out.append(EncodedEnvelope(body[start_byte:stop_byte], stop - start_row))
-        start_row, start_byte = stop, stop_byte
-    return out
-
-
-def take_rows(columns: Mapping[str, Any], rows: np.ndarray) -> dict:
-    """The subset `rows` of every column (for -modulus and filters)."""
-    out = {k: (v.take(rows) if isinstance(v, BytesColumn) else v[rows]) for k, v in columns.items() if k != "_n"}
-    out["_n"] = len(rows)
-    return out

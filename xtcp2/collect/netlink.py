@@ -1,8 +1,9 @@
-"""Poll mode: dump every watched namespace (IPv4 and IPv6), decode, encode, emit.
+"""Collection through netlink inet_diag: each watched namespace (IPv4 and IPv6) -> Columns -> sink.
 
 Per namespace and family the dump is read in large chunks; each chunk is decoded
-column-wise and encoded straight to protobuf rows while the next chunk is read, so
-memory stays bounded by a few chunks whatever the socket count.
+column-wise and handed to the record sink (which encodes it) while the next chunk is
+read, so memory stays bounded by a few chunks whatever the socket count.
+Used by both modes: poll mode every -frequency, bpf mode for its refreshes and resyncs.
 """
 from __future__ import annotations
 
@@ -13,20 +14,21 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
-from . import SCHEMA_VERSION, __version__, metrics
-from .config import CHUNKS_PER_WORKER, Config, chunk_bytes
-from .memory import tune_malloc
-from .gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
-from .netlink import constants as c
-from .netlink.decode import decode_messages
-from .netlink.diag import Chunk, DumpAborted, NetlinkError, new_chunk
-from .netlink.pcap import PcapWriter, capture_file_name
-from .netns.registry import Namespace, NamespaceTable
-from .pipeline import Emitter
-from .records.encode import encode_rows, take_rows
+from .. import metrics
+from ..columns import Columns
+from ..config import CHUNKS_PER_WORKER, Config, chunk_bytes
+from ..memory import tune_malloc
+from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+from ..netlink import constants as c
+from ..netlink.decode import decode_messages
+from ..netlink.diag import Chunk, DumpAborted, NetlinkError, new_chunk
+from ..netlink.pcap import PcapWriter, capture_file_name
+from ..netns.registry import NAMESPACE_ERRORS, Namespace, NamespaceTable
+from ..records.sink import RecordSink
 
 log = logging.getLogger(__name__)
 FAMILIES = ((c.AF_INET, "ipv4"), (c.AF_INET6, "ipv6"))
@@ -47,13 +49,11 @@ class PollStats:
                 f"seconds={self.seconds:.3f}" + (f" errors={self.errors}" if self.errors else ""))
 
 
-class PollCollector:
-    def __init__(self, config: Config, table: NamespaceTable, emitter: Emitter) -> None:
+class NetlinkCollector:
+    def __init__(self, config: Config, table: NamespaceTable, sink: RecordSink) -> None:
         self.table = table
-        self.emitter = emitter
+        self.sink = sink
         self._local = threading.local()
-        self._counter = 0
-        self._counter_lock = threading.Lock()
         self._captured = 0
         self._pool: ThreadPoolExecutor | None = None
         self.iter = None  # xtcp2.ebpf.tcp_iter.IterCollector when -collector picks the BPF iterator
@@ -64,7 +64,7 @@ class PollCollector:
         self.configure(config)
 
     def configure(self, config: Config) -> None:
-        if getattr(self, "config", None) is None or config.collector != self.config.collector:
+        if self.config is None or config.collector != self.config.collector:
             self._select_backend(config.collector)
         self.config = config
         self.ext = c.ext_mask(config.enabled_deserializers)
@@ -73,20 +73,10 @@ class PollCollector:
             old, self._pool = self._pool, ThreadPoolExecutor(config.netlinkers, thread_name_prefix="netlinker")
             if old:
                 old.shutdown(wait=False)
-        base = {
-            "schema_version": SCHEMA_VERSION, "daemon_version": __version__,
-            "hostname": config.hostname, "location": config.location,
-            "label": config.label, "tag": config.tag,
-        }
-        # updated in place: the close-record pump holds a reference to it
-        if not hasattr(self, "base_constants"):
-            self.base_constants = {}
-        self.base_constants.clear()
-        self.base_constants.update(base)
 
     def _select_backend(self, collector: str) -> None:
         """-collector: the BPF iterator (iter), inet_diag (netlink), or iter where it loads (auto)."""
-        from .ebpf.tcp_iter import select_backend
+        from .iter import select_backend
         old, (self.iter, why) = self.iter, select_backend(collector)
         if old is not None:
             old.close()
@@ -167,12 +157,6 @@ class PollCollector:
                     free.put(item)
             t.join()
 
-    def next_counters(self, n: int) -> int:
-        with self._counter_lock:
-            start = self._counter
-            self._counter += n
-            return start
-
     def poll(self, namespaces: list[Namespace] | None = None, trigger: int = pb.XtcpFlatRecord.TRIGGER_POLL) -> PollStats:
         t0 = time.perf_counter()
         nss = self.table.namespaces() if namespaces is None else namespaces
@@ -185,7 +169,7 @@ class PollCollector:
             stats.errors += errors
             stats.interrupted += interrupted
             stats.per_ns[ns.name] = sockets
-        self.emitter.flush()
+        self.sink.flush()
         stats.seconds = time.perf_counter() - t0
         metrics.POLLS.inc()
         metrics.POLL_SECONDS.observe(stats.seconds)
@@ -204,7 +188,7 @@ class PollCollector:
         with ns.lock:
             if ns.broken:
                 return 0, 0, 0, 0
-            consts = dict(self.base_constants, netns=ns.name, netns_inode=ns.inode, nsid=ns.nsid,
+            consts = dict(netns=ns.name, netns_inode=ns.inode, nsid=ns.nsid,
                           netlinker_id=self._worker_id(), socket_fd=ns.diag.fileno(), trigger=trigger)
             if self.iter is not None and not self.config.capture_path:
                 done = self._poll_ns_iter(ns, consts, deadline)
@@ -216,11 +200,10 @@ class PollCollector:
                 writer = self._capture_writer(ns, family)
                 ns.diag.capture = writer
                 try:
-                    for ch in self._dump(ns, family):
-                        s, r = self._emit_chunk(ch, consts)
-                        sockets += s
-                        records += r
-                        metrics.SOCKETS.labels(fname).inc(s)
+                    for cols, ch in self.dump_columns(ns, family):
+                        sockets += cols.n
+                        records += self.sink.emit(cols, consts)
+                        metrics.SOCKETS.labels(fname).inc(cols.n)
                         if ch.interrupted:
                             interrupted += 1
                             metrics.NETLINK_ERRORS.labels("interrupted").inc()
@@ -239,7 +222,7 @@ class PollCollector:
                     log.warning("netns %s %s dump refused: %s", ns.name, fname, e)
                 except OSError as e:
                     errors += 1
-                    metrics.NAMESPACE_ERRORS.labels("vanished").inc()
+                    NAMESPACE_ERRORS.labels("vanished").inc()
                     log.warning("netns %s %s: %s; skipped", ns.name, fname, e)
                     ns.broken = True
                     break
@@ -252,7 +235,7 @@ class PollCollector:
     def _has_sockets(self, ns: Namespace) -> bool:
         """False only when the namespace's sockstat counts no TCP socket: then a dump,
         which walks the host-wide hash table, would find nothing."""
-        from .ebpf.tcp_iter import has_tcp_sockets
+        from .iter import has_tcp_sockets
         try:
             if self._in_ns(ns, has_tcp_sockets):
                 return True
@@ -270,11 +253,10 @@ class PollCollector:
                                           on_skip=metrics.NAMESPACES_SKIPPED.inc):
                 fam = cols["inet_diag_msg_family"]
                 v6 = int(np.count_nonzero(fam == c.AF_INET6))
-                metrics.SOCKETS.labels("ipv4").inc(len(fam) - v6)
+                metrics.SOCKETS.labels("ipv4").inc(cols.n - v6)
                 metrics.SOCKETS.labels("ipv6").inc(v6)
-                s, r = self._emit_columns(cols, consts)
-                sockets += s
-                records += r
+                sockets += cols.n
+                records += self.sink.emit(cols, consts)
                 if time.monotonic() > deadline:
                     metrics.ITER_ERRORS.inc()
                     log.warning("netns %s: BPF iterator read stopped after %d sockets: longer than -timeout %gs",
@@ -289,26 +271,12 @@ class PollCollector:
             return None
         return sockets, records, 0, 0
 
-    def _emit_chunk(self, ch: Chunk, consts: dict) -> tuple[int, int]:
-        return self._emit_columns(decode_messages(ch.buf, ch.message_offsets(), self.wanted, used=ch.used), consts)
-
-    def _emit_columns(self, cols, consts: dict) -> tuple[int, int]:
-        n = cols.pop("_n")
-        if n == 0:
-            return 0, 0
-        sockets = n
-        start = self.next_counters(n)
-        if self.config.modulus > 1:
-            keep = np.flatnonzero((start + np.arange(n)) % self.config.modulus == 0)
-            cols = take_rows(cols, keep)
-            n = cols.pop("_n")
-            if n == 0:
-                return sockets, 0
-        cols["record_counter"] = np.arange(start, start + n, dtype=np.uint64) + 1
-        body, ends = encode_rows(cols, n, dict(consts, timestamp_ns=time.time_ns()))
-        self.emitter.add_rows(body, ends)
-        metrics.RECORDS.inc(n)
-        return sockets, n
+    def dump_columns(self, ns: Namespace, family: int) -> Iterator[tuple[Columns, Chunk]]:
+        """Columns of one namespace's dump, chunk by chunk (with the chunk for its flags:
+        interrupted, final). The caller holds ns.lock. The columns are copies: they stay
+        valid after the chunk buffer is refilled."""
+        for ch in self._dump(ns, family):
+            yield decode_messages(ch.buf, ch.message_offsets(), self.wanted, used=ch.used), ch
 
     def _capture_writer(self, ns: Namespace, family: int) -> PcapWriter | None:
         cfg = self.config

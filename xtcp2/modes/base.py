@@ -1,0 +1,37 @@
+"""The interface every mode offers the Daemon, and the parts modes are built from."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..collect import NetlinkCollector
+from ..config import Config
+from ..netns.registry import NamespaceTable
+from ..records.sink import RecordSink
+
+
+@dataclass
+class Parts:
+    """What both modes drive: the watched namespaces, a collector for full dumps,
+    and the sink every record goes through."""
+
+    table: NamespaceTable
+    collector: NetlinkCollector
+    sink: RecordSink
+
+
+class Mode(Protocol):
+    name: str
+
+    def run(self, stop: threading.Event) -> None:
+        """Collect until `stop` is set (or the mode's own end, e.g. -maxLoops)."""
+
+    def trigger(self, count: int = 1) -> None:
+        """Collect everything now, from any thread (the gRPC poll trigger)."""
+
+    def configure(self, config: Config) -> None:
+        """Apply a validated config, from any thread; timers take it from now."""
+
+    def close(self) -> None:
+        """Release kernel resources (sockets, programs); run() has returned."""
