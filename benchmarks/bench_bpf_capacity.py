@@ -38,7 +38,7 @@ from xtcp2.modes import Parts  # noqa: E402
 from xtcp2.modes.bpf import BpfMode  # noqa: E402
 from xtcp2.records.sink import RecordSink  # noqa: E402
 from xtcp2.config import Config  # noqa: E402
-from xtcp2.ebpf import events as E  # noqa: E402
+from xtcp2.ebpf import tcp_events as E  # noqa: E402
 from xtcp2.ebpf import loader  # noqa: E402
 from xtcp2.netns.registry import NamespaceTable  # noqa: E402
 from xtcp2.pipeline import Emitter  # noqa: E402

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import numpy as np  # noqa: E402
 
-from xtcp2.ebpf.events import EVENT_DTYPE  # noqa: E402
+from xtcp2.ebpf.tcp_events import EVENT_DTYPE  # noqa: E402
 from xtcp2.ebpf.records import close_columns  # noqa: E402
 from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb  # noqa: E402
 from xtcp2.columns import BytesColumn  # noqa: E402

@@ -6,10 +6,13 @@ interleaved, `--repeat` times each:
          the floor any collector pays
   ss     `ss -tinm -a` inside the namespace, output to /dev/null
   xtcp2  one in-process poll of that namespace: dump, decode, encode protobuf,
-         marshal protobufList, destination null
+         marshal protobufList, destination null (-collector netlink)
+  iter   the same poll with -collector iter (BPF TCP iterator instead of inet_diag)
+  itcol  the iterator's collection step alone: read every record and build the
+         columns, no encoding (the part that replaces dump + decode)
   once   `xtcp2 --once -dest null -marshal protobufList --netns NS` as a process
          (adds interpreter start-up); its peak RSS is reported too
-Prints medians, sockets/s and ratios (xtcp2/raw, ss/xtcp2).
+Prints medians, sockets/s and ratios (xtcp2/raw, iter/raw, itcol/raw, ss/xtcp2).
 
     python benchmarks/bench_poll.py --connections 50000 [--repeat 5] [--v6-share 0.34]
 """
@@ -74,16 +77,28 @@ def main() -> int:
         line = pop.stdout.readline()
         if not line.startswith("READY"):
             raise SystemExit(f"population failed: {line!r}")
-        cfg = Config(netns=[NS], dest="null", marshal_to="protobufList", once=True, debug_level=0)
+        cfg = Config(netns=[NS], dest="null", marshal_to="protobufList", once=True, debug_level=0,
+                     collector="netlink")
         daemon = Daemon(cfg)
         daemon.reconcile()
+        it_daemon = Daemon(cfg.replace(collector="iter"))
+        it_daemon.reconcile()
         ns = daemon.table.namespaces()[0]
+        it_ns = it_daemon.table.namespaces()[0]
         ext = c.ext_mask(cfg.enabled_deserializers)
-        raw_t, ss_t, x_t = [], [], []
-        nbytes = sockets = 0
+        wanted = c.wanted_attrs(cfg.enabled_deserializers)
+        itc = it_daemon.collector.iter
+
+        def iter_collect() -> int:
+            return sum(cols.n for cols in itc.columns(lambda fn: it_daemon.collector._in_ns(it_ns, fn), wanted))
+
+        raw_t, ss_t, x_t, it_t, itc_t = [], [], [], [], []
+        nbytes = sockets = it_sockets = 0
         for _ in range(2):  # warm up allocator and caches
             raw_dump(ns.diag.sock, ext)
             daemon.collector.poll()
+            it_daemon.collector.poll()
+            iter_collect()
         for _ in range(args.repeat):
             t, nbytes = timed(raw_dump, ns.diag.sock, ext)
             raw_t.append(t)
@@ -93,22 +108,33 @@ def main() -> int:
             t, stats = timed(daemon.collector.poll)
             x_t.append(t)
             sockets = stats.sockets
+            t, stats = timed(it_daemon.collector.poll)
+            it_t.append(t)
+            it_sockets = stats.sockets
+            t, _ = timed(iter_collect)
+            itc_t.append(t)
         daemon.close()
+        it_daemon.close()
         t0 = time.perf_counter()
-        once = subprocess.Popen([sys.executable, "-m", "xtcp2", "--once", "-dest", "null",
+        once = subprocess.Popen([sys.executable, "-m", "xtcp2", "--once", "-dest", "null", "-collector", "netlink",
                                  "-marshal", "protobufList", "--netns", NS, "-d", "0"],
                                 stderr=subprocess.PIPE, text=True)
         _, status, rusage = os.wait4(once.pid, 0)
         once_t = time.perf_counter() - t0
         summary = once.stderr.read().strip()
-        raw_m, ss_m, x_m = (statistics.median(v) for v in (raw_t, ss_t, x_t))
+        raw_m, ss_m, x_m, it_m, itc_m = (statistics.median(v) for v in (raw_t, ss_t, x_t, it_t, itc_t))
         print(f"population: {args.connections} connections, {sockets} sockets in {NS}; dump {nbytes / 1e6:.1f} MB")
         print(f"raw recv      {raw_m:8.3f} s   {sockets / raw_m:12,.0f} sockets/s")
         print(f"ss -tinm -a   {ss_m:8.3f} s   {sockets / ss_m:12,.0f} sockets/s")
-        print(f"xtcp2 poll    {x_m:8.3f} s   {sockets / x_m:12,.0f} sockets/s")
+        print(f"xtcp2 poll    {x_m:8.3f} s   {sockets / x_m:12,.0f} sockets/s   (-collector netlink)")
+        print(f"xtcp2 poll    {it_m:8.3f} s   {it_sockets / it_m:12,.0f} sockets/s   (-collector iter, {it_sockets} sockets)")
+        print(f"iter collect  {itc_m:8.3f} s   {it_sockets / itc_m:12,.0f} sockets/s   (records -> columns, no encoding)")
         print(f"xtcp2 --once  {once_t:8.3f} s   (process incl. start-up; {summary}); peak RSS {rusage.ru_maxrss / 1024:.0f} MiB")
-        print(f"ratios: xtcp2/raw = {x_m / raw_m:.2f}x   ss/xtcp2 = {ss_m / x_m:.2f}x   ss/raw = {ss_m / raw_m:.2f}x")
-        print(f"samples raw={['%.3f' % v for v in raw_t]} ss={['%.3f' % v for v in ss_t]} xtcp2={['%.3f' % v for v in x_t]}")
+        print(f"ratios: xtcp2/raw = {x_m / raw_m:.2f}x   iter poll/raw = {it_m / raw_m:.2f}x   "
+              f"iter collect/raw = {itc_m / raw_m:.2f}x   ss/xtcp2 = {ss_m / x_m:.2f}x   ss/raw = {ss_m / raw_m:.2f}x")
+        print(f"samples raw={['%.3f' % v for v in raw_t]} ss={['%.3f' % v for v in ss_t]} xtcp2={['%.3f' % v for v in x_t]} "
+              f"iter={['%.3f' % v for v in it_t]} itcol={['%.3f' % v for v in itc_t]}")
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
         return 0 if os.waitstatus_to_exitcode(status) == 0 else 1
     finally:
         if pop:

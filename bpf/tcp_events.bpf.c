@@ -5,7 +5,7 @@
  * (ESTABLISHED, LISTEN, CLOSE). The CLOSE event carries the final tcp_sock
  * counters, read with CO-RE, so a connection that lived a millisecond still
  * leaves a final record when the sock_diag destroy broadcast is lost.
- * sched_process_fork / sys_exit(unshare, setns) -> an event the first time a
+ * sched_process_fork / syscalls:sys_exit_{unshare,setns} -> an event the first time a
  * network namespace is seen, so the daemon reconciles at once.
  *
  * User space (xtcp2/ebpf/loader.py) loads either the tp_btf program (preferred:
@@ -14,46 +14,31 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
-#include "xtcp2_events.h"
+#include "tcp_events.h"
+#include "tcp_info.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
-#define NR_unshare 272 /* x86_64 */
-#define NR_setns 308
-#define TCPI_OPT_TIMESTAMPS 1
-#define TCPI_OPT_SACK 2
-#define TCPI_OPT_WSCALE 4
-#define TCPI_OPT_ECN 8
-#define TCPI_OPT_ECN_SEEN 16
-#define TCPI_OPT_SYN_DATA 32
-#define TCPI_OPT_USEC_TS 64
-#define TCPI_OPT_TFO_CHILD 128
-#define TCP_ECN_OK 1
-#define TCP_ECN_SEEN 8
-#define TCP_ECN_MODE_ACCECN 16  /* 6.18: tcp_ecn_mode_any() */
-#define USEC_PER_SEC 1000000ULL
-
-/* libbpf fills this from the kernel config; 0 (weak) if the config is not readable,
- * and then the jiffies-based fields stay 0 rather than being wrong */
-extern unsigned int CONFIG_HZ __kconfig __weak;
 
 /* Read by the loader to check that its numpy dtype matches this layout. */
 const volatile __u32 xtcp2_event_size = sizeof(struct xtcp2_event);
+/* Never read: carries struct xtcp2_event into the object's BTF (the ring buffer map
+ * has no value type), where the contract test compares it with events.EVENT_DTYPE. */
+struct xtcp2_event *const volatile xtcp2_event_anchor = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 16 << 20); /* resized by the loader before load */
 } events SEC(".maps");
 
-/* [0] ring buffer reservation failures, [1] events submitted,
- * [2] destroy broadcasts dropped by xtcp2_destroy_filter (already reported) */
+/* per-CPU counters, indexed by enum xtcp2_stat (tcp_events.h) */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 3);
-	__type(key, __u32);
+	__uint(max_entries, XTCP2_STAT_MAX);
+	__type(key, enum xtcp2_stat);  /* puts the enum in BTF for the contract check */
 	__type(value, __u64);
 } stats SEC(".maps");
 
@@ -83,7 +68,7 @@ struct {
 	__type(value, __u8);
 } reported SEC(".maps");
 
-static __always_inline void count(__u32 idx)
+static __always_inline void count(enum xtcp2_stat idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 	if (v)
@@ -94,7 +79,7 @@ static __always_inline struct xtcp2_event *reserve(void)
 {
 	struct xtcp2_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count(0);
+		count(XTCP2_STAT_RESERVE_FAILED);
 		return 0;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
@@ -104,163 +89,7 @@ static __always_inline struct xtcp2_event *reserve(void)
 static __always_inline void submit(struct xtcp2_event *e)
 {
 	bpf_ringbuf_submit(e, 0);
-	count(1);
-}
-
-static __always_inline void fill_counters(struct xtcp2_event *e, const struct sock *sk)
-{
-	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
-	const struct inet_connection_sock *icsk = (const struct inet_connection_sock *)sk;
-
-	e->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
-	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
-	e->bytes_sent = BPF_CORE_READ(tp, bytes_sent);
-	e->bytes_retrans = BPF_CORE_READ(tp, bytes_retrans);
-	e->segs_in = BPF_CORE_READ(tp, segs_in);
-	e->segs_out = BPF_CORE_READ(tp, segs_out);
-	e->data_segs_in = BPF_CORE_READ(tp, data_segs_in);
-	e->data_segs_out = BPF_CORE_READ(tp, data_segs_out);
-	/* same scaling as tcp_get_info(): srtt_us is <<3, mdev_us is <<2 */
-	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	e->rttvar_us = BPF_CORE_READ(tp, mdev_us) >> 2;
-	e->min_rtt_us = BPF_CORE_READ(tp, rtt_min.s[0].v);
-	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
-	e->snd_cwnd = BPF_CORE_READ(tp, snd_cwnd);
-	e->delivered = BPF_CORE_READ(tp, delivered);
-	e->snd_mss = BPF_CORE_READ(tp, mss_cache);
-	e->rcv_wnd = BPF_CORE_READ(tp, rcv_wnd);
-	e->snd_wnd = BPF_CORE_READ(tp, snd_wnd);
-	e->reordering = BPF_CORE_READ(tp, reordering);
-	e->snd_ssthresh = BPF_CORE_READ(tp, snd_ssthresh);
-	e->rcv_ssthresh = BPF_CORE_READ(tp, rcv_ssthresh);
-	e->advmss = BPF_CORE_READ(tp, advmss);
-	e->pmtu = BPF_CORE_READ(icsk, icsk_pmtu_cookie);
-	e->rcv_mss = BPF_CORE_READ(icsk, icsk_ack.rcv_mss);
-	e->unacked = BPF_CORE_READ(tp, packets_out);
-	e->sacked = BPF_CORE_READ(tp, sacked_out);
-	e->lost = BPF_CORE_READ(tp, lost_out);
-	e->retrans = BPF_CORE_READ(tp, retrans_out);
-	e->delivered_ce = BPF_CORE_READ(tp, delivered_ce);
-	e->dsack_dups = BPF_CORE_READ(tp, dsack_dups);
-	e->reord_seen = BPF_CORE_READ(tp, reord_seen);
-	e->rcv_ooopack = BPF_CORE_READ(tp, rcv_ooopack);
-	if (bpf_core_field_exists(tp->total_rto)) {
-		e->total_rto = BPF_CORE_READ(tp, total_rto);
-		e->total_rto_recoveries = BPF_CORE_READ(tp, total_rto_recoveries);
-		e->total_rto_time = BPF_CORE_READ(tp, total_rto_time);
-	}
-	e->rcv_space = BPF_CORE_READ(tp, rcvq_space.space);
-	e->ca_state = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
-	e->flags |= XTCP2_F_COUNTERS;
-}
-
-/* jiffies -> microseconds, as jiffies_to_usecs() (HZ divides 1,000,000 on every config) */
-static __always_inline __u32 j2us(__u32 j)
-{
-	return CONFIG_HZ ? j * (__u32)(USEC_PER_SEC / CONFIG_HZ) : 0;
-}
-
-/* Bitfields are read relative to the outermost struct (tp, rx_opt.x): clang computes
- * the field's byte offset from the root of the access chain, so passing &tp->rx_opt
- * as the base would add rx_opt's offset twice.
- *
- * The remaining tcp_get_info() fields (net/ipv4/tcp.c), same formulas and units: after
- * TCP_CLOSE the connection's counters no longer change, so this equals the destroy
- * broadcast sent later from sk_destruct() (tests/ebpf/test_close_fidelity.py checks
- * every field). */
-static __always_inline void fill_info(struct xtcp2_event *e, const struct sock *sk)
-{
-	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
-	const struct inet_connection_sock *icsk = (const struct inet_connection_sock *)sk;
-	__u32 now = (__u32)bpf_jiffies64(), opts = 0, ato, dmax, rate, intv, mss;
-	__u32 chrono_start, write_seq, snd_nxt;
-	__u64 busy = 0, st;
-	__u8 ecn, ctype;
-	int i;
-
-	e->pacing_rate = BPF_CORE_READ(sk, sk_pacing_rate);
-	e->max_pacing_rate = BPF_CORE_READ(sk, sk_max_pacing_rate);
-	e->retransmits = BPF_CORE_READ(icsk, icsk_retransmits);
-	e->probes = BPF_CORE_READ(icsk, icsk_probes_out);
-	e->backoff = BPF_CORE_READ(icsk, icsk_backoff);
-
-	if (BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.tstamp_ok))
-		opts |= TCPI_OPT_TIMESTAMPS;
-	if (BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.sack_ok))
-		opts |= TCPI_OPT_SACK;
-	if (BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.wscale_ok)) {
-		opts |= TCPI_OPT_WSCALE;
-		e->snd_wscale = BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.snd_wscale);
-		e->rcv_wscale = BPF_CORE_READ_BITFIELD_PROBED(tp, rx_opt.rcv_wscale);
-	}
-	ecn = BPF_CORE_READ(tp, ecn_flags);
-	if (ecn & (TCP_ECN_OK | TCP_ECN_MODE_ACCECN))
-		opts |= TCPI_OPT_ECN;
-	if (ecn & TCP_ECN_SEEN)
-		opts |= TCPI_OPT_ECN_SEEN;
-	if (BPF_CORE_READ_BITFIELD_PROBED(tp, syn_data_acked))
-		opts |= TCPI_OPT_SYN_DATA;
-	if (bpf_core_field_exists(tp->tcp_usec_ts) && BPF_CORE_READ_BITFIELD_PROBED(tp, tcp_usec_ts))
-		opts |= TCPI_OPT_USEC_TS;
-	if (bpf_core_field_exists(tp->syn_fastopen_child) && BPF_CORE_READ_BITFIELD_PROBED(tp, syn_fastopen_child))
-		opts |= TCPI_OPT_TFO_CHILD;
-	e->options = opts;
-
-	e->rto = j2us(BPF_CORE_READ(icsk, icsk_rto));
-	ato = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ack.ato);
-	if (bpf_core_field_exists(icsk->icsk_delack_max)) {
-		dmax = BPF_CORE_READ(icsk, icsk_delack_max);
-		if (dmax && ato > dmax)
-			ato = dmax;
-	}
-	e->ato = j2us(ato);
-	if (CONFIG_HZ) {
-		e->last_data_sent = (now - BPF_CORE_READ(tp, lsndtime)) * (1000 / CONFIG_HZ);
-		e->last_data_recv = (now - BPF_CORE_READ(icsk, icsk_ack.lrcvtime)) * (1000 / CONFIG_HZ);
-		e->last_ack_recv = (now - BPF_CORE_READ(tp, rcv_tstamp)) * (1000 / CONFIG_HZ);
-	}
-	e->rcv_rtt = BPF_CORE_READ(tp, rcv_rtt_est.rtt_us) >> 3;
-
-	write_seq = BPF_CORE_READ(tp, write_seq);
-	snd_nxt = BPF_CORE_READ(tp, snd_nxt);
-	if ((int)(write_seq - snd_nxt) > 0)
-		e->notsent_bytes = write_seq - snd_nxt;
-
-	/* tcp_get_info_chrono_stats(): busy, rwnd-limited, sndbuf-limited */
-	ctype = BPF_CORE_READ(tp, chrono_type);
-	chrono_start = BPF_CORE_READ(tp, chrono_start);
-	for (i = 1; i <= 3; i++) {
-		st = BPF_CORE_READ(tp, chrono_stat[i - 1]);
-		if (i == ctype)
-			st += (__u32)(now - chrono_start);
-		st = CONFIG_HZ ? st * (USEC_PER_SEC / CONFIG_HZ) : 0;
-		busy += st;
-		if (i == 2)
-			e->rwnd_limited = st;
-		else if (i == 3)
-			e->sndbuf_limited = st;
-	}
-	e->busy_time = busy;
-
-	e->delivery_rate_app_limited = BPF_CORE_READ_BITFIELD_PROBED(tp, rate_app_limited) ? 1 : 0;
-	rate = BPF_CORE_READ(tp, rate_delivered);
-	intv = BPF_CORE_READ(tp, rate_interval_us);
-	mss = BPF_CORE_READ(tp, mss_cache);
-	if (rate && intv)
-		e->delivery_rate = (__u64)rate * mss * USEC_PER_SEC / intv;
-	e->fastopen_client_fail = BPF_CORE_READ_BITFIELD_PROBED(tp, fastopen_client_fail);
-	if (bpf_core_field_exists(tp->plb_rehash))
-		e->rehash = BPF_CORE_READ(tp, plb_rehash);
-	if (bpf_core_field_exists(tp->timeout_rehash))
-		e->rehash += BPF_CORE_READ(tp, timeout_rehash);
-	if (bpf_core_field_exists(tp->rto_stamp)) {
-		__u32 stamp = BPF_CORE_READ(tp, rto_stamp);
-
-		if (stamp)
-			e->total_rto_time += (__u32)(bpf_ktime_get_ns() / 1000000) - stamp;
-	}
-	bpf_probe_read_kernel_str(e->ca_name, sizeof(e->ca_name), BPF_CORE_READ(icsk, icsk_ca_ops, name));
-	e->flags |= XTCP2_F_FULLINFO;
+	count(XTCP2_STAT_SUBMITTED);
 }
 
 static __always_inline int on_state(const struct sock *sk, int oldstate, int newstate, __u64 cookie,
@@ -315,8 +144,9 @@ static __always_inline int on_state(const struct sock *sk, int oldstate, int new
 			bpf_map_delete_elem(&opened, &key);
 		}
 		if (oldstate != TCP_LISTEN) {
-			fill_counters(e, sk);
-			fill_info(e, sk);
+			xtcp2_ti_counters(&e->ti, (const struct tcp_sock *)sk);
+			xtcp2_ti_rest(&e->ti, (const struct tcp_sock *)sk);
+			e->flags |= XTCP2_F_COUNTERS | XTCP2_F_FULLINFO;
 		}
 		if (cookie) {
 			__u8 one = 1;
@@ -381,17 +211,27 @@ int BPF_PROG(xtcp2_fork, struct task_struct *parent, struct task_struct *child)
 	return report_netns(cn);
 }
 
-SEC("tp_btf/sys_exit")
-int BPF_PROG(xtcp2_sys_exit, struct pt_regs *regs, long ret)
+/* unshare(CLONE_NEWNET) and setns() returned: the task may be in a new network
+ * namespace. The per-syscall tracepoints have the same names on every architecture,
+ * unlike syscall numbers matched on sys_exit. (fentry on switch_task_namespaces would
+ * need no tracefs, but kernel lockdown refuses it on some hosts, this one included.) */
+static __always_inline int on_ns_syscall_exit(long ret)
 {
-	long id;
-
 	if (ret < 0)
 		return 0;
-	id = BPF_CORE_READ(regs, orig_ax);
-	if (id != NR_unshare && id != NR_setns)
-		return 0;
 	return report_netns(BPF_CORE_READ(bpf_get_current_task_btf(), nsproxy, net_ns));
+}
+
+SEC("tracepoint/syscalls/sys_exit_unshare")
+int xtcp2_unshare(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_ns_syscall_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_setns")
+int xtcp2_setns(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_ns_syscall_exit(ctx->ret);
 }
 
 #define NLMSG_HDRLEN 16
@@ -416,6 +256,6 @@ int xtcp2_destroy_filter(struct __sk_buff *skb)
 	if (!bpf_map_lookup_elem(&reported, &cookie))
 		return skb->len;
 	bpf_map_delete_elem(&reported, &cookie);
-	count(2);
+	count(XTCP2_STAT_BROADCAST_FILTERED);
 	return 0;
 }

@@ -15,7 +15,7 @@ import threading
 from typing import Sequence
 
 from . import __version__
-from .config import MARSHALLERS, MODES, Config, parse_deserializers
+from .config import COLLECTORS, MARSHALLERS, MODES, Config, parse_deserializers
 from .dest import known_schemes
 from .errors import Xtcp2Error
 from .argparse_go import parse_duration
@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-deserializers", "--deserializers", default=None,
                    help="attribute decoders: default, all, '' or a comma list")
     p.add_argument("--mode", "-mode", choices=MODES, default=None, help="poll, bpf or auto (default auto: bpf when its programs load here, else poll)")
+    p.add_argument("--collector", "-collector", choices=COLLECTORS, default=None,
+                   help="how sockets are read: iter (BPF TCP iterator), netlink (inet_diag) or auto "
+                        "(default: iter where it loads, else netlink)")
     p.add_argument("--once", "-once", action="store_true", help="one poll of the selected namespaces, then exit")
     p.add_argument("--netns", "-netns", action="append", default=None, metavar="NAME",
                    help="only this namespace (repeatable; 'self' = our own)")
@@ -114,6 +117,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         changes["enabled_deserializers"] = parse_deserializers(args.deserializers)
     if args.mode:
         changes["mode"] = args.mode
+    if args.collector:
+        changes["collector"] = args.collector
     if args.netns:
         changes["netns"] = args.netns
     if args.grpc_listen:

@@ -27,6 +27,8 @@ DEFAULT_DESERIALIZERS = tuple(d for d in ALL_DESERIALIZERS if d != "meminfo")
 
 MARSHALLERS = tuple(_MARSHALLER_REGISTRY)   # names from the registry in xtcp2.marshal
 MODES = ("poll", "bpf", "auto")
+# how a namespace's sockets are read: the BPF TCP iterator, inet_diag, or iter where it loads
+COLLECTORS = ("auto", "iter", "netlink")
 MAX_TEXT = 255        # record metadata (hostname, label...): upstream's max_len
 MAX_DEST = 512
 DAY = 24 * 3600.0
@@ -73,7 +75,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
 }
 TEXT_FIELDS = {"hostname": MAX_TEXT, "location": MAX_TEXT, "label": MAX_TEXT, "tag": MAX_TEXT,
                "dest": MAX_DEST, "topic": MAX_TEXT, "kafka_compression": 32, "capture_path": 4096,
-               "prom_listen": MAX_TEXT, "prom_path": MAX_TEXT, "grpc_listen": MAX_TEXT, "mode": 16,
+               "prom_listen": MAX_TEXT, "prom_path": MAX_TEXT, "grpc_listen": MAX_TEXT, "mode": 16, "collector": 16,
                "marshal_to": 32, "grpc_allow_uid": MAX_TEXT, "grpc_allow_gid": MAX_TEXT,
                "grpc_token_file": 4096, "file_dest_dir": 4096,
                "kafka_schema_url": MAX_DEST, "xtcp_proto_file": 4096, "s3_endpoint": MAX_DEST,
@@ -98,6 +100,7 @@ def parse_deserializers(spec: str) -> tuple[str, ...]:
 class Config:
     # polling
     mode: str = "auto"
+    collector: str = "auto"
     poll_frequency: float = 10.0
     poll_timeout: float = 5.0
     nl_timeout_milliseconds: int = 1000
@@ -186,6 +189,7 @@ class Config:
             except ValueError as e:
                 raise ConfigError("netns", f"name {i + 1}: {e}") from None
         need(self.mode in MODES, "mode", f"must be one of {', '.join(MODES)}, not {self.mode!r}")
+        need(self.collector in COLLECTORS, "collector", f"must be one of {', '.join(COLLECTORS)}, not {self.collector!r}")
         need(self.poll_timeout > 0, "poll_timeout", "must be > 0")
         need(self.poll_timeout <= self.poll_frequency or self.once, "poll_timeout",
              "must not exceed poll_frequency")

@@ -32,6 +32,12 @@ NETLINK_ERRORS = Counter(
     "Netlink dump problems: error (NLMSG_ERROR), enobufs, timeout, interrupted (NLM_F_DUMP_INTR), truncated",
     ["kind"],
 )
+NAMESPACES_SKIPPED = Counter(
+    "xtcp2_namespaces_skipped_total", "Namespace polls skipped because sockstat counts no TCP socket there"
+)
+ITER_ERRORS = Counter(
+    "xtcp2_iter_errors_total", "BPF iterator reads that failed; that namespace was dumped with inet_diag instead"
+)
 ENVELOPES = Counter("xtcp2_envelopes_total", "Envelopes marshalled and handed to the destination")
 DEST_RECORDS = Counter("xtcp2_dest_sent_records_total", "Records delivered", ["dest"])
 DEST_BYTES = Counter("xtcp2_dest_sent_bytes_total", "Bytes delivered", ["dest"])

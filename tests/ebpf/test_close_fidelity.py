@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from xtcp2.ebpf import events as E
+from xtcp2.ebpf import tcp_events as E
 from xtcp2.ebpf import loader
 from xtcp2.ebpf.records import close_columns
 from xtcp2.columns import BytesColumn

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from xtcp2.ebpf import events as E
+from xtcp2.ebpf import tcp_events as E
 from xtcp2.ebpf import loader
 
 pytestmark = pytest.mark.root
@@ -89,7 +89,7 @@ def test_load_attach_events_and_clean_unload(bpf_object):
         assert bp.attach_kind == "tp_btf" and not bp.fallback_reason
         progs = _our_progs(before)
         names = {p["name"] for p in progs}
-        assert {"xtcp2_state_btf", "xtcp2_fork", "xtcp2_sys_exit"} <= names
+        assert {"xtcp2_state_btf", "xtcp2_fork", "xtcp2_unshare", "xtcp2_setns"} <= names
         assert "xtcp2_state_tp" not in names  # the fallback never runs alongside
         prog_ids = {p["id"] for p in progs}
         map_ids = {m for p in progs for m in p.get("map_ids", [])}

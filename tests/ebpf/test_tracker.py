@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xtcp2.ebpf import events as E
+from xtcp2.ebpf import tcp_events as E
 from xtcp2.modes.tracker import Tracker
 
 

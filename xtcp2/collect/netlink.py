@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import numpy as np
+
 from .. import metrics
 from ..columns import Columns
 from ..config import CHUNKS_PER_WORKER, Config, chunk_bytes
@@ -54,10 +56,16 @@ class NetlinkCollector:
         self._local = threading.local()
         self._captured = 0
         self._pool: ThreadPoolExecutor | None = None
+        self.iter = None  # xtcp2.ebpf.tcp_iter.IterCollector when -collector picks the BPF iterator
+        # skip namespaces whose sockstat counts no TCP socket (benchmarks turn it off to compare)
+        self.skip_empty = True
+        self.config = None
         tune_malloc()
         self.configure(config)
 
     def configure(self, config: Config) -> None:
+        if self.config is None or config.collector != self.config.collector:
+            self._select_backend(config.collector)
         self.config = config
         self.ext = c.ext_mask(config.enabled_deserializers)
         self.wanted = c.wanted_attrs(config.enabled_deserializers)
@@ -65,6 +73,20 @@ class NetlinkCollector:
             old, self._pool = self._pool, ThreadPoolExecutor(config.netlinkers, thread_name_prefix="netlinker")
             if old:
                 old.shutdown(wait=False)
+
+    def _select_backend(self, collector: str) -> None:
+        """-collector: the BPF iterator (iter), inet_diag (netlink), or iter where it loads (auto)."""
+        from .iter import select_backend
+        old, (self.iter, why) = self.iter, select_backend(collector)
+        if old is not None:
+            old.close()
+        log.info("%s", why)
+
+    def _in_ns(self, ns: Namespace, fn):
+        """fn() run inside ns (directly for the daemon's own namespace)."""
+        if ns.ref.source == "self":
+            return fn()
+        return self.table.enter().run_in(ns.ref.path, fn)
 
     def _free_chunks(self) -> queue.SimpleQueue:
         """This worker's chunk buffers: one being read while another is decoded."""
@@ -168,6 +190,12 @@ class NetlinkCollector:
                 return 0, 0, 0, 0
             consts = dict(netns=ns.name, netns_inode=ns.inode, nsid=ns.nsid,
                           netlinker_id=self._worker_id(), socket_fd=ns.diag.fileno(), trigger=trigger)
+            if self.iter is not None and not self.config.capture_path:
+                done = self._poll_ns_iter(ns, consts, deadline)
+                if done is not None:
+                    return done
+            elif self.skip_empty and not self.config.capture_path and not self._has_sockets(ns):
+                return 0, 0, 0, 0
             for family, fname in FAMILIES:
                 writer = self._capture_writer(ns, family)
                 ns.diag.capture = writer
@@ -204,6 +232,45 @@ class NetlinkCollector:
                         writer.close()
         return sockets, records, errors, interrupted
 
+    def _has_sockets(self, ns: Namespace) -> bool:
+        """False only when the namespace's sockstat counts no TCP socket: then a dump,
+        which walks the host-wide hash table, would find nothing."""
+        from .iter import has_tcp_sockets
+        try:
+            if self._in_ns(ns, has_tcp_sockets):
+                return True
+        except (OSError, ValueError, TimeoutError):
+            return True  # cannot tell: dump as before
+        metrics.NAMESPACES_SKIPPED.inc()
+        return False
+
+    def _poll_ns_iter(self, ns: Namespace, consts: dict, deadline: float) -> tuple[int, int, int, int] | None:
+        """One namespace through the BPF iterator; None if it failed before emitting
+        anything (the caller dumps it with inet_diag instead)."""
+        sockets = records = 0
+        try:
+            for cols in self.iter.columns(lambda fn: self._in_ns(ns, fn), self.wanted, self.skip_empty,
+                                          on_skip=metrics.NAMESPACES_SKIPPED.inc):
+                fam = cols["inet_diag_msg_family"]
+                v6 = int(np.count_nonzero(fam == c.AF_INET6))
+                metrics.SOCKETS.labels("ipv4").inc(cols.n - v6)
+                metrics.SOCKETS.labels("ipv6").inc(v6)
+                sockets += cols.n
+                records += self.sink.emit(cols, consts)
+                if time.monotonic() > deadline:
+                    metrics.ITER_ERRORS.inc()
+                    log.warning("netns %s: BPF iterator read stopped after %d sockets: longer than -timeout %gs",
+                                ns.name, sockets, self.config.poll_timeout)
+                    return sockets, records, 1, 0
+        except (OSError, TimeoutError) as e:
+            metrics.ITER_ERRORS.inc()
+            if sockets:
+                log.warning("netns %s: BPF iterator failed after %d sockets: %s", ns.name, sockets, e)
+                return sockets, records, 1, 0
+            log.warning("netns %s: BPF iterator failed (%s); dumping with inet_diag", ns.name, e)
+            return None
+        return sockets, records, 0, 0
+
     def dump_columns(self, ns: Namespace, family: int) -> Iterator[tuple[Columns, Chunk]]:
         """Columns of one namespace's dump, chunk by chunk (with the chunk for its flags:
         interrupted, final). The caller holds ns.lock. The columns are copies: they stay
@@ -227,3 +294,6 @@ class NetlinkCollector:
     def close(self) -> None:
         if self._pool:
             self._pool.shutdown(wait=True)
+        if self.iter is not None:
+            self.iter.close()
+            self.iter = None

@@ -100,6 +100,9 @@ def load() -> ctypes.CDLL:
         _sig(lib, "bpf_map__initial_value", P, P, ctypes.POINTER(Z))
         _sig(lib, "bpf_map_lookup_elem", I, I, P, P)
         _sig(lib, "bpf_map_update_elem", I, I, P, P, ctypes.c_uint64)
+        _sig(lib, "bpf_program__attach_iter", P, P, P)
+        _sig(lib, "bpf_link__fd", I, P)
+        _sig(lib, "bpf_iter_create", I, I)
         lib.libbpf_set_print(_print)
         _lib = lib
         return lib

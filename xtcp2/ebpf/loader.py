@@ -16,8 +16,9 @@ from pathlib import Path
 
 from ..errors import Xtcp2Error
 from . import libbpf
-from .events import EVENT_SIZE
-from .ringbuf import RingBufferReader
+from .btf_check import rodata_u32
+from .tcp_events import EVENT_SIZE, Stat
+from .ringbuf import RingBufferReader, check_arch
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,8 @@ OBJECT_NAME = "tcp_events.bpf.o"
 PROG_BTF = "xtcp2_state_btf"
 PROG_TP = "xtcp2_state_tp"
 PROG_FORK = "xtcp2_fork"
-PROG_SYS_EXIT = "xtcp2_sys_exit"
+PROG_UNSHARE = "xtcp2_unshare"  # syscalls:sys_exit_unshare (arch-neutral, needs tracefs)
+PROG_SETNS = "xtcp2_setns"
 PROG_DESTROY_FILTER = "xtcp2_destroy_filter"  # socket filter, attached by DestroyWatcher
 TRACEFS = "/sys/kernel/tracing"
 DEFAULT_RINGBUF = 16 << 20
@@ -56,7 +58,7 @@ def ensure_tracefs() -> None:
 @dataclass
 class LoadOptions:
     ringbuf_bytes: int = DEFAULT_RINGBUF
-    watch_netns: bool = True          # fork + unshare/setns programs
+    watch_netns: bool = True          # fork + namespace switch (unshare/setns) programs
     prefer: str = "tp_btf"            # "tp_btf" or "tracepoint"
     # test hook: make the tp_btf attempt fail for real (unknown attach target)
     tp_btf_target: str | None = None
@@ -78,13 +80,13 @@ class BpfProgram:
 
     def drop_counts(self) -> tuple[int, int]:
         """(reservation failures, events submitted) summed over CPUs."""
-        return self._stat(0), self._stat(1)
+        return self._stat(Stat.RESERVE_FAILED), self._stat(Stat.SUBMITTED)
 
     def broadcasts_filtered(self) -> int:
         """Destroy broadcasts the socket filter dropped as already reported."""
-        return self._stat(2)
+        return self._stat(Stat.BROADCAST_FILTERED)
 
-    def _stat(self, idx: int) -> int:
+    def _stat(self, idx: Stat) -> int:
         lib = libbpf.load()
         vals = (ctypes.c_uint64 * self.ncpus)()
         key = ctypes.c_uint32(idx)
@@ -113,21 +115,17 @@ def _open(lib, path: Path, opts: LoadOptions, use_btf: bool) -> int:
         lib.bpf_program__set_autoload(prog(PROG_BTF), use_btf)
         lib.bpf_program__set_autoload(prog(PROG_TP), not use_btf)
         lib.bpf_program__set_autoload(prog(PROG_FORK), opts.watch_netns)
-        lib.bpf_program__set_autoload(prog(PROG_SYS_EXIT), opts.watch_netns)
+        lib.bpf_program__set_autoload(prog(PROG_UNSHARE), opts.watch_netns)
+        lib.bpf_program__set_autoload(prog(PROG_SETNS), opts.watch_netns)
         if use_btf and opts.tp_btf_target:
             libbpf.check_int(f"bpf_program__set_attach_target({opts.tp_btf_target})",
                              lib.bpf_program__set_attach_target(prog(PROG_BTF), 0, opts.tp_btf_target.encode()))
         rb = libbpf.check_ptr("find map events", lib.bpf_object__find_map_by_name(obj, b"events"))
         libbpf.check_int("bpf_map__set_max_entries", lib.bpf_map__set_max_entries(rb, opts.ringbuf_bytes))
-        ro = lib.bpf_object__find_map_by_name(obj, b".rodata")
-        if ro:
-            sz = ctypes.c_size_t()
-            p = lib.bpf_map__initial_value(ro, ctypes.byref(sz))
-            if p and sz.value >= 4:
-                got = ctypes.c_uint32.from_address(p).value
-                if got != EVENT_SIZE:
-                    raise Xtcp2Error(f"{path}: event size {got} != {EVENT_SIZE} expected by xtcp2.ebpf.events; "
-                                     "rebuild with `make -C bpf`")
+        got = rodata_u32(obj, "xtcp2_event_size")
+        if got is not None and got != EVENT_SIZE:
+            raise Xtcp2Error(f"{path}: event size {got} != {EVENT_SIZE} expected by xtcp2.ebpf.tcp_events; "
+                             "rebuild with `make -C bpf`")
         libbpf.clear_log()
         libbpf.check_int("bpf_object__load", lib.bpf_object__load(obj))
         return obj
@@ -152,6 +150,7 @@ def _raise_if_eperm(e: Exception) -> None:
 def load(opts: LoadOptions | None = None, path: Path | None = None) -> BpfProgram:
     """Load and attach; raises Xtcp2Error with an actionable one-line reason."""
     opts = opts or LoadOptions()
+    check_arch()  # before attaching anything
     size = opts.ringbuf_bytes
     if size < 4096 or size & (size - 1):
         raise Xtcp2Error(f"ring buffer size {size} must be a power of two >= 4096")
@@ -162,7 +161,9 @@ def load(opts: LoadOptions | None = None, path: Path | None = None) -> BpfProgra
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         raise Xtcp2Error("kernel has no BTF (/sys/kernel/btf/vmlinux missing): CO-RE programs cannot load")
     lib = libbpf.load()
-    extra = [PROG_FORK, PROG_SYS_EXIT] if opts.watch_netns else []
+    extra = [PROG_FORK, PROG_UNSHARE, PROG_SETNS] if opts.watch_netns else []
+    if opts.watch_netns:
+        ensure_tracefs()  # the namespace-switch programs are classic tracepoints
     bp: BpfProgram | None = None
     reason = ""
     if opts.prefer == "tp_btf":
@@ -186,7 +187,7 @@ def load(opts: LoadOptions | None = None, path: Path | None = None) -> BpfProgra
             raise
         bp = BpfProgram(obj, attach_kind="tracepoint", fallback_reason=reason)
         try:
-            # the netns programs are tp_btf too; without tp_btf they cannot attach either
+            # the fork program is tp_btf too: without tp_btf the netns watch cannot work either
             _attach_all(lib, bp, [PROG_TP] + (extra if not reason else []))
         except BaseException:
             bp.close()
@@ -205,7 +206,7 @@ def load(opts: LoadOptions | None = None, path: Path | None = None) -> BpfProgra
 
 
 def prog_names() -> tuple[str, ...]:
-    return (PROG_BTF, PROG_TP, PROG_FORK, PROG_SYS_EXIT, PROG_DESTROY_FILTER)
+    return (PROG_BTF, PROG_TP, PROG_FORK, PROG_UNSHARE, PROG_SETNS, PROG_DESTROY_FILTER)
 
 
 def available(path: Path | None = None) -> tuple[bool, str]:

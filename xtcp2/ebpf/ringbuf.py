@@ -10,17 +10,38 @@ exactly consumer_pos (i.e. we had caught up). Our store of consumer_pos must be
 globally visible before we re-read producer_pos and go to sleep, or both sides can
 miss each other (lost wakeup). A locked instruction is a full barrier on x86; a
 threading.Lock round trip executes one, so `_fence()` is a seq-cst fence.
+
+Memory ordering: the kernel publishes a record with store-release (header length,
+then producer_pos) and expects our consumer_pos store to come after our reads of
+the record. On x86 (TSO) plain loads and stores keep that order, so numpy reads
+are correct. On weakly ordered CPUs (arm64, ppc64, riscv) they are not, and Python
+cannot issue load-acquire / store-release, so the reader refuses to run there:
+`check_arch()` says so in one line, and `--mode auto` falls back to poll mode.
 """
 from __future__ import annotations
 
 import ctypes
 import mmap
+import platform
 import select
 import threading
 
 import numpy as np
 
-from .events import RB_BUSY, RB_DISCARD, RECORD_DTYPE, RECORD_STRIDE
+from ..errors import Xtcp2Error
+from .tcp_events import RB_BUSY, RB_DISCARD, RECORD_DTYPE, RECORD_STRIDE
+
+# total store order: loads are not reordered with loads, nor stores with stores
+TSO_MACHINES = frozenset({"x86_64", "amd64", "AMD64", "i386", "i686"})
+
+
+def check_arch(machine: str | None = None) -> None:
+    """Xtcp2Error unless this CPU orders plain loads and stores as the reader needs."""
+    machine = machine or platform.machine()
+    if machine not in TSO_MACHINES:
+        raise Xtcp2Error(f"the BPF ring buffer reader needs x86's ordered loads and stores; on {machine} it "
+                         "would need acquire/release barriers Python cannot issue: use --mode poll "
+                         "(-collector iter works on every architecture)")
 
 _PAGE = mmap.PAGESIZE
 _fence_lock = threading.Lock()
@@ -35,6 +56,7 @@ class RingBufferReader:
     """Reads fixed-size records from one BPF_MAP_TYPE_RINGBUF map fd."""
 
     def __init__(self, map_fd: int, size: int) -> None:
+        check_arch()
         if size <= 0 or size & (size - 1) or size % _PAGE:
             raise ValueError(f"ring buffer size {size} must be a power of 2 and a multiple of the page size")
         self.size = size

@@ -15,7 +15,7 @@ import threading
 import time
 
 from ..config import Config
-from ..ebpf import events as E
+from ..ebpf import tcp_events as E
 from ..ebpf import loader
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 from ..netlink.destroy import DestroyWatcher

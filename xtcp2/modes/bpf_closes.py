@@ -15,7 +15,7 @@ from typing import Hashable
 import numpy as np
 
 from ..columns import Columns
-from ..ebpf import events as E
+from ..ebpf import tcp_events as E
 from ..ebpf.records import close_columns
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 from ..netlink.destroy import DestroyWatcher

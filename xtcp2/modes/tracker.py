@@ -11,7 +11,7 @@ from collections import deque
 
 import numpy as np
 
-from ..ebpf import events as E
+from ..ebpf import tcp_events as E
 
 _EMPTY_U64 = np.empty(0, np.uint64)
 
