@@ -66,7 +66,7 @@ class Emitter:
                 if old is not None and old is not destination:
                     self._close_dest(old)
             self.config = config
-            self.marshal = get_marshaller(config.marshal_to)
+            self.marshal = get_marshaller(config.marshal_to, config)
             self.max_rows = config.envelope_flush_threshold_rows
             self.max_bytes = config.envelope_flush_threshold_bytes
 

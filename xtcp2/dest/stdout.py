@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import DestinationError
+from ..errors import ConfigError, DestinationError
+from ..marshal import BINARY
 from .base import Destination, register
 
 
@@ -12,6 +13,10 @@ class StdoutDestination(Destination):
     def __init__(self, address, config) -> None:
         super().__init__(address, config)
         self._out = sys.stdout.buffer
+        if config.marshal_to in BINARY and self._out.isatty():
+            # binary on a terminal is garbage on screen and can set its modes
+            raise ConfigError("marshal", f"{config.marshal_to} is binary and stdout is a terminal; "
+                                         "use -marshal humanize|jsonl|csv|tsv, or redirect stdout")
 
     def send(self, payload: bytes, records: int) -> None:
         try:

@@ -1,11 +1,20 @@
-"""XtcpFlatRecord -> plain dict, for the text formats (jsonl, protoJson, msgpack).
+"""XtcpFlatRecord -> plain dict / JSON line, for the text formats.
 
-Only set (non-zero) fields appear, as proto3 would serialize them. Addresses become
-strings ("10.0.0.5", "::1") because a JSON reader cannot use raw bytes.
+The ONE JSON dialect of xtcp2 (daemon jsonl and protoJson, `xtcp2 decode`,
+`xtcp2client -json`), documented in README "JSON dialect":
+- keys are protojson's lowerCamelCase names (upstream's jsonl/protoJson keys);
+- only set (non-zero) fields appear, as proto3 and protojson write them;
+- numbers are JSON numbers, 64-bit ones too (protojson would quote them);
+- addresses are text ("10.0.0.5", "::1"), not base64: a JSON reader cannot use raw bytes;
+- enums (trigger, congestionAlgorithmEnum) are their names, as protojson writes them;
+- inetDiagMsgState / tcpInfoState stay numbers (the kernel's value, what ClickHouse's
+  UInt32 columns and upstream's jsonl hold).
+Human formats (humanize, csv, tsv) go further: see xtcp2/marshal/human.py.
 """
 from __future__ import annotations
 
 import ipaddress
+import json
 
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 
@@ -34,3 +43,8 @@ def record_to_dict(rec: pb.XtcpFlatRecord, json_names: bool = False, enum_names:
             value = _ENUMS[name].get(value, value)
         out[fd.json_name if json_names else name] = value
     return out
+
+
+def record_to_json(rec: pb.XtcpFlatRecord) -> str:
+    """One record in xtcp2's JSON dialect, compact, no newline."""
+    return json.dumps(record_to_dict(rec, json_names=True), separators=(",", ":"))
