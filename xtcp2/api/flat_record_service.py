@@ -105,7 +105,7 @@ class FlatRecordService:
             sub.closed = True
         finally:
             sub.sent_records += sent
-            STREAM_SENT.inc(sent)
+            STREAM_SENT.labels(sub.method).inc(sent)
         return True
 
     async def FlatRecords(self, request, context):

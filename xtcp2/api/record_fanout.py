@@ -22,7 +22,9 @@ from prometheus_client import Counter, Gauge
 from ..records.envelope import EncodedEnvelope
 
 STREAM_CLIENTS = Gauge("xtcp2_grpc_stream_clients", "Connected live-record stream clients", ["method"])
-STREAM_SENT = Counter("xtcp2_grpc_stream_sent_records_total", "Records written to stream clients")
+STREAM_SENT = Counter("xtcp2_grpc_stream_sent_records_total", "Records written to stream clients", ["method"])
+for _m in ("FlatRecords", "PollFlatRecords"):
+    STREAM_SENT.labels(_m)
 STREAM_DROPS = Counter(
     "xtcp2_grpc_stream_dropped_records_total",
     "Records a stream client did not get because its queue was full (slow client)",
