@@ -30,6 +30,10 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily, UnknownMetricFamily
 from prometheus_client.registry import Collector
 
+from .. import metrics as m
+from .config_service import REQUESTS
+from .record_fanout import STREAM_SENT
+
 LABELS = ["function", "variable", "type"]
 
 
@@ -64,11 +68,11 @@ def quantile_from_buckets(buckets: list[tuple[float, float]], q: float) -> float
 
 
 class UpstreamCollector(Collector):
-    def collect(self):
-        from .. import metrics as m
-        from .config_service import REQUESTS
-        from .record_fanout import STREAM_SENT
+    def describe(self):
+        # registering must not run collect(): it reads other metrics under the registry lock
+        return []
 
+    def collect(self):
         # untyped: prometheus_client would append _total to a counter, and upstream's
         # series are named without it (Go's client does not add the suffix)
         counts = UnknownMetricFamily("xtcp_counts", "xtcp counts", labels=LABELS)
