@@ -118,6 +118,13 @@ class _CookieTable:
                 continue
             i = np.minimum(np.searchsorted(keys, ck), len(keys) - 1)
             hit = keys[i] == ck
+            if hit.all():  # the steady state: every socket known, no masks needed
+                prev = vals[i]
+                delta = np.subtract(cur, prev, out=np.zeros_like(cur), where=cur > prev)
+                vals[i] = np.maximum(prev, cur)
+                g = gens[i]
+                gens[i] = np.where(g < 0, g, gen)
+                return delta
             hi = i[hit]
             prev, now = vals[hi], cur[hit]
             delta[hit] = np.where(now > prev, now - prev, 0)
