@@ -249,3 +249,41 @@ def test_bad_cap_is_one_line_exit_2():
                        text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "metrics_max_netns" in r.stderr
+
+
+# K connections to a listener, 5000 bytes each, held 1 s, then closed; then the listener.
+CONNS = r"""
+import socket, sys, time, subprocess
+k = int(sys.argv[1])
+lst = socket.socket(); lst.bind(("127.0.0.1", 7000)); lst.listen(128)
+pairs = []
+for _ in range(k):
+    c = socket.create_connection(("127.0.0.1", 7000)); s, _ = lst.accept(); c.sendall(b"x" * 5000); s.recv(5000)
+    pairs.append((c, s))
+time.sleep(1.0)
+for c, s in pairs:
+    c.close(); s.close()
+time.sleep(0.5)
+lst.close()
+"""
+
+
+def test_bpf_mode_counts_opens_and_closes(netns_pair, xtcp2_process):
+    ns, _ = netns_pair
+    d = xtcp2_process(ns.name, extra=("--mode", "bpf", "-frequency", "1s"))
+    m = d.wait_polls(1)
+    before = {k: one(m, k, netns=ns.name) for k in ("xtcp2_tcp_opens_total", "xtcp2_tcp_closes_total",
+                                                    "xtcp2_tcp_sent_bytes_total")}
+    k = 10
+    ns.run(CONNS, str(k))
+    want = 2 * k + 1  # both ends of every connection, and the listener
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        m = d.scrape()
+        if one(m, "xtcp2_tcp_closes_total", netns=ns.name) - before["xtcp2_tcp_closes_total"] >= want:
+            break
+        time.sleep(0.2)
+    assert one(m, "xtcp2_tcp_opens_total", netns=ns.name) - before["xtcp2_tcp_opens_total"] == want
+    assert one(m, "xtcp2_tcp_closes_total", netns=ns.name) - before["xtcp2_tcp_closes_total"] == want
+    sent = one(m, "xtcp2_tcp_sent_bytes_total", netns=ns.name) - before["xtcp2_tcp_sent_bytes_total"]
+    assert k * 5000 <= sent < k * 5000 + 100, sent  # open, refresh and close records of a socket count it once
