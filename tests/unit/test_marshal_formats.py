@@ -176,3 +176,31 @@ def test_text_to_a_terminal_is_fine():
                                     "--once", "--netns", "self")
     assert rc == 0, err
     assert out.splitlines()[0].strip() == "netns,inetDiagMsgState"
+
+
+def test_one_csv_header_per_stream_across_reconfigures(env, tmp_path):
+    from xtcp2.pipeline import Emitter
+    from xtcp2.records.encode import varint
+
+    out = tmp_path / "out.csv"
+    cfg = Config(marshal_to="csv", dest=f"file:{out}", csv_columns="netns,inetDiagMsgState").validate()
+    em = Emitter(cfg)
+    rows = list(env.message().row)
+    one = EncodedEnvelope.from_records(rows[:5])
+    ends = []
+    pos = 0
+    for r in rows[:5]:  # row end offsets inside the Envelope body (tag + length + record)
+        n = len(r.SerializeToString())
+        pos += 1 + len(varint(n)) + n
+        ends.append(pos)
+    import numpy as np
+    em.add_rows(one.body, np.array(ends))
+    em.flush()
+    em.configure(cfg.replace(tag="INC-1"))            # another setting: same stream, no new header
+    em.add_rows(one.body, np.array(ends))
+    em.configure(cfg.replace(csv_columns="netns"))    # other columns: a new table, a new header
+    em.add_rows(one.body, np.array(ends))
+    em.close()
+    lines = out.read_text().splitlines()
+    assert lines.count("netns,inetDiagMsgState") == 1 and lines[0] == "netns,inetDiagMsgState"
+    assert lines[11] == "netns" and len(lines) == 1 + 10 + 1 + 5
