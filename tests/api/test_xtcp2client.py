@@ -93,7 +93,8 @@ def test_json_dialect_and_human_formats(start_daemon, socket_netns):
     for line in res.stdout.splitlines():
         r = json.loads(line)
         assert r["inetDiagMsgSocketSource"] == r["inetDiagMsgSocketDestination"] == "127.0.0.1"  # not base64
-        assert r["inetDiagMsgState"] == 1 and isinstance(r["inetDiagMsgSocketCookie"], int)
+        assert r["inetDiagMsgState"] == 1 and r["inetDiagMsgStateName"] == "ESTABLISHED"
+        assert isinstance(r["inetDiagMsgSocketCookie"], int)
     res = client(rd, "-format", "csv", "-columns", "netns,inetDiagMsgState,inetDiagMsgSocketSource,tcpInfoRtt",
                  "-count", "10", "-state", "established")
     assert res.returncode == 0, res.stderr

@@ -51,7 +51,7 @@ def marshal(name: str, env: EncodedEnvelope, columns: str = "") -> bytes:
 
 def from_dialect(obj: dict) -> pb.XtcpFlatRecord:
     """Our JSON dialect back to a record: text addresses -> bytes, then protojson's parser."""
-    obj = dict(obj)
+    obj = {k: v for k, v in obj.items() if not k.endswith("StateName")}
     for key in ("inetDiagMsgSocketSource", "inetDiagMsgSocketDestination"):
         if key in obj:
             obj[key] = base64.b64encode(ipaddress.ip_address(obj[key]).packed).decode()
@@ -72,8 +72,10 @@ def test_json_dialect_round_trips(env, name):
     assert len(lines) == len(rows)
     for line, rec in zip(lines, rows):
         obj = json.loads(line)
-        assert all(k in BY_JSON for k in obj)                       # protojson names
+        assert all(k in BY_JSON for k in obj if not k.endswith("StateName"))  # protojson names
         assert isinstance(obj["inetDiagMsgState"], int)             # states stay numbers (ClickHouse UInt32)
+        assert obj["inetDiagMsgStateName"] == STATE_NAMES[rec.inet_diag_msg_state]  # ... and have a name
+        assert list(obj).index("inetDiagMsgStateName") == list(obj).index("inetDiagMsgState") + 1
         assert isinstance(obj["inetDiagMsgSocketCookie"], int)      # 64-bit: numbers, not quoted
         ipaddress.ip_address(obj["inetDiagMsgSocketSource"])         # text addresses
         assert obj.get("trigger") == ("TRIGGER_CLOSE" if rec.trigger else None)  # enums by name
@@ -204,3 +206,21 @@ def test_one_csv_header_per_stream_across_reconfigures(env, tmp_path):
     lines = out.read_text().splitlines()
     assert lines.count("netns,inetDiagMsgState") == 1 and lines[0] == "netns,inetDiagMsgState"
     assert lines[11] == "netns" and len(lines) == 1 + 10 + 1 + 5
+
+
+def test_clickhouse_reads_the_json_dialect(env):
+    """ClickHouse (chdb) reads jsonl as JSONEachRow: numbers as numbers, text addresses."""
+    import chdb
+
+    rows = env.message().row
+    data = marshal("jsonl", env).decode()
+    assert "$$" not in data
+    q = ("SELECT count(), sum(inetDiagMsgSocketCookie), countIf(inetDiagMsgState = 1), "
+         "countIf(inetDiagMsgStateName = 'ESTABLISHED'), countIf(isIPv4String(inetDiagMsgSocketSource) "
+         "OR isIPv6String(inetDiagMsgSocketSource)), toTypeName(any(inetDiagMsgSocketCookie)) "
+         f"FROM format(JSONEachRow, $${data}$$)")
+    got = next(csv.reader(io.StringIO(chdb.query(q, "CSV").bytes().decode())))
+    est = sum(r.inet_diag_msg_state == 1 for r in rows)
+    assert got[:5] == [str(len(rows)), str(sum(r.inet_diag_msg_socket_cookie for r in rows)), str(est), str(est),
+                       str(len(rows))]
+    assert "Int64" in got[5]

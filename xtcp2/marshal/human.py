@@ -13,12 +13,7 @@ import datetime
 
 from ..errors import ConfigError
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
-from ..records.convert import ADDRESS_FIELDS, address_to_str
-
-STATE_NAMES = {
-    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
-    7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV",
-}
+from ..records.convert import ADDRESS_FIELDS, STATE_NAMES, address_to_str
 STATE_FIELDS = frozenset({"inet_diag_msg_state", "tcp_info_state"})
 # microseconds in the record, milliseconds in human formats
 RTT_FIELDS = frozenset({"tcp_info_rtt", "tcp_info_rtt_var", "tcp_info_rcv_rtt", "tcp_info_min_rtt",
