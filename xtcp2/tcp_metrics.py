@@ -181,6 +181,7 @@ class TcpMetrics(Collector):
         self._p_rtt_sum = np.zeros_like(self._rtt_sum)
         self._p_seen = np.zeros(size, bool)
         self._cookies = _CookieTable()
+        self._changed: set[str] = set()  # namespaces with opens/closes since their last dump
         self._gen = 1            # complete polls done + 1
         self._baseline = True    # until the first complete poll
 
@@ -211,6 +212,9 @@ class TcpMetrics(Collector):
                 m = trig_arr == t
                 if m.any():
                     self._events[:, j] += np.bincount(gid[m], minlength=size)
+                    # their gauges are stale until the namespace is dumped again
+                    self._changed.update(netns if ns_idx is None else
+                                         (netns[i] for i in np.unique(ns_idx[m]).tolist()))
             # current sockets: rows of dumps (poll, refresh, resync) go to the pending snapshot
             snap = (trig_arr == TRIGGER_POLL) | (trig_arr == TRIGGER_REFRESH) | (trig_arr == TRIGGER_RESYNC)
             if snap.any():
@@ -266,6 +270,7 @@ class TcpMetrics(Collector):
         watched namespace (label sets of namespaces it did not cover are then freed)."""
         names = set(names)
         with self._lock:
+            self._changed = set() if complete else self._changed - names
             for name in names:
                 self._group_id((name, ""))   # a polled namespace without sockets shows zeros
             rows = [slot for slot, key in enumerate(self._labels)
@@ -285,6 +290,13 @@ class TcpMetrics(Collector):
                 self._gen += 1
                 self._baseline = False
                 self._cookies.compact(self._gen - KEEP_UNSEEN_POLLS)
+
+    def changed_namespaces(self) -> set[str]:
+        """Namespaces that had opens or closes since they were last dumped: bpf mode
+        refreshes them too, so their socket gauges follow (a namespace whose last socket
+        closed has no live socket left to be refreshed for)."""
+        with self._lock:
+            return set(self._changed)
 
     # ---- label sets ---------------------------------------------------------------------
     def _group_ids(self, netns, ns_idx, conts, ct_idx, n) -> np.ndarray:
