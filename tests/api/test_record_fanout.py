@@ -83,7 +83,7 @@ async def _sub(fan: FanOut, name: str):
     return fan.subscribe("FlatRecords", name)
 
 
-def test_filter_applies_before_the_queue_and_only_matches_are_dropped():
+def test_filter_applies_before_the_queue_and_only_matches_are_dropped(registry):
     from xtcp2.api.record_filter import RecordFilter
 
     loop = asyncio.new_event_loop()
@@ -96,14 +96,15 @@ def test_filter_applies_before_the_queue_and_only_matches_are_dropped():
             r.inet_diag_msg_socket_destination_port = 1000
         sel = fan.subscribe("FlatRecords", "sel", RecordFilter(port=1000))   # 4 of 40 rows match
         env = EncodedEnvelope.from_records(recs)
-        drops_before = STREAM_DROPS._value.get()
+        drops_before = sample(registry, "xtcp2_grpc_stream_dropped_records_total")
+        unsent_before = sample(registry, "xtcp2_grpc_stream_unsent_records_total")
         for _ in range(5):
             fan.publish(env)  # nobody reads
         # unfiltered, 40 rows would not fit a 10-row queue at all; filtered, 1 and 4 do
         assert (picky.queued_rows, picky.dropped_records) == (5, 0)
         assert (sel.queued_rows, sel.dropped_records) == (8, 12)  # 2 envelopes fit, 3 x 4 matching rows dropped
         assert (none.queued_rows, none.dropped_records) == (0, 0)
-        assert STREAM_DROPS._value.get() - drops_before == 12
+        assert sample(registry, "xtcp2_grpc_stream_dropped_records_total") - drops_before == 12
         got = loop.run_until_complete(fan.next_batch(sel, 1))
         assert [pb.FlatRecordsResponse.FromString(b).xtcp_flat_record for b in got] == recs[:4]
         got = loop.run_until_complete(fan.next_batch(picky, 1))
@@ -115,6 +116,7 @@ def test_filter_applies_before_the_queue_and_only_matches_are_dropped():
         fan.unsubscribe(none)
         assert (sel.dropped_records, sel.unsent_records) == (12, 4)
         assert (picky.dropped_records, picky.unsent_records) == (0, 4)
-        assert STREAM_DROPS._value.get() - drops_before == 12
+        assert sample(registry, "xtcp2_grpc_stream_dropped_records_total") - drops_before == 12
+        assert sample(registry, "xtcp2_grpc_stream_unsent_records_total") - unsent_before == 8
     finally:
         loop.close()
