@@ -63,6 +63,7 @@ class Emitter:
             if destination is not None:
                 self.dest = destination
                 self.dest_name = config.dest.split(":", 1)[0]
+                metrics.touch_dest(self.dest_name)
                 if old is not None and old is not destination:
                     self._close_dest(old)
             fmt = (config.marshal_to, config.csv_columns)

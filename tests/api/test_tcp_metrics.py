@@ -189,8 +189,14 @@ def test_socket_gauges_equal_ss(netns_pair, xtcp2_process):
         for counter in ("xtcp2_tcp_retransmits_total", "xtcp2_tcp_sent_bytes_total", "xtcp2_tcp_received_bytes_total",
                         "xtcp2_tcp_opens_total", "xtcp2_tcp_closes_total"):
             one(m, counter, netns=ns_.name, container="")
-    # labelled series exist at zero from the first scrape: "other" before any overflow
+    # labelled series exist at zero from the first scrape: "other" before any overflow, the
+    # error kinds before any error, the destination's before it sent anything
     assert one(m, "xtcp2_tcp_closes_total", netns="other") == 0
+    assert {lab["kind"] for lab, _ in m["xtcp2_netlink_errors_total"]} >= {
+        "error", "enobufs", "timeout", "truncated", "interrupted", "poll_timeout"}
+    assert {lab["what"] for lab, _ in m["xtcp2_decode_errors_total"]} == {"inet_diag_msg", "rtattr"}
+    for name in ("xtcp2_dest_dropped_records_total", "xtcp2_dest_errors_total", "xtcp2_dest_queue_depth"):
+        one(m, name, dest="null")
     # build info; no _created series; process metrics once (ours), not also prometheus_client's
     info = by(m, "xtcp2_build_info")
     assert len(info) == 1 and info[0][1] == 1 and info[0][0]["version"]
