@@ -121,12 +121,15 @@ def test_dashboard_structure():
         assert unit in {u for e, u in exprs.items() if metric in e}, metric
 
 
-def expand_grafana_sql(sql: str, t_from: int, t_to: int, hosts: list[str]) -> str:
-    """The ClickHouse data source plugin's macros, expanded the way it does."""
+def expand_grafana_sql(sql: str, t_from: int, t_to: int, hosts: list[str], netns: str = ".*") -> str:
+    """The ClickHouse data source plugin's macros, expanded the way it does; netns is
+    Grafana's regex format of the Namespace variable (".*" = All)."""
     sql = re.sub(r"\$__timeFilter\((\w+)\)", rf"\1 >= toDateTime({t_from}) AND \1 <= toDateTime({t_to})", sql)
     sql = re.sub(r"\$__timeInterval\((\w+)\)", r"toStartOfInterval(toDateTime(\1), INTERVAL 60 second)", sql)
     sql = sql.replace("${hostname:singlequote}", ",".join(f"'{h}'" for h in hosts))
-    assert "$" not in sql, f"unexpanded macro in {sql}"
+    # Namespace and Container set to All: Grafana's regex format of allValue
+    sql = sql.replace("${netns:regex}", netns).replace("${container:regex}", ".*")
+    assert not re.search(r"\$[{\w]", sql), f"unexpanded macro in {sql}"
     return sql
 
 
@@ -169,6 +172,13 @@ def test_dashboard_clickhouse_queries_on_chdb(tmp_path):
                 if p["title"].startswith("Congestion control"):
                     assert {r[0]: int(r[1]) for r in res["data"]} == {"cubic": 1000, "bbr": 1000}
         assert ran == 8
+        # the Namespace variable narrows the ClickHouse panels too
+        records = next(t["rawSql"] for p in dash["panels"] if p["title"].startswith("Records per interval")
+                       for t in p["targets"])
+        for netns, want in (("ns3", sum(1 for i in range(2000) if i % 7 == 3)), ("(ns1|ns2)", None)):
+            res = json.loads(s.query(expand_grafana_sql(records, t_from, t_to, hosts, netns), "JSONCompact").bytes())
+            got = sum(int(r[2]) for r in res["data"])
+            assert got == (want if want is not None else sum(1 for i in range(2000) if i % 7 in (1, 2)))
     finally:
         s.close()
 
