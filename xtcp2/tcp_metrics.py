@@ -22,8 +22,9 @@ Semantics
 - Opens and closes count records by their trigger (OPEN in bpf mode; CLOSE from bpf
   close events and the destroy groups). Poll mode without close records counts none.
 - Cardinality: at most `max_groups` (netns, container) label sets (-metricsMaxNetns);
-  the rest are summed under netns="other", container="". A label set whose
-  namespace is missing from a complete poll is freed for others.
+  the rest are summed under netns="other", container="", whose socket gauges change at
+  complete polls only (bpf mode: resyncs). A label set whose namespace is missing from
+  a complete poll is freed for others.
 """
 from __future__ import annotations
 
@@ -273,8 +274,9 @@ class TcpMetrics(Collector):
             self._changed = set() if complete else self._changed - names
             for name in names:
                 self._group_id((name, ""))   # a polled namespace without sockets shows zeros
-            rows = [slot for slot, key in enumerate(self._labels)
-                    if key is not None and (key[0] in names or self._p_seen[slot] or (complete and slot == 0))]
+            # "other" sums many namespaces: only a complete poll has all of them
+            rows = [slot for slot, key in enumerate(self._labels) if key is not None and (
+                complete if slot == 0 else (key[0] in names or self._p_seen[slot]))]
             self._states[rows] = self._p_states[rows]
             self._hist[rows] = self._p_hist[rows]
             self._rtt_sum[rows] = self._p_rtt_sum[rows]
