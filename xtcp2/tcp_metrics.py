@@ -201,7 +201,8 @@ class TcpMetrics(Collector):
         netns, ns_idx = _strings(cols, consts, "netns", n)
         conts, ct_idx = _strings(cols, consts, CONTAINER_FIELD, n)
         trig = _ints(cols, consts, "trigger", n)
-        state = np.asarray(cols["inet_diag_msg_state"]).astype(np.intp) & (NSTATES - 1)
+        state_col = cols.get("inet_diag_msg_state")  # absent: a producer without socket rows
+        state = None if state_col is None else np.asarray(state_col).astype(np.intp) & (NSTATES - 1)
         rtt = cols.get("tcp_info_rtt")
         ck = cols.get("inet_diag_msg_socket_cookie")
         with self._lock:
@@ -218,7 +219,7 @@ class TcpMetrics(Collector):
                                          (netns[i] for i in np.unique(ns_idx[m]).tolist()))
             # current sockets: rows of dumps (poll, refresh, resync) go to the pending snapshot
             snap = (trig_arr == TRIGGER_POLL) | (trig_arr == TRIGGER_REFRESH) | (trig_arr == TRIGGER_RESYNC)
-            if snap.any():
+            if state is not None and snap.any():
                 g, s = gid[snap], state[snap]
                 self._p_states += np.bincount(g * NSTATES + s, minlength=size * NSTATES).reshape(size, NSTATES)
                 self._p_seen[np.unique(g)] = True
