@@ -200,7 +200,7 @@ def feed_tcp_metrics_from_capture() -> dict:
     from xtcp2.tcp_metrics import STATE_NAMES, TCP
 
     cols = decode_packets(p for _, p in read_packets(str(ROOT / "tests/fixtures/netlink/6_6_44/tcp_10_sockets.pcap")))
-    n = cols.pop("_n")
+    n = cols.n
     TCP.observe(cols, {"netns": "deploy-fixture", "trigger": 0})
     TCP.poll_done(["deploy-fixture"], complete=False)
     return dict(collections.Counter(STATE_NAMES[int(s)] for s in cols["inet_diag_msg_state"][:n]))
