@@ -16,6 +16,7 @@ from . import values
 from .dest import known_schemes
 from .errors import ConfigError
 from .marshal import MARSHALLERS as _MARSHALLER_REGISTRY
+from .marshal.human import select_columns
 
 # Netlink attribute decoders, named as upstream's -deserializers keys.
 ALL_DESERIALIZERS = (
@@ -72,6 +73,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "write_files": (0, 1000, True),
     "grpc_port": (0, 65535, True),
     "debug_level": (0, 1000, True),
+    "metrics_max_netns": (1, 100_000, True),
 }
 TEXT_FIELDS = {"hostname": MAX_TEXT, "location": MAX_TEXT, "label": MAX_TEXT, "tag": MAX_TEXT,
                "dest": MAX_DEST, "topic": MAX_TEXT, "kafka_compression": 32, "capture_path": 4096,
@@ -79,7 +81,7 @@ TEXT_FIELDS = {"hostname": MAX_TEXT, "location": MAX_TEXT, "label": MAX_TEXT, "t
                "marshal_to": 32, "grpc_allow_uid": MAX_TEXT, "grpc_allow_gid": MAX_TEXT,
                "grpc_token_file": 4096, "file_dest_dir": 4096,
                "kafka_schema_url": MAX_DEST, "xtcp_proto_file": 4096, "s3_endpoint": MAX_DEST,
-               "s3_bucket": 63, "s3_prefix": 1024, "s3_region": 64}
+               "s3_bucket": 63, "s3_prefix": 1024, "s3_region": 64, "csv_columns": 4096}
 
 
 def parse_deserializers(spec: str) -> tuple[str, ...]:
@@ -145,6 +147,7 @@ class Config:
     s3_flush_threshold_jitter_pct: int = 0
     s3_upload_max_attempts: int = 0             # 0 = 10
     s3_upload_backoff_cap: float = 0.0          # 0 = clamp(poll_frequency / 10, 1 s, 1 h)
+    csv_columns: str = ""                  # csv/tsv: -columns, protojson field names; empty = all
     # record metadata
     hostname: str = ""
     location: str = ""
@@ -160,6 +163,7 @@ class Config:
     grpc_allow_gid: str = ""               # comma list of gids / group names
     grpc_token_file: str = ""              # bearer token; required on a non-loopback listener
     file_dest_dir: str = "/var/lib/xtcp2"  # the only place gRPC may point file/unix dests and capture_path
+    metrics_max_netns: int = 100           # label sets of the TCP metrics; the rest is netns="other"
     debug_level: int = 111
 
     def __post_init__(self) -> None:
@@ -201,6 +205,8 @@ class Config:
         need(rb & (rb - 1) == 0, "bpf_ringbuf_bytes", "must be a power of two >= 4096")
         need(self.marshal_to in MARSHALLERS, "marshal_to",
              f"unknown marshaller {self.marshal_to!r}; valid: {', '.join(MARSHALLERS)}")
+        if self.csv_columns:
+            select_columns(self.csv_columns)  # an unknown name is a ConfigError naming it
         unknown = [d for d in self.enabled_deserializers if d not in ALL_DESERIALIZERS]
         need(not unknown, "enabled_deserializers", f"unknown {', '.join(unknown)}")
         scheme = self.dest.split(":", 1)[0]

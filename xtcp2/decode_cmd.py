@@ -1,4 +1,5 @@
-"""`xtcp2 decode FILE`: netlink sock_diag pcap -> records (jsonl, protoJson, protoText).
+"""`xtcp2 decode FILE`: netlink sock_diag pcap -> records in any text format of the daemon
+(jsonl = protoJson, the JSON dialect of README; protoText; humanize, csv, tsv).
 
 The capture is streamed: packets are read one at a time and decoded a few MiB at a
 time, so a capture of any size decodes in bounded memory. A capture cut short (or
@@ -7,19 +8,19 @@ reported on one line and the exit status is 2.
 """
 from __future__ import annotations
 
-import json
 import sys
-from typing import Iterator, TextIO
+from typing import Callable, Iterator, TextIO
 
 from .argparse_go import parser as go_parser
 from .errors import DecodeError
+from .marshal import get_marshaller
+from .marshal.human import select_columns
 from .netlink.pcap import read_packets
 from .netlink.replay import decode_stream
-from .records.convert import record_to_dict
 from .records.encode import encode_rows
 from .records.envelope import EncodedEnvelope
 
-FORMATS = ("jsonl", "protoJson", "protoText")
+FORMATS = ("jsonl", "protoJson", "protoText", "humanize", "csv", "tsv")
 
 
 def decode_file(path: str) -> Iterator[EncodedEnvelope]:
@@ -39,25 +40,35 @@ def decode_file(path: str) -> Iterator[EncodedEnvelope]:
         raise DecodeError(msg if msg.startswith(path) else f"{path}: {msg}") from None
 
 
-def write_envelope(env: EncodedEnvelope, fmt: str, out: TextIO) -> None:
-    if fmt == "protoText":
-        from .marshal.proto_text import marshal
-        out.write(marshal(env).decode())  # text Envelopes concatenate into one Envelope
-        return
-    json_names = fmt == "protoJson"
-    for rec in env.message().row:
-        out.write(json.dumps(record_to_dict(rec, json_names=json_names), separators=(",", ":")) + "\n")
+class _Columns:
+    """What marshallers read from a Config, for the decode command."""
+
+    def __init__(self, columns: str) -> None:
+        self.csv_columns = columns
+
+
+def marshaller(fmt: str, columns: str = "") -> Callable[[EncodedEnvelope], bytes]:
+    """The daemon's marshaller of that name; one per run (csv/tsv: one header)."""
+    return get_marshaller(fmt, _Columns(columns))
+
+
+def write_envelope(env: EncodedEnvelope, marshal: Callable[[EncodedEnvelope], bytes], out: TextIO) -> None:
+    # protoText Envelopes concatenate into one Envelope; the other formats are line based
+    out.write(marshal(env).decode())
 
 
 def main(argv) -> int:
     ap = go_parser(prog="xtcp2 decode", description="Decode a netlink sock_diag capture (pcap, link type 253).")
     ap.add_argument("--format", "-format", choices=FORMATS, default="jsonl")
+    ap.add_argument("--columns", "-columns", default="", help="csv/tsv: XtcpFlatRecord json field names; empty = all")
     ap.add_argument("file")
     args = ap.parse_args(argv)
+    select_columns(args.columns)  # unknown column: one-line error before reading the file
+    marshal = marshaller(args.format, args.columns)
     records = 0
     try:
         for env in decode_file(args.file):
-            write_envelope(env, args.format, sys.stdout)
+            write_envelope(env, marshal, sys.stdout)
             records += env.rows
     except DecodeError as e:
         sys.stdout.flush()

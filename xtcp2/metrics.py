@@ -45,3 +45,18 @@ DEST_ERRORS = Counter("xtcp2_dest_errors_total", "Failed deliveries", ["dest"])
 DEST_DROPS = Counter("xtcp2_dest_dropped_records_total", "Records dropped (queue full, failed delivery, shutdown)", ["dest"])
 DEST_QUEUE = Gauge("xtcp2_dest_queue_depth", "Payloads waiting for the destination", ["dest"])
 DEST_SECONDS = Histogram("xtcp2_dest_send_duration_seconds", "Time to deliver one payload", ["dest"])
+
+# Labelled counters exist at zero from the first scrape (rate() and alerts need the
+# series before the first event): every label value the code uses is created here.
+for _kind in ("error", "enobufs", "timeout", "truncated", "interrupted", "poll_timeout"):
+    NETLINK_ERRORS.labels(_kind)
+for _what in ("inet_diag_msg", "rtattr"):
+    DECODE_ERRORS.labels(_what)
+for _kind in ("enter", "vanished"):
+    NAMESPACE_ERRORS.labels(_kind)
+
+
+def touch_dest(dest: str) -> None:
+    """The destination's labelled series, at zero until it sends (Emitter.configure)."""
+    for metric in (DEST_RECORDS, DEST_BYTES, DEST_ERRORS, DEST_DROPS, DEST_QUEUE):
+        metric.labels(dest)

@@ -65,10 +65,15 @@ class Emitter:
             if destination is not None:
                 self.dest = destination
                 self.dest_name = config.dest.split(":", 1)[0]
+                metrics.touch_dest(self.dest_name)
                 if old is not None and old is not destination:
                     self._close_dest(old)
+            fmt = (config.marshal_to, config.csv_columns)
+            if fmt != getattr(self, "_fmt", None) or destination is not None:
+                # kept across other changes: csv/tsv write their header once per stream
+                self.marshal = get_marshaller(config.marshal_to, config)
+                self._fmt = fmt
             self.config = config
-            self.marshal = get_marshaller(config.marshal_to)
             self.max_rows = config.envelope_flush_threshold_rows
             self.max_bytes = config.envelope_flush_threshold_bytes
 

@@ -18,10 +18,12 @@
   topic = "xtcp";
   envelopeFlushRows = 10000;
   envelopeFlushBytes = 786432;
+  columns = "";
   deserializers = "default";
   promListen = "127.0.0.1:9088";
   promPath = "/metrics";
   grpcPort = 8889;
+  metricsMaxNetns = 100;
   grpcAllowUid = "";
   grpcAllowGid = "";
   fileDestDir = "/var/lib/xtcp2";

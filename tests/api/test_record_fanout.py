@@ -81,3 +81,42 @@ def test_publish_cost_does_not_depend_on_client_speed():
 
 async def _sub(fan: FanOut, name: str):
     return fan.subscribe("FlatRecords", name)
+
+
+def test_filter_applies_before_the_queue_and_only_matches_are_dropped(registry):
+    from xtcp2.api.record_filter import RecordFilter
+
+    loop = asyncio.new_event_loop()
+    try:
+        fan = FanOut(loop, queue_rows=10)
+        picky = fan.subscribe("FlatRecords", "picky", RecordFilter(port=7))  # 1 of 40 rows match
+        none = fan.subscribe("FlatRecords", "none", RecordFilter(netns="nowhere"))
+        recs = records(40)
+        for r in recs[:4]:
+            r.inet_diag_msg_socket_destination_port = 1000
+        sel = fan.subscribe("FlatRecords", "sel", RecordFilter(port=1000))   # 4 of 40 rows match
+        env = EncodedEnvelope.from_records(recs)
+        drops_before = sample(registry, "xtcp2_grpc_stream_dropped_records_total")
+        unsent_before = sample(registry, "xtcp2_grpc_stream_unsent_records_total")
+        for _ in range(5):
+            fan.publish(env)  # nobody reads
+        # unfiltered, 40 rows would not fit a 10-row queue at all; filtered, 1 and 4 do
+        assert (picky.queued_rows, picky.dropped_records) == (5, 0)
+        assert (sel.queued_rows, sel.dropped_records) == (8, 12)  # 2 envelopes fit, 3 x 4 matching rows dropped
+        assert (none.queued_rows, none.dropped_records) == (0, 0)
+        assert sample(registry, "xtcp2_grpc_stream_dropped_records_total") - drops_before == 12
+        got = loop.run_until_complete(fan.next_batch(sel, 1))
+        assert [pb.FlatRecordsResponse.FromString(b).xtcp_flat_record for b in got] == recs[:4]
+        got = loop.run_until_complete(fan.next_batch(picky, 1))
+        assert [pb.FlatRecordsResponse.FromString(b).xtcp_flat_record.inet_diag_msg_socket_source_port
+                for b in got] == [7]
+        # an orderly end leaves rows queued: not drops
+        fan.unsubscribe(sel)
+        fan.unsubscribe(picky)
+        fan.unsubscribe(none)
+        assert (sel.dropped_records, sel.unsent_records) == (12, 4)
+        assert (picky.dropped_records, picky.unsent_records) == (0, 4)
+        assert sample(registry, "xtcp2_grpc_stream_dropped_records_total") - drops_before == 12
+        assert sample(registry, "xtcp2_grpc_stream_unsent_records_total") - unsent_before == 8
+    finally:
+        loop.close()

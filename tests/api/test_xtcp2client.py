@@ -82,6 +82,56 @@ def test_stream_table_and_json(start_daemon, socket_netns):
                for r in recs)
 
 
+def test_json_dialect_and_human_formats(start_daemon, socket_netns):
+    """-json is the daemon's jsonl dialect; csv/humanize print state names, text addresses, RTT in ms."""
+    import csv
+    import io
+
+    rd = start_daemon(poll_frequency=0.5, poll_timeout=0.4)
+    res = client(rd, "-json", "-count", "10", "-state", "established")
+    assert res.returncode == 0, res.stderr
+    for line in res.stdout.splitlines():
+        r = json.loads(line)
+        assert r["inetDiagMsgSocketSource"] == r["inetDiagMsgSocketDestination"] == "127.0.0.1"  # not base64
+        assert r["inetDiagMsgState"] == 1 and r["inetDiagMsgStateName"] == "ESTABLISHED"
+        assert isinstance(r["inetDiagMsgSocketCookie"], int)
+    res = client(rd, "-format", "csv", "-columns", "netns,inetDiagMsgState,inetDiagMsgSocketSource,tcpInfoRtt",
+                 "-count", "10", "-state", "established")
+    assert res.returncode == 0, res.stderr
+    table = list(csv.reader(io.StringIO(res.stdout)))
+    assert table[0] == ["netns", "inetDiagMsgState", "inetDiagMsgSocketSource", "tcpInfoRttMs"]
+    assert len(table) == 11
+    for netns, state, src, rtt in table[1:]:
+        assert (netns, state, src) == (socket_netns["name"], "ESTABLISHED", "127.0.0.1")
+        assert 0 < float(rtt) < 100  # milliseconds on loopback
+    res = client(rd, "-format", "humanize", "-count", "3", "-state", "listen")
+    assert res.returncode == 0, res.stderr
+    assert [json.loads(x)["inetDiagMsgState"] for x in res.stdout.splitlines()] == ["LISTEN"] * 3
+    bad = client(rd, "-format", "csv", "-columns", "nope")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "unknown column 'nope'" in bad.stderr
+
+
+def test_filtered_stream_drops_nothing_it_did_not_ask_for(start_daemon, socket_netns):
+    """A client whose filter matches one listener, on a queue far smaller than a poll:
+    unfiltered it would overflow at once; filtered first, nothing is dropped."""
+    import grpc
+
+    from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+    from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2_grpc as pb_grpc
+
+    rd = start_daemon(server_kw={"queue_rows": 20}, poll_frequency=0.25, poll_timeout=0.2)
+    with grpc.insecure_channel(rd.target) as ch:
+        call = pb_grpc.XTCPFlatRecordServiceStub(ch).FlatRecords(
+            pb.FlatRecordsRequest(), timeout=30, metadata=(("xtcp2-filter", "state=listen"),))
+        got = [next(call).xtcp_flat_record for _ in range(3)]  # three polls' worth, read slowly
+        assert all(r.inet_diag_msg_state == 10 for r in got)
+        loops = rd.daemon.loops
+        rd.wait_loops(loops + 4)
+        subs = rd.server.subscribers()
+        assert len(subs) == 1 and subs[0].dropped_records == 0
+        call.cancel()
+
+
 def test_poll_mode(start_daemon, socket_netns):
     rd = start_daemon(poll_frequency=600.0)
     first = rd.wait_loops(1)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import free_port, wait_port
+from xtcp2.api.upstream_metrics import register_upstream_metrics
 from xtcp2.dest import open_destination
 
 from .. import need
@@ -28,27 +29,107 @@ def dashboard() -> dict:
     return json.loads(DASH.read_text())
 
 
-def test_dashboard_json_is_well_formed():
+# What the dashboard may use, from Grafana's dashboard model (schemaVersion 39): panel
+# types, unit ids of its unit picker, override property ids.
+PANEL_TYPES = {"timeseries", "table", "barchart", "piechart", "bargauge", "stat", "gauge", "text", "row"}
+UNITS = {"short", "none", "s", "ms", "Bps", "bytes", "cps", "ops", "percentunit", "dateTimeAsIso"}
+OVERRIDE_PROPERTIES = {"unit", "displayName", "mappings", "custom.width", "decimals"}
+BUILTIN_VARS = {"__rate_interval", "__interval", "__timeFilter", "__timeInterval", "__range"}
+
+
+def datasource_refs(obj, path="$"):
+    """Every {"type", "uid"} datasource reference in the dashboard, with where it is."""
+    if isinstance(obj, dict):
+        ds = obj.get("datasource")
+        if isinstance(ds, dict):
+            yield path, ds
+        elif ds is not None:
+            raise AssertionError(f"{path}: datasource must be an object, got {ds!r}")
+        for k, v in obj.items():
+            if k != "datasource":
+                yield from datasource_refs(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from datasource_refs(v, f"{path}[{i}]")
+
+
+def test_dashboard_structure():
+    """The dashboard model Grafana expects, checked without a Grafana: provisioning-safe
+    data source references, variables, layout, units and value mappings."""
+    from xtcp2.marshal.human import STATE_NAMES
+
     d = dashboard()
-    assert d["uid"] and d["title"] and d["panels"]
+    assert d["uid"] and d["title"] and d["panels"] and isinstance(d["schemaVersion"], int)
+    assert d["schemaVersion"] >= 36 and "__inputs" not in d  # __inputs only work through the import UI
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert len(variables) == len(d["templating"]["list"])
+    # data sources: a datasource variable of the matching plugin type, which file
+    # provisioning resolves to whichever data source of that type exists
+    ds_vars = {f"${{{n}}}": v["query"] for n, v in variables.items() if v["type"] == "datasource"}
+    assert set(ds_vars.values()) == {"prometheus", "grafana-clickhouse-datasource"}
+    refs = list(datasource_refs(d))
+    assert len(refs) > len(d["panels"])
+    for where, ref in refs:
+        assert set(ref) == {"type", "uid"}, where
+        assert ds_vars.get(ref["uid"]) == ref["type"], f"{where}: {ref}"
+    # every variable used is defined (or Grafana's own)
+    texts = [v.get("definition", "") for v in variables.values()]
+    texts += [t.get("expr") or t.get("rawSql") for p in d["panels"] for t in p["targets"]]
+    for text in texts:
+        for name in re.findall(r"\$\{?(\w+)", text):
+            assert name in variables or name in BUILTIN_VARS, f"undefined ${name} in {text}"
+    for name in ("netns", "container", "instance", "hostname"):
+        assert variables[name]["type"] == "query"
+    assert "netns" in variables["container"]["definition"]  # containers of the chosen namespaces
+    # layout
     ids = [p["id"] for p in d["panels"]]
-    assert len(ids) == len(set(ids))
+    assert len(ids) == len(set(ids)) and all(isinstance(i, int) for i in ids)
+    cells = set()
     for p in d["panels"]:
+        assert p["type"] in PANEL_TYPES, p["type"]
         g = p["gridPos"]
+        assert all(isinstance(g[k], int) for k in "xywh")
         assert g["x"] + g["w"] <= 24 and g["w"] > 0 and g["h"] > 0
-        assert p["datasource"]["uid"] in ("${DS_CLICKHOUSE}", "${DS_PROMETHEUS}")
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & mine, f"panel {p['title']!r} overlaps another"
+        cells |= mine
+        refids = [t["refId"] for t in p["targets"]]
+        assert refids and len(refids) == len(set(refids))
         for t in p["targets"]:
             assert t.get("rawSql") or t.get("expr"), p["title"]
-    inputs = {i["name"] for i in d["__inputs"]}
-    assert inputs == {"DS_CLICKHOUSE", "DS_PROMETHEUS"}
+        fc = p["fieldConfig"]
+        assert fc["defaults"].get("unit", "short") in UNITS, p["title"]
+        for o in fc.get("overrides", []):
+            assert o["matcher"]["id"] in ("byName", "byRegexp")
+            for prop in o["properties"]:
+                assert prop["id"] in OVERRIDE_PROPERTIES
+                if prop["id"] == "unit":
+                    assert prop["value"] in UNITS
+        for m in fc["defaults"].get("mappings", []):
+            assert m["type"] == "value" and all(k.isdigit() and set(v) >= {"text"} for k, v in m["options"].items())
+    # TCP states by name, the same names as the human output formats
+    states = next(p for p in d["panels"] if p["title"].startswith("Socket states"))
+    options = states["fieldConfig"]["defaults"]["mappings"][0]["options"]
+    assert {int(k): v["text"] for k, v in options.items()} == STATE_NAMES
+    # panels for the TCP metrics, with units
+    exprs = {t["expr"]: p["fieldConfig"]["defaults"].get("unit") for p in d["panels"] for t in p["targets"]
+             if "expr" in t}
+    for metric, unit in (("xtcp2_tcp_sockets", "short"), ("xtcp2_tcp_rtt_seconds_bucket", "s"),
+                         ("xtcp2_tcp_sent_bytes_total", "Bps"), ("xtcp2_tcp_received_bytes_total", "Bps"),
+                         ("xtcp2_tcp_retransmits_total", "cps"), ("xtcp2_tcp_opens_total", "cps"),
+                         ("xtcp2_tcp_closes_total", "cps")):
+        assert unit in {u for e, u in exprs.items() if metric in e}, metric
 
 
-def expand_grafana_sql(sql: str, t_from: int, t_to: int, hosts: list[str]) -> str:
-    """The ClickHouse data source plugin's macros, expanded the way it does."""
+def expand_grafana_sql(sql: str, t_from: int, t_to: int, hosts: list[str], netns: str = ".*") -> str:
+    """The ClickHouse data source plugin's macros, expanded the way it does; netns is
+    Grafana's regex format of the Namespace variable (".*" = All)."""
     sql = re.sub(r"\$__timeFilter\((\w+)\)", rf"\1 >= toDateTime({t_from}) AND \1 <= toDateTime({t_to})", sql)
     sql = re.sub(r"\$__timeInterval\((\w+)\)", r"toStartOfInterval(toDateTime(\1), INTERVAL 60 second)", sql)
     sql = sql.replace("${hostname:singlequote}", ",".join(f"'{h}'" for h in hosts))
-    assert "$" not in sql, f"unexpanded macro in {sql}"
+    # Namespace and Container set to All: Grafana's regex format of allValue
+    sql = sql.replace("${netns:regex}", netns).replace("${container:regex}", ".*")
+    assert not re.search(r"\$[{\w]", sql), f"unexpanded macro in {sql}"
     return sql
 
 
@@ -91,6 +172,13 @@ def test_dashboard_clickhouse_queries_on_chdb(tmp_path):
                 if p["title"].startswith("Congestion control"):
                     assert {r[0]: int(r[1]) for r in res["data"]} == {"cubic": 1000, "bbr": 1000}
         assert ran == 8
+        # the Namespace variable narrows the ClickHouse panels too
+        records = next(t["rawSql"] for p in dash["panels"] if p["title"].startswith("Records per interval")
+                       for t in p["targets"])
+        for netns, want in (("ns3", sum(1 for i in range(2000) if i % 7 == 3)), ("(ns1|ns2)", None)):
+            res = json.loads(s.query(expand_grafana_sql(records, t_from, t_to, hosts, netns), "JSONCompact").bytes())
+            got = sum(int(r[2]) for r in res["data"])
+            assert got == (want if want is not None else sum(1 for i in range(2000) if i % 7 in (1, 2)))
     finally:
         s.close()
 
@@ -100,6 +188,22 @@ def test_prometheus_config_and_rules_are_valid():
     for args in (["check", "config", "prometheus.yml"], ["check", "rules", "xtcp2_rules.yml"]):
         r = subprocess.run(["promtool", *args], cwd=PROM, capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stdout + r.stderr
+
+
+def feed_tcp_metrics_from_capture() -> dict:
+    """Real kernel columns (a capture) through the TCP metrics hook, as one poll of a
+    namespace "deploy-fixture"; returns its sockets by state."""
+    import collections
+
+    from xtcp2.netlink.pcap import read_packets
+    from xtcp2.netlink.replay import decode_packets
+    from xtcp2.tcp_metrics import STATE_NAMES, TCP
+
+    cols = decode_packets(p for _, p in read_packets(str(ROOT / "tests/fixtures/netlink/6_6_44/tcp_10_sockets.pcap")))
+    n = cols.n
+    TCP.observe(cols, {"netns": "deploy-fixture", "trigger": 0})
+    TCP.poll_done(["deploy-fixture"], complete=False)
+    return dict(collections.Counter(STATE_NAMES[int(s)] for s in cols["inet_diag_msg_state"][:n]))
 
 
 def prom_query(port: int, expr: str) -> dict:
@@ -117,6 +221,8 @@ def test_real_prometheus_scrapes_and_runs_dashboard_promql(tmp_path):
     for p, n in make_payloads(10, 10):
         d.send(p, n)
     d.close()  # nobody listens: 10 records dropped, counted
+    fixture_states = feed_tcp_metrics_from_capture()
+    register_upstream_metrics()
     mport, pport = free_port(), free_port()
     server, thread = start_http_server(mport, addr="127.0.0.1")
     cfg = (PROM / "prometheus.yml").read_text()
@@ -140,11 +246,32 @@ def test_real_prometheus_scrapes_and_runs_dashboard_promql(tmp_path):
             assert time.monotonic() < deadline, "xtcp2 metrics never scraped"
             time.sleep(0.5)
         assert float(res["data"]["result"][0]["value"][1]) >= 10
+        while not prom_query(pport, "rate(xtcp2_tcp_sent_bytes_total[1m])")["data"]["result"]:
+            assert time.monotonic() < deadline + 30, "rate() of the TCP counters never had two samples"
+            time.sleep(0.5)
         for p in dashboard()["panels"]:
             for t in p["targets"]:
                 if "expr" in t:
-                    expr = t["expr"].replace("$instance", ".*").replace("$__rate_interval", "1m")
-                    assert prom_query(pport, expr)["status"] == "success", t["expr"]
+                    expr = t["expr"].replace("$__rate_interval", "1m")
+                    for var in ("$instance", "$netns", "$container"):
+                        expr = expr.replace(var, ".*")
+                    res = prom_query(pport, expr)
+                    assert res["status"] == "success", t["expr"]
+                    if "xtcp2_tcp_" in expr:  # fed below from a real capture
+                        assert res["data"]["result"], t["expr"]
+        # the TCP panels show what the capture holds
+        res = prom_query(pport, 'sum by (state) (xtcp2_tcp_sockets{netns="deploy-fixture"})')["data"]["result"]
+        assert {r["metric"]["state"]: float(r["value"][1]) for r in res if float(r["value"][1])} == fixture_states
+        # upstream's dashboard and self-test queries
+        for expr in ('xtcp_counts{type="error"}', 'rate(xtcp_counts{type="error"}[5m])',
+                     'xtcp_histograms{quantile="0.99"}', "xtcp_config_grpc_counts",
+                     'xtcp_counts{variable="p", type="count"}', "xtcp_gauge"):
+            assert prom_query(pport, expr)["status"] == "success", expr
+        def value(expr: str) -> float:
+            return float(prom_query(pport, expr)["data"]["result"][0]["value"][1])
+
+        assert value('xtcp_counts{function="Poller", variable="envelopeRows"}') == value("xtcp2_records_total")
+        assert value("xtcp_gauge") == value("xtcp2_namespaces")
         with urllib.request.urlopen(f"http://127.0.0.1:{pport}/api/v1/rules", timeout=5) as r:
             rules = json.loads(r.read())["data"]["groups"][0]["rules"]
         assert {r["name"] for r in rules} >= {"Xtcp2DestinationDropping", "Xtcp2Down"}

@@ -138,7 +138,7 @@ def test_capture_path_writes_replayable_pcap(tmp_path, make_netns, populate):
         r = subprocess.run([sys.executable, "-m", "xtcp2", "decode", str(f)], capture_output=True, text=True, check=True)
         decoded += [ln for ln in r.stdout.splitlines() if ln]
     assert len(decoded) == len(rows)
-    assert any(f'"inet_diag_msg_socket_cookie":{s["cookie"]}' in "".join(decoded) for s in socks)
+    assert any(f'"inetDiagMsgSocketCookie":{s["cookie"]}' in "".join(decoded) for s in socks)
 
 
 def test_aborted_dumps_do_not_leak_buffers(make_netns):

@@ -55,7 +55,7 @@ def test_truncated_capture_yields_its_intact_packets(tmp_path: Path, where: str)
     assert len(want) > 100
 
     r = decode(str(path))
-    got = [json.loads(line)["inet_diag_msg_socket_cookie"] for line in r.stdout.splitlines()]
+    got = [json.loads(line)["inetDiagMsgSocketCookie"] for line in r.stdout.splitlines()]  # README: JSON dialect
     assert got == want  # every record of the packets before the cut, in order, and nothing else
     assert r.returncode == 2
     err = r.stderr.strip().splitlines()

@@ -18,7 +18,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
     1: ("xtcp2.argparse_go", "xtcp2.netlink", "xtcp2.ebpf", "xtcp2.records"),
     2: ("xtcp2.netns", "xtcp2.marshal"),
     # collect / sink (and what they are configured and counted with)
-    3: ("xtcp2.metrics", "xtcp2.config"),
+    3: ("xtcp2.metrics", "xtcp2.config", "xtcp2.tcp_metrics"),
     4: ("xtcp2.records.sink", "xtcp2.identity"),
     5: ("xtcp2.collect",),
     # modes / destinations / pipeline

@@ -159,6 +159,9 @@ def run_decode(*args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, timeout=120)
 
 
+from xtcp2.records.convert import STATE_NAMES  # noqa: E402
+
+JSON_NAMES = {f.json_name: f.name for f in FIELDS.values()}
 JSONL_CAPTURES = ["6_6_44/tcp_10_sockets.pcap", "6_6_44/netlink_sock_diag_reply_single_packet_port443v6.pcap",
                   "5_4_281/netlink_sock_diag_reply_single_packet_port4049.pcap"]
 
@@ -175,9 +178,12 @@ def test_decode_jsonl(name: str):
     for line, (pkt, off) in zip(lines, msgs):
         obj = json.loads(line)
         want = parse_message(pkt, off)
+        assert obj.pop("inetDiagMsgStateName") == STATE_NAMES[obj["inetDiagMsgState"]]
+        obj.pop("tcpInfoStateName", None)
         for key, value in obj.items():
-            assert re.fullmatch(r"[a-z][a-z0-9_]*", key) and key in FIELDS, key  # proto names, snake_case
+            assert re.fullmatch(r"[a-z][a-zA-Z0-9]*", key) and key in JSON_NAMES, key  # protojson names (README)
             assert value not in (0, "", None, False), f"unset field {key} printed"
+        obj = {JSON_NAMES[k]: v for k, v in obj.items()}
         for key in ("inet_diag_msg_socket_source", "inet_diag_msg_socket_destination"):
             text = obj[key]
             assert isinstance(text, str)

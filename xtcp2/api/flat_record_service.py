@@ -18,7 +18,7 @@ from prometheus_client import Counter
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 from .config_service import REQUESTS
 from ..errors import ConfigError
-from .record_fanout import STREAM_DROPS, STREAM_SENT, FanOut, Subscriber
+from .record_fanout import STREAM_SENT, STREAM_UNSENT, FanOut, Subscriber
 from .record_filter import METADATA_KEY, RecordFilter
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,8 @@ class FlatRecordService:
     def _finish(self, sub: Subscriber, context, code: str) -> None:
         self._fanout.unsubscribe(sub)
         REQUESTS.labels(sub.method, code).inc()
-        log.info("%s: client %d (%s) gone: %d records sent, %d dropped", sub.method, sub.id, sub.peer,
-                 sub.sent_records, sub.dropped_records)
+        log.info("%s: client %d (%s) gone: %d records sent, %d dropped, %d unsent", sub.method, sub.id, sub.peer,
+                 sub.sent_records, sub.dropped_records, sub.unsent_records)
         try:
             context.set_trailing_metadata((("xtcp2-dropped-records", str(sub.dropped_records)),))
         except Exception:  # the call may already be finished (client cancelled)
@@ -100,13 +100,19 @@ class FlatRecordService:
             raise
         except Exception as e:  # the call ended under us (client gone, server stopping)
             log.debug("%s: client %d: write failed: %s", sub.method, sub.id, e)
-            sub.dropped_records += len(responses) - sent
-            STREAM_DROPS.inc(len(responses) - sent)
+            sub.unsent_records += len(responses) - sent  # the stream ended: not a drop
+            STREAM_UNSENT.inc(len(responses) - sent)
             sub.closed = True
         finally:
             sub.sent_records += sent
-            STREAM_SENT.inc(sent)
+            STREAM_SENT.labels(sub.method).inc(sent)
         return True
+
+    async def _drain(self, sub: Subscriber, context) -> None:
+        """The server is stopping in order: what is queued still goes out (until the
+        grace period of the server's stop ends the call)."""
+        while not sub.closed and await self._send_next(sub, context, 0):
+            pass
 
     async def FlatRecords(self, request, context):
         sub = await self._admit("FlatRecords", context)
@@ -114,6 +120,7 @@ class FlatRecordService:
         try:
             while not self.stopping.is_set() and not sub.closed:
                 await self._send_next(sub, context, IDLE_CHECK_S)
+            await self._drain(sub, context)
             code = "OK"
         finally:
             self._finish(sub, context, code)
@@ -144,6 +151,7 @@ class FlatRecordService:
                     grace = self._poll_grace if self._poll_grace is not None else self._daemon.config.poll_timeout + 1.0
                     if not await self._send_next(sub, context, grace):
                         break
+            await self._drain(sub, context)
             code = "OK"
         finally:
             reader.cancel()

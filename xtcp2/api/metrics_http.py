@@ -28,6 +28,7 @@ from prometheus_client import REGISTRY, Counter, make_wsgi_app
 from ..config import Config
 from ..errors import ConfigError, Xtcp2Error
 from .process_metrics import register_process_metrics
+from .upstream_metrics import register_upstream_metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 # see a metric appear late or not at all.
 METRIC_MODULES = (
     "xtcp2.metrics", "xtcp2.api.record_fanout", "xtcp2.api.config_service", "xtcp2.api.flat_record_service",
-    "xtcp2.netlink.destroy", "xtcp2.modes.bpf_metrics",
+    "xtcp2.netlink.destroy", "xtcp2.modes.bpf_metrics", "xtcp2.tcp_metrics",
 )
 
 
@@ -319,6 +320,7 @@ def start_metrics_server(config: Config, registry=REGISTRY) -> MetricsServer:
     path = config.prom_path if config.prom_path.startswith("/") else "/" + config.prom_path
     register_process_metrics(registry)
     import_metric_modules()
+    register_upstream_metrics(registry)
     app = make_wsgi_app(registry)
 
     def routed(environ, start_response):

@@ -1,17 +1,26 @@
-"""Process resource metrics (CPU, memory, file descriptors, threads) read through psutil.
+"""Process resource metrics (CPU, memory, file descriptors, threads) read through psutil,
+and xtcp2_build_info.
 
 A custom collector so values are read at scrape time, not on a timer. Named with the
 xtcp2_ prefix so dashboards do not depend on prometheus_client's optional built-in
-process collector.
+process collector, which is unregistered so the same numbers are not exposed twice
+(process_* and xtcp2_process_*). `_created` series are off (disable_created_metrics):
+they double the series count and no dashboard reads them.
 """
 from __future__ import annotations
 
 import threading
 
+import platform
+
 import psutil
-from prometheus_client import REGISTRY
+from prometheus_client import PROCESS_COLLECTOR, REGISTRY, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from .. import SCHEMA_VERSION, __version__
+
+disable_created_metrics()
 
 
 class ProcessCollector(Collector):
@@ -19,6 +28,10 @@ class ProcessCollector(Collector):
         self._proc = psutil.Process(pid)
 
     def collect(self):
+        info = GaugeMetricFamily("xtcp2_build_info", "Always 1; the labels say which xtcp2 runs",
+                                 labels=["version", "schema_version", "python"])
+        info.add_metric([__version__, str(SCHEMA_VERSION), platform.python_version()], 1)
+        yield info
         p = self._proc
         try:
             with p.oneshot():
@@ -57,4 +70,8 @@ def register_process_metrics(registry=REGISTRY) -> None:
     with _lock:
         if not _registered:
             registry.register(ProcessCollector())
+            try:
+                registry.unregister(PROCESS_COLLECTOR)
+            except KeyError:  # not in this registry (a test's own)
+                pass
             _registered = True

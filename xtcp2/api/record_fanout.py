@@ -2,7 +2,13 @@
 
 The collector calls `FanOut.publish(env)` for every envelope. It must never wait, so
 publish only appends a reference to each client's bounded queue (or counts a drop when
-that queue is full) and wakes the gRPC event loop once. All per-record work happens
+that queue is full) and wakes the gRPC event loop once. A client with a filter
+(`xtcp2-filter`) has it applied here, before its queue: the few columns a filter reads
+are taken from the envelope once, whatever the number of filtered clients, and each
+filter is a numpy mask over them. So only matching records take queue room, and only
+matching records can count as drops. Records still queued when a stream ends in order
+(the client is done, or the server stops after sending what it can) are not drops:
+they are counted in xtcp2_grpc_stream_unsent_records_total. All per-record work happens
 later on the event loop thread: an Envelope body is a run of `row` (field 10) entries
 and a Flat/PollFlatRecordsResponse is the same record bytes under field 1, so a
 response is made by rewriting one tag byte, without parsing the record, once per
@@ -17,17 +23,22 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 from prometheus_client import Counter, Gauge
 
 from ..records.envelope import EncodedEnvelope
 
 STREAM_CLIENTS = Gauge("xtcp2_grpc_stream_clients", "Connected live-record stream clients", ["method"])
-STREAM_SENT = Counter("xtcp2_grpc_stream_sent_records_total", "Records written to stream clients")
+STREAM_SENT = Counter("xtcp2_grpc_stream_sent_records_total", "Records written to stream clients", ["method"])
+for _m in ("FlatRecords", "PollFlatRecords"):
+    STREAM_SENT.labels(_m)
 STREAM_DROPS = Counter(
     "xtcp2_grpc_stream_dropped_records_total",
     "Records a stream client did not get because its queue was full (slow client)",
 )
 STREAM_QUEUED = Gauge("xtcp2_grpc_stream_queued_records", "Records waiting in all stream clients' queues")
+STREAM_UNSENT = Counter("xtcp2_grpc_stream_unsent_records_total",
+                        "Records still queued for a stream client when its stream ended (not drops)")
 
 DEFAULT_QUEUE_ROWS = 20_000
 _ROW_TAG = 0x52  # field 10 (Envelope.row), wire type 2
@@ -79,11 +90,25 @@ def envelope_responses(body: bytes) -> list[bytes]:
 class _Batch:
     """One envelope shared by every queue it was put in; responses built on first use."""
 
-    __slots__ = ("env", "_responses")
+    __slots__ = ("env", "_responses", "_columns")
 
     def __init__(self, env: EncodedEnvelope) -> None:
         self.env = env
         self._responses: list[bytes] | None = None
+        self._columns: dict | None = None
+
+    def filter_columns(self) -> dict:
+        """The columns record filters read (netns, ports, state), taken once per envelope."""
+        if self._columns is None:
+            rows = self.env.message().row
+            n = len(rows)
+            self._columns = {
+                "netns": np.array([r.netns for r in rows], dtype=object),
+                "state": np.fromiter((r.inet_diag_msg_state for r in rows), np.uint32, n),
+                "sport": np.fromiter((r.inet_diag_msg_socket_source_port for r in rows), np.uint32, n),
+                "dport": np.fromiter((r.inet_diag_msg_socket_destination_port for r in rows), np.uint32, n),
+            }
+        return self._columns
 
     def responses(self) -> list[bytes]:
         # Only the event loop thread calls this, so no lock is needed.
@@ -104,6 +129,7 @@ class Subscriber:
     queued_rows: int = 0
     sent_records: int = 0
     dropped_records: int = 0
+    unsent_records: int = 0
     waiting: asyncio.Event | None = None
     closed: bool = False
     keep: Callable[[object], bool] | None = None  # server-side record filter
@@ -126,16 +152,29 @@ class FanOut:
         batch = _Batch(env)
         wake = []
         dropped = 0
+        masks: dict = {}  # filter -> matching row indexes (clients with the same filter share)
         with self._lock:
             self.published_envelopes += 1
             for s in self._subs:
-                if s.queued_rows + env.rows > s.max_rows:
-                    s.dropped_records += env.rows
-                    dropped += env.rows
+                idx = None
+                if s.keep is not None:
+                    idx = masks.get(s.keep, False)
+                    if idx is False:
+                        try:
+                            idx = np.flatnonzero(s.keep.mask(batch.filter_columns()))
+                        except Exception:  # malformed envelope: the stream reports it later
+                            idx = None
+                        masks[s.keep] = idx
+                    if idx is not None and not len(idx):
+                        continue  # nothing for this client: no queue room, no drop
+                rows = env.rows if idx is None else len(idx)
+                if s.queued_rows + rows > s.max_rows:
+                    s.dropped_records += rows
+                    dropped += rows
                     continue
-                s.queue.append(batch)
-                s.queued_rows += env.rows
-                STREAM_QUEUED.inc(env.rows)
+                s.queue.append((batch, idx))
+                s.queued_rows += rows
+                STREAM_QUEUED.inc(rows)
                 if s.waiting is not None:
                     wake.append(s.waiting)
         if dropped:
@@ -156,40 +195,42 @@ class FanOut:
         return s
 
     def unsubscribe(self, s: Subscriber) -> None:
-        """Forget `s`; records still queued for it were never delivered and count as drops."""
+        """Forget `s`. Records still queued for it are unsent, not dropped: its stream ended."""
         with self._lock:
             if s in self._subs:
                 self._subs.remove(s)
                 STREAM_CLIENTS.labels(s.method).dec()
             left = s.queued_rows
             STREAM_QUEUED.dec(left)
-            s.dropped_records += left
+            s.unsent_records += left
             s.queue.clear()
             s.queued_rows = 0
             s.closed = True
         if left:
-            STREAM_DROPS.inc(left)
+            STREAM_UNSENT.inc(left)
 
     async def next_batch(self, s: Subscriber, timeout: float) -> list[bytes] | None:
         """Responses of the next queued envelope, or None after `timeout` s with nothing."""
         while True:
             with self._lock:
                 if s.queue:
-                    batch = s.queue.popleft()
-                    s.queued_rows -= batch.env.rows
-                    STREAM_QUEUED.dec(batch.env.rows)
+                    batch, idx = s.queue.popleft()
+                    rows = batch.env.rows if idx is None else len(idx)
+                    s.queued_rows -= rows
+                    STREAM_QUEUED.dec(rows)
                     break
                 s.waiting.clear()
+            if timeout <= 0:
+                return None
             try:
                 await asyncio.wait_for(s.waiting.wait(), timeout)
             except asyncio.TimeoutError:
                 return None
         responses = batch.responses()
-        if s.keep is not None:
-            # rows and responses are in the same order; parsing is shared with other users
-            # of the envelope's message() (protoJson, msgpack marshallers)
-            rows = batch.env.message().row
-            responses = [r for r, rec in zip(responses, rows) if s.keep(rec)]
+        if idx is not None:
+            return [responses[i] for i in idx.tolist()]
+        if s.keep is not None:  # the filter could not run at publish (malformed envelope)
+            return [r for r, rec in zip(responses, batch.env.message().row) if s.keep(rec)]
         return responses
 
     def subscribers(self) -> list[Subscriber]:

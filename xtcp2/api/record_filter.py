@@ -69,6 +69,19 @@ class RecordFilter:
             parts.append(f"state={self.state}")
         return ",".join(parts)
 
+    def mask(self, cols: dict):
+        """Rows that match, over columns netns (object), state, sport, dport (numpy)."""
+        import numpy as np
+
+        keep = np.ones(len(cols["state"]), bool)
+        if self.netns is not None:
+            keep &= cols["netns"] == self.netns
+        if self.port is not None:
+            keep &= (cols["sport"] == self.port) | (cols["dport"] == self.port)
+        if self.state is not None:
+            keep &= cols["state"] == self.state
+        return keep
+
     def __call__(self, r) -> bool:
         if self.netns is not None and r.netns != self.netns:
             return False

@@ -29,6 +29,7 @@ from ..netlink.diag import Chunk, DumpAborted, NetlinkError, new_chunk
 from ..netlink.pcap import PcapWriter, capture_file_name
 from ..netns.registry import NAMESPACE_ERRORS, Namespace, NamespaceTable
 from ..records.sink import RecordSink
+from ..tcp_metrics import TCP
 
 log = logging.getLogger(__name__)
 FAMILIES = ((c.AF_INET, "ipv4"), (c.AF_INET6, "ipv6"))
@@ -170,6 +171,7 @@ class NetlinkCollector:
             stats.interrupted += interrupted
             stats.per_ns[ns.name] = sockets
         self.sink.flush()
+        TCP.poll_done([ns.name for ns in nss], complete=namespaces is None)  # socket gauges: this poll's
         stats.seconds = time.perf_counter() - t0
         metrics.POLLS.inc()
         metrics.POLL_SECONDS.observe(stats.seconds)

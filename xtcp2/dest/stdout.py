@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import DestinationError
+from ..errors import ConfigError, DestinationError
+from ..marshal import BINARY
 from .base import Destination, register
 
 
@@ -14,6 +15,10 @@ class StdoutDestination(Destination):
     def __init__(self, address, config) -> None:
         super().__init__(address, config)
         self._out = self._stream()
+        if config.marshal_to in BINARY and self._out.isatty():
+            # binary on a terminal is garbage on screen and can set its modes
+            raise ConfigError("marshal", f"{config.marshal_to} is binary and {self.scheme} is a terminal; "
+                                         f"use -marshal humanize|jsonl|csv|tsv, or redirect {self.scheme}")
 
     @staticmethod
     def _stream():

@@ -1,17 +1,8 @@
-"""protoJson: one JSON object per record per line, protojson field names (lowerCamelCase).
+"""protoJson: the same lines as jsonl (one JSON object per record, xtcp2's JSON dialect).
 
 Line-delimited rather than one big Envelope object so that stream consumers (stdout,
-files, NATS) can process records one at a time. Addresses are rendered as strings.
+files, NATS) can process records one at a time.
 """
 from __future__ import annotations
 
-import json
-
-from ..records.convert import record_to_dict
-from ..records.envelope import EncodedEnvelope
-
-
-def marshal(env: EncodedEnvelope) -> bytes:
-    lines = [json.dumps(record_to_dict(r, json_names=True), separators=(",", ":"))
-             for r in env.message().row]
-    return ("\n".join(lines) + "\n").encode() if lines else b""
+from .jsonl import marshal  # noqa: F401 - one dialect, two names

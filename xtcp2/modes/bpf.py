@@ -19,6 +19,7 @@ from ..ebpf import tcp_events as E
 from ..ebpf import loader
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 from ..netlink.destroy import DestroyWatcher
+from ..tcp_metrics import TCP
 from .base import Parts
 from .bpf_closes import CloseReconciler
 from .bpf_lookups import Lookups
@@ -266,7 +267,8 @@ class BpfMode:
 
     def _refresh(self) -> None:
         live = self.tracker.live_namespaces()
-        nss = [ns for ns in self.table.namespaces() if ns.inode in live]
+        changed = TCP.changed_namespaces()  # their socket gauges follow, even with no live socket left
+        nss = [ns for ns in self.table.namespaces() if ns.inode in live or ns.name in changed]
         if nss:
             stats = self.collector.poll(nss, trigger=T.TRIGGER_REFRESH)
             self.stats["refresh"] += stats.records

@@ -25,6 +25,7 @@ import numpy as np
 from .. import SCHEMA_VERSION, __version__, metrics
 from ..columns import Columns, merge
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+from ..tcp_metrics import TCP
 from .encode import encode_rows
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class RecordSink:
             "label": config.label, "tag": config.tag,
         }
         self.modulus = max(1, int(config.modulus))
+        TCP.configure(config.metrics_max_netns)
 
     def add_join(self, join: Join) -> None:
         self._joins = self._joins + (join,)
@@ -87,6 +89,10 @@ class RecordSink:
         n = cols.n
         if n == 0:
             return 0
+        # TCP metrics see every socket (before -modulus) and the producer's constants.
+        # A container label needs the container columns here: a join that provides
+        # them must run before this line to label the metrics by container.
+        TCP.observe(cols, consts)
         with self._lock:
             start = self._counter
             self._counter += n

@@ -1,7 +1,8 @@
 """xtcp2client: watch live records and steer a running xtcp2 through its gRPC API.
 
     xtcp2client                               live records as a table (like ss)
-    xtcp2client -format json -count 100       first 100 records as JSON lines (protoJson)
+    xtcp2client -format json -count 100       first 100 records as JSON lines (xtcp2's JSON dialect, = jsonl)
+    xtcp2client -format csv -columns netns,inetDiagMsgState,tcpInfoRtt   a CSV of chosen fields (humanize, tsv too)
     xtcp2client -poll -pollFrequency 5s       drive polls from the client (PollFlatRecords)
     xtcp2client get                           running config as JSON
     xtcp2client set tag=INC-1 poll_frequency=30s 'enabled_deserializers=info,cong,bbr'
@@ -20,6 +21,7 @@ status: 0 ok, 1 the daemon refused or could not be reached (one line on stderr),
 from __future__ import annotations
 
 import argparse
+import csv
 import ipaddress
 import json
 import signal
@@ -37,6 +39,9 @@ from ..gen.xtcp_config.v1 import xtcp_config_pb2 as cfg_pb
 from ..gen.xtcp_config.v1 import xtcp_config_pb2_grpc as cfg_grpc
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as rec_pb
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2_grpc as rec_grpc
+from ..marshal.human import header_name, human_dict, human_row, select_columns
+from ..marshal.table import _cell
+from ..records.convert import record_to_json
 from ..argparse_go import parser as go_parser
 
 CONNECT_TIMEOUT = 5.0
@@ -104,16 +109,30 @@ def table_row(r: rec_pb.XtcpFlatRecord) -> str:
             f"{r.tcp_info_total_retrans:>7}")
 
 
+FORMATS = ("table", "json", "jsonl", "humanize", "csv", "tsv")
+
+
 def print_records(records: Iterator[rec_pb.XtcpFlatRecord], fmt: str, count: int, keep: RecordFilter,
-                  out: TextIO) -> int:
+                  out: TextIO, columns: str = "") -> int:
+    """fmt: table (like ss), json/jsonl (the daemon's JSON dialect), humanize, csv, tsv
+    (the daemon's marshallers of the same names, record by record)."""
     shown = 0
+    writer = None
     if fmt == "table":
         print(TABLE_HEADER, file=out)
+    elif fmt in ("csv", "tsv"):
+        cols = select_columns(columns)
+        writer = csv.writer(out, delimiter="," if fmt == "csv" else "\t", lineterminator="\n")
+        writer.writerow(header_name(fd) for fd in cols)
     for r in records:
         if not keep(r):
             continue
-        if fmt == "json":
-            print(json_format.MessageToJson(r, indent=None), file=out)
+        if fmt in ("json", "jsonl"):
+            print(record_to_json(r), file=out)
+        elif fmt == "humanize":
+            print(json.dumps(human_dict(r), separators=(",", ":")), file=out)
+        elif writer is not None:
+            writer.writerow(_cell(v) for v in human_row(r, cols))
         else:
             print(table_row(r), file=out)
         out.flush()
@@ -142,6 +161,7 @@ def _poll(ch: grpc.Channel, frequency: float, timeout: float | None, stop: threa
 def cmd_stream(args, target: str) -> int:
     try:
         keep = RecordFilter(args.netns, args.filter_port, parse_state(args.state) if args.state else None)
+        select_columns(args.columns)  # an unknown column fails before connecting
     except ConfigError as e:
         raise ClientError(str(e)) from None
     # The daemon filters (less traffic); filtering again here keeps the output right
@@ -154,7 +174,7 @@ def cmd_stream(args, target: str) -> int:
     else:
         records, call = _listen(ch, args.timeout, metadata)
     try:
-        print_records(records, "json" if args.json else args.format, args.count, keep, sys.stdout)
+        print_records(records, "json" if args.json else args.format, args.count, keep, sys.stdout, args.columns)
     except grpc.RpcError as e:
         if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # -timeout reached is a normal end
             raise _rpc_error(e, target) from None
@@ -301,9 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-port", "--port", type=int, default=8889, help="daemon -grpcPort (default 8889)")
     p.add_argument("-tokenFile", "--token-file", dest="tokenFile", default=None,
                    help="send the bearer token in this file (daemons with -grpcTokenFile)")
-    p.add_argument("-format", "--format", choices=("table", "json"), default="table",
-                   help="live record output: table (like ss) or json (protoJson, one per line)")
+    p.add_argument("-format", "--format", choices=FORMATS, default="table",
+                   help="live record output: table (like ss), json = jsonl (one record per line, the daemon's "
+                        "JSON dialect), humanize (JSON lines with state names, text addresses, RTT in ms), "
+                        "csv, tsv (human values, header first)")
     p.add_argument("-json", "--json", action="store_true", help="same as -format json")
+    p.add_argument("-columns", "--columns", default="",
+                   help="csv/tsv: comma-separated XtcpFlatRecord json field names (e.g. netns,inetDiagMsgState,"
+                        "tcpInfoRtt); empty = all")
     p.add_argument("-poll", "--poll", action="store_true", help="trigger polls from the client (PollFlatRecords)")
     p.add_argument("-pollFrequency", "--poll-frequency", dest="pollFrequency", type=_duration_arg, default=10.0,
                    help="with -poll: request a poll this often (default 10s)")
