@@ -33,16 +33,23 @@ TRACEFS = "/sys/kernel/tracing"
 DEFAULT_RINGBUF = 16 << 20
 
 
-def object_path() -> Path:
-    """$XTCP2_BPF_OBJECT, else the repository's bpf/ directory, else next to this package."""
-    env = os.environ.get("XTCP2_BPF_OBJECT")
+def find_object(name: str, env_var: str) -> Path:
+    """$env_var, else the copy shipped in the wheel (xtcp2/ebpf/bpf/, built by setup.py),
+    else the checkout's bpf/ directory (`make -C bpf`). The last candidate is returned
+    even when missing, so the error names where the object was expected."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env)
     here = Path(__file__).resolve()
-    for cand in (here.parents[2] / "bpf" / OBJECT_NAME, here.parent / OBJECT_NAME):
-        if cand.exists():
-            return cand
-    return here.parents[2] / "bpf" / OBJECT_NAME
+    packaged = here.parent / "bpf" / name
+    if packaged.exists():
+        return packaged
+    return here.parents[2] / "bpf" / name
+
+
+def object_path() -> Path:
+    """The tcp_events object: $XTCP2_BPF_OBJECT, the wheel's copy, the checkout's bpf/."""
+    return find_object(OBJECT_NAME, "XTCP2_BPF_OBJECT")
 
 
 def ensure_tracefs() -> None:
