@@ -54,13 +54,10 @@ class BuildPyWithBpf(build_py):
 
 
 class ArchWheel(bdist_wheel):
-    def finalize_options(self) -> None:
-        super().finalize_options()
-        self.root_is_pure = _skip_bpf()
-
     def get_tag(self) -> tuple[str, str, str]:
         if _skip_bpf():
             return super().get_tag()
+        # only the tag changes: the files stay in purelib, there is no CPython extension
         plat = sysconfig.get_platform().replace("-", "_").replace(".", "_")
         return "py3", "none", plat
 
