@@ -3,12 +3,16 @@
     xtcp2 [flags]                  run the daemon
     xtcp2 decode [--format F] PCAP decode a netlink capture to records
     xtcp2 top [FILTER]             live full-screen view of connections
+
+Every flag can also come from the environment (xtcp2/config_sources.py: upstream's
+variable names, and XTCP_CONFIG_JSON); flags win over variables, variables over defaults.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -17,9 +21,10 @@ from typing import Sequence
 from . import __version__
 from .config import COLLECTORS, MARSHALLERS, MODES, Config, parse_deserializers
 from .dest import known_schemes
-from .errors import Xtcp2Error
+from .errors import ConfigError, Xtcp2Error
 from .argparse_go import parse_duration
 from .argparse_go import parser as go_parser
+from .config_sources import Layers, Option, from_environment
 
 log = logging.getLogger("xtcp2")
 
@@ -91,8 +96,7 @@ FLAGS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = go_parser(prog="xtcp2", allow_abbrev=False,
-                                description="Per-socket TCP telemetry for every network namespace.")
+    p = go_parser(prog="xtcp2", allow_abbrev=False, description=DESCRIPTION)
     defaults = Config()
     for flag, field, typ, help_ in FLAGS:
         default = getattr(defaults, field)
@@ -108,32 +112,137 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--netns", "-netns", action="append", default=None, metavar="NAME",
                    help="only this namespace (repeatable; 'self' = our own)")
     p.add_argument("--grpc-listen", "-grpcListen", dest="grpc_listen", default=None, help="gRPC bind address")
+    p.add_argument("-logLevel", "--logLevel", dest="log_level", type=_log_level, default=None,
+                   help="debug, info, warning or error (default: from -d)")
+    p.add_argument("-logFormat", "--logFormat", dest="log_format", type=_log_format, default=None,
+                   help="text or json (one object per line) (default 'text')")
     p.add_argument("-v", "--version", action="store_true", help="show version and exit")
-    p.add_argument("-conf", "--conf", action="store_true", help="show the effective config and exit")
+    p.add_argument("-conf", "--conf", action="store_true",
+                   help="show the effective config, and where each value came from, and exit")
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    changes = {field: getattr(args, field) for _, field, _, _ in FLAGS if getattr(args, field) is not None}
-    if args.deserializers is not None:
-        changes["enabled_deserializers"] = parse_deserializers(args.deserializers)
-    if args.mode:
-        changes["mode"] = args.mode
-    if args.collector:
-        changes["collector"] = args.collector
-    if args.netns:
-        changes["netns"] = args.netns
-    if args.grpc_listen:
-        changes["grpc_listen"] = args.grpc_listen
+DESCRIPTION = """Per-socket TCP telemetry for every network namespace.
+
+commands:
+  xtcp2 [flags]                   run the daemon (this help)
+  xtcp2 decode [--format F] PCAP  decode a -capturePath pcap back to records (xtcp2 decode -help)
+  xtcp2 top [FILTER]              live full-screen view of connections (xtcp2 top -help)
+
+Every flag can also be set in the environment, under upstream's variable names
+(-frequency: POLL_FREQUENCY, -dest: DEST, -hostname: XTCP_HOSTNAME, ...; flags upstream
+lacks: XTCP_ + the flag in upper snake case, -bpfRefresh: XTCP_BPF_REFRESH), or as an
+XtcpConfig in protojson in XTCP_CONFIG_JSON. Flags win over variables, variables over
+XTCP_CONFIG_JSON, and that over the defaults; -conf shows where each value came from."""
+
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"invalid log level {text!r} (debug, info, warning, error)")
+    return text.lower()
+
+
+def _log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise argparse.ArgumentTypeError(f"invalid log format {text!r} (text, json)")
+    return text
+
+
+def _mode(text: str) -> str:
+    if text not in MODES:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(MODES)})")
+    return text
+
+
+def _collector(text: str) -> str:
+    if text not in COLLECTORS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(COLLECTORS)})")
+    return text
+
+
+def _name_list(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def options() -> list[Option]:
+    """Everything settable by flag, variable or XTCP_CONFIG_JSON (not the one-shot actions)."""
+    opts = [Option(flag, field, typ) for flag, field, typ, _ in FLAGS]
+    opts += [Option("deserializers", "enabled_deserializers", parse_deserializers),
+             Option("mode", "mode", _mode),
+             Option("collector", "collector", _collector),
+             Option("netns", "netns", _name_list),     # XTCP_NETNS=ns1,ns2
+             Option("grpcListen", "grpc_listen", str),
+             Option("logLevel", "log_level", _log_level),
+             Option("logFormat", "log_format", _log_format)]
+    return opts
+
+
+def _flag_layer(args: argparse.Namespace) -> Layers:
+    out = Layers()
+    for opt in options():
+        attr = "deserializers" if opt.dest == "enabled_deserializers" else opt.dest
+        value = getattr(args, attr)
+        if value is None:
+            continue
+        if attr == "deserializers":
+            value = parse_deserializers(value)
+        out.put(opt.dest, value, f"flag -{opt.flag}")
+    return out
+
+
+def resolve(args: argparse.Namespace, environ=None) -> tuple[Config, Layers]:
+    """The validated Config (flags > environment > XTCP_CONFIG_JSON > defaults) and the
+    layer holding every explicitly given value (log settings included) with its source."""
+    given = from_environment(options(), os.environ if environ is None else environ)
+    flags = _flag_layer(args)
+    given.values.update(flags.values)
+    given.sources.update(flags.sources)
+    fields = {f for f in Config.__dataclass_fields__}
+    changes = {k: v for k, v in given.values.items() if k in fields}
     changes["once"] = args.once
     if "poll_timeout" not in changes and changes.get("poll_frequency", Config.poll_timeout) < Config.poll_timeout:
         changes["poll_timeout"] = changes["poll_frequency"]  # a short -frequency implies a short timeout
-    return Config(**changes).validate()
+        given.sources["poll_timeout"] = given.sources["poll_frequency"]
+    try:
+        return Config(**changes).validate(), given
+    except ConfigError as e:
+        where = given.sources.get(e.field, "")
+        if where.startswith("flag") or not where:
+            raise
+        raise Xtcp2Error(f"{e.field} (from {where}): {e.message}") from None
 
 
-def _setup_logging(level: int) -> None:
-    lvl = logging.DEBUG if level >= 1000 else logging.INFO if level >= 10 else logging.WARNING
-    logging.basicConfig(level=lvl, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def config_from_args(args: argparse.Namespace, environ=None) -> Config:
+    return resolve(args, environ)[0]
+
+
+def describe(cfg: Config, given: Layers) -> dict:
+    """-conf: the effective config, plus where each value came from."""
+    out = cfg.as_dict()
+    out["sources"] = {name: given.sources.get(name, "default") for name in out}
+    out["sources"].pop("once", None)
+    for extra in ("log_level", "log_format"):
+        if extra in given.values:
+            out[extra] = given.values[extra]
+            out["sources"][extra] = given.sources[extra]
+    return out
+
+
+def setup_logging(debug_level: int, level: str | None = None, fmt: str = "text") -> None:
+    """-logLevel wins; without it upstream's -d picks the level (>= 1000 debug, >= 10 info)."""
+    if level is not None:
+        lvl = LOG_LEVELS[level]
+    else:
+        lvl = logging.DEBUG if debug_level >= 1000 else logging.INFO if debug_level >= 10 else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        from .logfmt import JsonFormatter
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=lvl, handlers=[handler], force=True)
 
 
 def run_daemon(argv: Sequence[str]) -> int:
@@ -141,11 +250,11 @@ def run_daemon(argv: Sequence[str]) -> int:
     if args.version:
         print(f"xtcp2 {__version__}")
         return 0
-    cfg = config_from_args(args)
+    cfg, given = resolve(args)
     if args.conf:
-        print(json.dumps(cfg.as_dict(), indent=2, default=list))
+        print(json.dumps(describe(cfg, given), indent=2, default=list))
         return 0
-    _setup_logging(cfg.debug_level)
+    setup_logging(cfg.debug_level, given.values.get("log_level"), given.values.get("log_format", "text"))
     use_bpf = False
     if not cfg.once:
         from .ebpf import select_mode

@@ -1,0 +1,160 @@
+"""Where each setting comes from: flags, then the environment, then defaults.
+
+The environment uses upstream's variable names (cmd/xtcp2 environmentOverride*: POLL_FREQUENCY,
+DEST, XTCP_HOSTNAME, ...); settings upstream has no variable for take XTCP_ plus the flag in
+SCREAMING_SNAKE (-bpfRingbufBytes -> XTCP_BPF_RINGBUF_BYTES). XTCP_CONFIG_JSON holds an
+XtcpConfig in protojson (upstream's soft-restart carrier); the individual variables override
+it, and flags override both. Upstream ignores an unparsable variable; xtcp2 refuses it with
+the one-line error a bad flag gets, so a typo in a DaemonSet cannot silently fall back.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from google.protobuf import json_format
+
+from .errors import ConfigError, Xtcp2Error
+
+CONFIG_JSON = "XTCP_CONFIG_JSON"
+
+# Config field -> upstream's environment variable (cmd/xtcp2/xtcp2.go).
+UPSTREAM_ENV = {
+    "poll_frequency": "POLL_FREQUENCY",
+    "poll_timeout": "POLL_TIMEOUT",
+    "nl_timeout_milliseconds": "NLTIMEOUTMS",
+    "max_loops": "MAX_LOOPS",
+    "netlinkers": "NETLINKERS",
+    "packet_size": "PACKET_SIZE",
+    "modulus": "MODULUS",
+    "poll_jitter_pct": "POLL_JITTER_PCT",
+    "reconcile_frequency": "RECONCILE_FREQUENCY",
+    "reconcile_before_poll": "RECONCILE_BEFORE_POLL",
+    "populate_nsid": "POPULATE_NSID",
+    "marshal_to": "MARSHAL",
+    "dest": "DEST",
+    "topic": "TOPIC",
+    "envelope_flush_threshold_rows": "ENVELOPE_FLUSH_ROWS",
+    "envelope_flush_threshold_bytes": "ENVELOPE_FLUSH_BYTES",
+    "kafka_compression": "KAFKA_COMPRESSION",
+    "capture_path": "CAPTUREPATH",
+    "write_files": "WRITEFILES",
+    "hostname": "XTCP_HOSTNAME",   # not HOSTNAME: shells and containers set that one
+    "location": "LOCATION",
+    "label": "LABEL",
+    "tag": "TAG",
+    "prom_listen": "PROM_LISTEN",
+    "prom_path": "PROM_PATH",
+    "grpc_port": "GRPC_PORT",
+    "debug_level": "DEBUG_LEVEL",
+    "enabled_deserializers": "DESERIALIZERS",
+}
+
+
+class EnvValueError(Xtcp2Error):
+    """A variable that does not parse; printed like argparse's error for a bad flag."""
+
+    def __init__(self, var: str, message: str) -> None:
+        super().__init__(f"error: environment {var}: {message} (see -help)")
+
+
+def env_name(flag: str, dest: str) -> str:
+    """The variable that sets -flag (whose Config field or argparse dest is `dest`)."""
+    if dest in UPSTREAM_ENV:
+        return UPSTREAM_ENV[dest]
+    return "XTCP_" + re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", flag).replace("-", "_").upper()
+
+
+@dataclass
+class Option:
+    """One setting that a flag, a variable or XTCP_CONFIG_JSON can give."""
+    flag: str                              # without dashes, as -help shows it
+    dest: str                              # argparse dest (a Config field for most)
+    parse: Callable[[str], Any]            # the flag's type function: same checks, same messages
+    env: str = ""
+
+    def __post_init__(self) -> None:
+        self.env = self.env or env_name(self.flag, self.dest)
+
+
+@dataclass
+class Layers:
+    """Values by dest, and where each came from ("flag -x", "env X", XTCP_CONFIG_JSON)."""
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def put(self, dest: str, value: Any, source: str) -> None:
+        self.values[dest] = value
+        self.sources[dest] = source
+
+
+def _parse_env(opt: Option, text: str) -> Any:
+    try:
+        return opt.parse(text)
+    except (argparse.ArgumentTypeError, ValueError, ConfigError) as e:
+        if opt.parse in (int, float):  # argparse words it so for a flag
+            raise EnvValueError(opt.env, f"invalid {opt.parse.__name__} value: {text!r}") from None
+        raise EnvValueError(opt.env, str(e)) from None
+
+
+def from_environment(options: list[Option], environ: Mapping[str, str]) -> Layers:
+    """XTCP_CONFIG_JSON first, then the individual variables over it."""
+    out = Layers()
+    if environ.get(CONFIG_JSON, "").strip():
+        for dest, value in config_json(environ[CONFIG_JSON]).items():
+            out.put(dest, value, CONFIG_JSON)
+    for opt in options:
+        if opt.env in environ:
+            out.put(opt.dest, _parse_env(opt, environ[opt.env]), f"env {opt.env}")
+    return out
+
+
+def config_json(text: str) -> dict[str, Any]:
+    """Config changes from an XtcpConfig in protojson: only the fields the JSON names.
+
+    Fields mean what they mean in a gRPC Set (xtcp2.api.config_proto); an unknown key, a
+    wrong type or an upstream feature xtcp2 lacks is a one-line error naming the variable.
+    """
+    from .api import config_proto as cp
+    from .gen.xtcp_config.v1 import xtcp_config_pb2 as pb
+
+    def bad(msg: str) -> EnvValueError:
+        return EnvValueError(CONFIG_JSON, msg)
+
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise bad(f"not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise bad("must be a JSON object (an XtcpConfig in protojson)")
+    msg = pb.XtcpConfig()
+    try:
+        json_format.ParseDict(obj, msg)
+    except json_format.ParseError as e:
+        raise bad(str(e).splitlines()[0]) from None
+    by_key = {}
+    for fd in pb.XtcpConfig.DESCRIPTOR.fields:
+        by_key[fd.name] = by_key[fd.json_name] = fd
+    changes: dict[str, Any] = {}
+    for key in obj:
+        fd = by_key[key]  # ParseDict refused unknown keys
+        name = fd.name
+        if name in cp.READ_ONLY_FIELDS or name in cp.IGNORED_TUNING:
+            continue
+        if name not in cp._CONFIG_FIELDS:
+            raise bad(f"{name}: not supported by xtcp2; leave it out")
+        value = getattr(msg, name)
+        try:
+            if cp._is_duration(fd):
+                value = cp.duration_to_seconds(value, name)
+            elif cp._is_deserializers(fd):
+                value = cp._deserializers_from_proto(value, ())
+            elif cp._is_repeated(fd):
+                value = list(value)
+        except ConfigError as e:
+            raise bad(str(e)) from None
+        changes[name] = value
+    return changes
