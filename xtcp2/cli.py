@@ -91,6 +91,7 @@ FLAGS = [
     ("grpcAllowGid", "grpc_allow_gid", str, "besides root, members of these gids/groups may use the gRPC API"),
     ("grpcTokenFile", "grpc_token_file", str, "bearer token file (mode 0600); required for a non-loopback -grpcListen"),
     ("fileDestDir", "file_dest_dir", str, "gRPC Set may point file/unix destinations and capture_path only inside this directory"),
+    ("livenessTimeout", "liveness_timeout", parse_duration, "/healthz fails when the collection loop has not run for this long; 0 = max(60s, 3 x -frequency)"),
     ("d", "debug_level", int, "debug level"),
 ]
 
@@ -116,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="debug, info, warning or error (default: from -d)")
     p.add_argument("-logFormat", "--logFormat", dest="log_format", type=_log_format, default=None,
                    help="text or json (one object per line) (default 'text')")
+    p.add_argument("-healthcheck", "--healthcheck", action="store_true",
+                   help="ask the running daemon's /healthz and /readyz (at -promListen); exit 0 if both pass, else 1")
     p.add_argument("-v", "--version", action="store_true", help="show version and exit")
     p.add_argument("-conf", "--conf", action="store_true",
                    help="show the effective config, and where each value came from, and exit")
@@ -254,6 +257,11 @@ def run_daemon(argv: Sequence[str]) -> int:
     if args.conf:
         print(json.dumps(describe(cfg, given), indent=2, default=list))
         return 0
+    if args.healthcheck:
+        from .api.health import healthcheck
+        ok, line = healthcheck(cfg.prom_listen)
+        print(f"xtcp2: {line}", file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
     setup_logging(cfg.debug_level, given.values.get("log_level"), given.values.get("log_format", "text"))
     use_bpf = False
     if not cfg.once:
@@ -264,7 +272,7 @@ def run_daemon(argv: Sequence[str]) -> int:
     from .daemon import Daemon
     preflight(cfg)  # exits 2 with what is missing and how to grant it
     daemon = Daemon(cfg, use_bpf=use_bpf)
-    plane = None
+    plane = notifier = None
     try:
         if cfg.once:
             stats = daemon.poll_once()
@@ -276,6 +284,9 @@ def run_daemon(argv: Sequence[str]) -> int:
             return 0
         _handle_signals(daemon, cfg)
         plane = start_control_plane(daemon, cfg)
+        from .api.health import Health, SystemdNotifier, liveness_timeout
+        notifier = SystemdNotifier(Health(daemon, liveness_timeout(cfg)))
+        notifier.start()  # only under systemd (NOTIFY_SOCKET)
         if use_bpf:
             log.info("xtcp2 %s: bpf events, refresh every %.3gs, to %s as %s", __version__, cfg.poll_frequency,
                      cfg.dest, cfg.marshal_to)
@@ -285,6 +296,8 @@ def run_daemon(argv: Sequence[str]) -> int:
         daemon.run()
         return 0
     finally:
+        if notifier is not None:
+            notifier.stop()
         _shut_down(daemon, plane)
 
 

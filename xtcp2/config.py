@@ -61,6 +61,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "bpf_ringbuf_bytes": (4096, 1 << 30, True),
     "bpf_coalesce_window": (0.0, 10.0, False),
     "bpf_close_wait": (0.0, 60.0, False),
+    "liveness_timeout": (0.0, 7 * DAY, False),
     "envelope_flush_threshold_rows": (1, 10_000_000, True),
     "kafka_produce_timeout": (0.0, 3600.0, False),
     "s3_parquet_flush_threshold_bytes": (0, 4 << 30, True),
@@ -164,6 +165,7 @@ class Config:
     grpc_token_file: str = ""              # bearer token; required on a non-loopback listener
     file_dest_dir: str = "/var/lib/xtcp2"  # the only place gRPC may point file/unix dests and capture_path
     metrics_max_netns: int = 100           # label sets of the TCP metrics; the rest is netns="other"
+    liveness_timeout: float = 0.0          # /healthz: loop stuck after this long; 0 = max(60 s, 3 x frequency)
     debug_level: int = 111
 
     def __post_init__(self) -> None:

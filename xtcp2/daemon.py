@@ -11,6 +11,7 @@ from typing import Callable
 
 from .collect import NetlinkCollector, PollStats
 from .config import Config
+from .heartbeat import HeartbeatEvent
 from .modes import Mode, Parts
 from .netns.registry import NamespaceTable
 from .pipeline import Emitter, Listener
@@ -28,7 +29,7 @@ class Daemon:
         self.emitter = Emitter(config)
         self.sink = RecordSink(config, self.emitter)
         self.collector = NetlinkCollector(config, self.table, self.sink)
-        self._stop = threading.Event()
+        self._stop = HeartbeatEvent()  # the mode's run loop checks it every turn: its heartbeat
         self._lock = threading.Lock()
         parts = Parts(self.table, self.collector, self.sink)
         self.mode: Mode

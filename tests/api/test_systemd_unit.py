@@ -27,7 +27,7 @@ def unit_for_systemd(tmp_path) -> pathlib.Path:
         pytest.skip("systemd-analyze not installed")
     # verify checks that ExecStart exists; point it at a binary present on this machine
     unit = tmp_path / "xtcp2.service"
-    unit.write_text(UNIT.read_text().replace("/opt/xtcp2/.venv/bin/xtcp2", "/bin/true"))
+    unit.write_text(UNIT.read_text().replace("/opt/xtcp2/bin/xtcp2", "/bin/true"))
     return unit
 
 
@@ -54,6 +54,15 @@ def test_capabilities_match_the_check():
     assert directive("Restart") == "on-failure"
     assert directive("ProtectSystem") == "strict" and directive("PrivateTmp") == "yes"
     assert "net" == directive("RestrictNamespaces")
+    # sd_notify: READY and WATCHDOG from the main process (xtcp2/api/health.py)
+    assert (directive("Type"), directive("NotifyAccess")) == ("notify", "main")
+    assert directive("WatchdogSec") == "30s"
+    assert "AF_UNIX" in directive("RestrictAddressFamilies").split()  # $NOTIFY_SOCKET
+
+
+def test_unit_runs_the_packaged_binary():
+    # what `pip install xtcp2-*.whl` into the /opt/xtcp2 venv provides, not a checkout
+    assert directive("ExecStart").split()[0] == "/opt/xtcp2/bin/xtcp2"
 
 
 def test_default_arguments_parse():

@@ -56,7 +56,8 @@ def start_control_plane(daemon, config: Config, *, grpc: bool = True, metrics: b
     plane = ControlPlane()
     try:
         if metrics and config.prom_listen:
-            plane.metrics = start_metrics_server(config)
+            from .health import Health, liveness_timeout
+            plane.metrics = start_metrics_server(config, health=Health(daemon, liveness_timeout(config)))
         if grpc:
             plane.grpc = start_grpc_server(daemon, config)
     except BaseException:

@@ -1,4 +1,5 @@
-"""HTTP endpoint serving the Prometheus text format on config.prom_listen + config.prom_path.
+"""HTTP endpoint serving the Prometheus text format on config.prom_listen + config.prom_path,
+and the daemon's /healthz and /readyz (xtcp2/api/health.py).
 
 prometheus_client's own start_http_server answers on every path; this one answers
 only on prom_path (404 elsewhere, so a typo in a scrape config is visible) and reports
@@ -314,8 +315,9 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def start_metrics_server(config: Config, registry=REGISTRY) -> MetricsServer:
-    """Serve metrics until .stop(). Port 0 picks a free port (see .port)."""
+def start_metrics_server(config: Config, registry=REGISTRY, health=None) -> MetricsServer:
+    """Serve metrics until .stop(). Port 0 picks a free port (see .port). With `health`
+    (xtcp2.api.health.Health) /healthz and /readyz answer too."""
     host, port = parse_listen(config.prom_listen)
     path = config.prom_path if config.prom_path.startswith("/") else "/" + config.prom_path
     register_process_metrics(registry)
@@ -324,6 +326,8 @@ def start_metrics_server(config: Config, registry=REGISTRY) -> MetricsServer:
     app = make_wsgi_app(registry)
 
     def routed(environ, start_response):
+        if health is not None and environ.get("PATH_INFO", "") in ("/healthz", "/readyz"):
+            return health.wsgi(environ["PATH_INFO"], start_response)
         if environ.get("PATH_INFO", "") != path:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [f"metrics are at {path}\n".encode()]

@@ -266,6 +266,13 @@ class QueuedDestination(Destination):
             log.info("%s %s: closed: %d records delivered, none dropped", self.scheme, self.where, sent)
 
     @property
+    def connected(self) -> bool:
+        """For /readyz: False while the server is unreachable (the last connect or send
+        failed and none succeeded since). Before the first payload it is True: connecting
+        is lazy, and a destination that has not failed yet is not known to be down."""
+        return self._connected or not self._last_error
+
+    @property
     def queue_depth(self) -> int:
         """Payloads not yet delivered: in our queue, and handed to the client library."""
         return len(self._q) + self._pending_items
