@@ -272,7 +272,7 @@ def run_daemon(argv: Sequence[str]) -> int:
     from .daemon import Daemon
     preflight(cfg)  # exits 2 with what is missing and how to grant it
     daemon = Daemon(cfg, use_bpf=use_bpf)
-    plane = notifier = None
+    plane = notifier = losses = None
     try:
         if cfg.once:
             stats = daemon.poll_once()
@@ -287,6 +287,9 @@ def run_daemon(argv: Sequence[str]) -> int:
         from .api.health import Health, SystemdNotifier, liveness_timeout
         notifier = SystemdNotifier(Health(daemon, liveness_timeout(cfg)))
         notifier.start()  # only under systemd (NOTIFY_SOCKET)
+        from .api.loss_log import LossReporter
+        losses = LossReporter(_loss_interval(os.environ.get("XTCP2_LOSS_LOG_INTERVAL", "")))
+        losses.start()
         if use_bpf:
             log.info("xtcp2 %s: bpf events, refresh every %.3gs, to %s as %s", __version__, cfg.poll_frequency,
                      cfg.dest, cfg.marshal_to)
@@ -296,9 +299,19 @@ def run_daemon(argv: Sequence[str]) -> int:
         daemon.run()
         return 0
     finally:
+        if losses is not None:
+            losses.stop()
         if notifier is not None:
             notifier.stop()
         _shut_down(daemon, plane)
+
+
+def _loss_interval(text: str) -> float:
+    """Seconds between loss reports: 10, or XTCP2_LOSS_LOG_INTERVAL (tests) within 0.1..3600."""
+    try:
+        return min(3600.0, max(0.1, float(text)))
+    except ValueError:
+        return 10.0
 
 
 def _handle_signals(daemon, startup: Config) -> None:
