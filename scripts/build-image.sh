@@ -22,10 +22,12 @@ work=$(mktemp -d /tmp/xtcp2-image.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir "$work/wheels"
 cp "$wheel" "$work/wheels/"
-# Debian 12 has Python 3.11 and glibc 2.36: fetch wheels built for exactly that.
+# Debian 12 has Python 3.11 and glibc 2.36: fetch wheels that run there (pip does not
+# widen an explicit --platform to older manylinux tags, so they are listed).
+platforms=(--platform "linux_$arch" --platform "manylinux2014_$arch")
+for glibc in 2_36 2_35 2_34 2_31 2_28 2_27 2_24 2_17 2_12 2_5; do platforms+=(--platform "manylinux_${glibc}_$arch"); done
 "$pip" download -q --dest "$work/wheels" --only-binary=:all: --implementation cp --python-version 3.11 \
-    --abi cp311 --abi abi3 --abi none --platform "manylinux_2_36_$arch" --platform "linux_$arch" \
-    "$wheel[$extras]"
+    --abi cp311 --abi abi3 --abi none "${platforms[@]}" "$wheel[$extras]"
 
 tar_out=${out_tar:-$work/rootfs.tar}
 mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,libbpf1,iproute2,ca-certificates \
