@@ -51,14 +51,14 @@ def test_every_flag_is_settable_from_the_environment():
            "XTCP_GRPC_ALLOW_UID": "1000", "XTCP_GRPC_ALLOW_GID": "0", "XTCP_GRPC_TOKEN_FILE": "/t",
            "XTCP_FILE_DEST_DIR": "/d", "DEBUG_LEVEL": "5", "DESERIALIZERS": "info,cong", "XTCP_MODE": "poll",
            "XTCP_NETNS": "self,ns1", "XTCP_GRPC_LISTEN": "::1", "XTCP_LOG_LEVEL": "warning",
-           "XTCP_LOG_FORMAT": "json"}
+           "XTCP_LOG_FORMAT": "json", "XTCP_LIVENESS_TIMEOUT": "90s"}
     assert set(env) == {o.env for o in options()}, "a setting without a variable in this test"
     cfg, given = _resolve([], env)
     assert all(src.startswith("env ") for src in given.sources.values())
     assert (cfg.poll_frequency, cfg.poll_timeout, cfg.max_loops, cfg.reconcile_before_poll) == (20.0, 2.0, 3, False)
     assert (cfg.bpf_refresh_frequency, cfg.bpf_close_wait, cfg.dest, cfg.hostname) == (0.0, 0.01, "stdout", "h")
     assert cfg.enabled_deserializers == ("info", "cong") and cfg.netns == ["self", "ns1"]
-    assert (cfg.mode, cfg.grpc_listen, cfg.grpc_port) == ("poll", "::1", 9)
+    assert (cfg.mode, cfg.grpc_listen, cfg.grpc_port, cfg.liveness_timeout) == ("poll", "::1", 9, 90.0)
     assert given.values["log_level"] == "warning" and given.values["log_format"] == "json"
 
 
