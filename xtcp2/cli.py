@@ -198,7 +198,8 @@ def _flag_layer(args: argparse.Namespace) -> Layers:
 def resolve(args: argparse.Namespace, environ=None) -> tuple[Config, Layers]:
     """The validated Config (flags > environment > XTCP_CONFIG_JSON > defaults) and the
     layer holding every explicitly given value (log settings included) with its source."""
-    given = from_environment(options(), os.environ if environ is None else environ)
+    from .api.config_json import config_json
+    given = from_environment(options(), os.environ if environ is None else environ, config_json)
     flags = _flag_layer(args)
     given.values.update(flags.values)
     given.sources.update(flags.sources)

@@ -10,12 +10,9 @@ the one-line error a bad flag gets, so a typo in a DaemonSet cannot silently fal
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
-
-from google.protobuf import json_format
 
 from .errors import ConfigError, Xtcp2Error
 
@@ -100,61 +97,15 @@ def _parse_env(opt: Option, text: str) -> Any:
         raise EnvValueError(opt.env, str(e)) from None
 
 
-def from_environment(options: list[Option], environ: Mapping[str, str]) -> Layers:
-    """XTCP_CONFIG_JSON first, then the individual variables over it."""
+def from_environment(options: list[Option], environ: Mapping[str, str],
+                     parse_json: Callable[[str], dict[str, Any]]) -> Layers:
+    """XTCP_CONFIG_JSON (read by parse_json: xtcp2.api.config_json) first, then the
+    individual variables over it."""
     out = Layers()
     if environ.get(CONFIG_JSON, "").strip():
-        for dest, value in config_json(environ[CONFIG_JSON]).items():
+        for dest, value in parse_json(environ[CONFIG_JSON]).items():
             out.put(dest, value, CONFIG_JSON)
     for opt in options:
         if opt.env in environ:
             out.put(opt.dest, _parse_env(opt, environ[opt.env]), f"env {opt.env}")
     return out
-
-
-def config_json(text: str) -> dict[str, Any]:
-    """Config changes from an XtcpConfig in protojson: only the fields the JSON names.
-
-    Fields mean what they mean in a gRPC Set (xtcp2.api.config_proto); an unknown key, a
-    wrong type or an upstream feature xtcp2 lacks is a one-line error naming the variable.
-    """
-    from .api import config_proto as cp
-    from .gen.xtcp_config.v1 import xtcp_config_pb2 as pb
-
-    def bad(msg: str) -> EnvValueError:
-        return EnvValueError(CONFIG_JSON, msg)
-
-    try:
-        obj = json.loads(text)
-    except ValueError as e:
-        raise bad(f"not JSON: {e}") from None
-    if not isinstance(obj, dict):
-        raise bad("must be a JSON object (an XtcpConfig in protojson)")
-    msg = pb.XtcpConfig()
-    try:
-        json_format.ParseDict(obj, msg)
-    except json_format.ParseError as e:
-        raise bad(str(e).splitlines()[0]) from None
-    by_key = {}
-    for fd in pb.XtcpConfig.DESCRIPTOR.fields:
-        by_key[fd.name] = by_key[fd.json_name] = fd
-    changes: dict[str, Any] = {}
-    for key in obj:
-        fd = by_key[key]  # ParseDict refused unknown keys
-        name = fd.name
-        if name in cp.READ_ONLY_FIELDS or name in cp.IGNORED_TUNING:
-            continue
-        if name not in cp._CONFIG_FIELDS:
-            raise bad(f"{name}: not supported by xtcp2; leave it out")
-        value = getattr(msg, name)
-        try:
-            if cp._is_duration(fd):
-                value = cp.duration_to_seconds(value, name)
-            elif cp._is_deserializers(fd):
-                value = cp._deserializers_from_proto(value, ())
-            elif cp._is_repeated(fd):
-                value = list(value)
-        except ConfigError as e:
-            raise bad(str(e)) from None
-        changes[name] = value
-    return changes
