@@ -91,6 +91,9 @@ FLAGS = [
     ("grpcAllowGid", "grpc_allow_gid", str, "besides root, members of these gids/groups may use the gRPC API"),
     ("grpcTokenFile", "grpc_token_file", str, "bearer token file (mode 0600); required for a non-loopback -grpcListen"),
     ("fileDestDir", "file_dest_dir", str, "gRPC Set may point file/unix destinations and capture_path only inside this directory"),
+    ("grpcTlsCert", "grpc_tls_cert", str, "PEM certificate (chain) file: serve gRPC over TLS (with -grpcTlsKey)"),
+    ("grpcTlsKey", "grpc_tls_key", str, "PEM private key file of -grpcTlsCert (mode 0600)"),
+    ("grpcTlsClientCa", "grpc_tls_client_ca", str, "PEM CA file: gRPC clients must present a certificate it signed (mTLS)"),
     ("livenessTimeout", "liveness_timeout", parse_duration, "/healthz fails when the collection loop has not run for this long; 0 = max(60s, 3 x -frequency)"),
     ("d", "debug_level", int, "debug level"),
 ]

@@ -82,7 +82,9 @@ TEXT_FIELDS = {"hostname": MAX_TEXT, "location": MAX_TEXT, "label": MAX_TEXT, "t
                "marshal_to": 32, "grpc_allow_uid": MAX_TEXT, "grpc_allow_gid": MAX_TEXT,
                "grpc_token_file": 4096, "file_dest_dir": 4096,
                "kafka_schema_url": MAX_DEST, "xtcp_proto_file": 4096, "s3_endpoint": MAX_DEST,
-               "s3_bucket": 63, "s3_prefix": 1024, "s3_region": 64, "csv_columns": 4096}
+               "s3_bucket": 63, "s3_prefix": 1024, "s3_region": 64, "csv_columns": 4096,
+               "grpc_tls_cert": 4096, "grpc_tls_key": 4096, "grpc_tls_client_ca": 4096}
+>>>>>>> e4870fb (gRPC TLS (-grpcTlsCert/-grpcTlsKey) and mTLS (-grpcTlsClientCa); xtcp2client -tls/-tlsCa/-tlsCert/-tlsKey/-tlsServerName; tests with openssl-made certificates (accepted and refused))
 
 
 def parse_deserializers(spec: str) -> tuple[str, ...]:
@@ -165,6 +167,9 @@ class Config:
     grpc_token_file: str = ""              # bearer token; required on a non-loopback listener
     file_dest_dir: str = "/var/lib/xtcp2"  # the only place gRPC may point file/unix dests and capture_path
     metrics_max_netns: int = 100           # label sets of the TCP metrics; the rest is netns="other"
+    grpc_tls_cert: str = ""                # PEM certificate chain: serve gRPC over TLS
+    grpc_tls_key: str = ""                 # its private key (root-owned, not readable by others)
+    grpc_tls_client_ca: str = ""           # PEM CA bundle: require client certificates (mTLS)
     liveness_timeout: float = 0.0          # /healthz: loop stuck after this long; 0 = max(60 s, 3 x frequency)
     debug_level: int = 111
 

@@ -26,6 +26,7 @@ from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2
 from .config_service import ConfigService
 from .config_service import add_to_server as add_config_service
 from .grpc_auth import AuthInterceptor, Authorizer, is_unix, prepare_unix_listener
+from .grpc_tls import server_credentials
 from .flat_record_service import DEFAULT_MAX_CLIENTS, SERVICE as RECORD_SERVICE, FlatRecordService
 from .record_fanout import DEFAULT_QUEUE_ROWS, FanOut, Subscriber
 
@@ -107,6 +108,7 @@ def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE
     """
     address = listen_address(config.grpc_listen, config.grpc_port)
     auth = Authorizer(config)  # Xtcp2Error: bad token file, unknown user, open listener without a token
+    tls = server_credentials(config)  # None: plain; Xtcp2Error: half a TLS setup, unreadable files
     if auth.kind == "unix":
         prepare_unix_listener(address[len("unix:"):])
     loop = asyncio.new_event_loop()
@@ -132,7 +134,7 @@ def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE
             (CONFIG_SERVICE, RECORD_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), server)
         try:
-            port = server.add_insecure_port(address)
+            port = server.add_secure_port(address, tls) if tls else server.add_insecure_port(address)
         except RuntimeError as e:
             raise Xtcp2Error(f"gRPC: cannot listen on {address}: {e}") from None
         if not port:

@@ -34,7 +34,7 @@ from google.protobuf import json_format
 
 from ..api.record_filter import METADATA_KEY, TCP_STATES, RecordFilter, parse_state
 from ..argparse_go import parse_duration
-from ..errors import ConfigError
+from ..errors import ConfigError, Xtcp2Error
 from ..gen.xtcp_config.v1 import xtcp_config_pb2 as cfg_pb
 from ..gen.xtcp_config.v1 import xtcp_config_pb2_grpc as cfg_grpc
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as rec_pb
@@ -46,6 +46,7 @@ from ..argparse_go import parser as go_parser
 
 CONNECT_TIMEOUT = 5.0
 AUTH: tuple = ()  # (("authorization", "Bearer ..."),) with -tokenFile
+TLS = None        # (grpc.ChannelCredentials, server name override or None) with -tls
 
 
 def _md(extra=None):
@@ -73,7 +74,12 @@ def _rpc_error(e: grpc.RpcError, target: str) -> ClientError:
 
 
 def _connect(target: str) -> grpc.Channel:
-    ch = grpc.insecure_channel(target)
+    if TLS is None:
+        ch = grpc.insecure_channel(target)
+    else:
+        creds, server_name = TLS
+        opts = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        ch = grpc.secure_channel(target, creds, options=opts)
     try:
         grpc.channel_ready_future(ch).result(timeout=CONNECT_TIMEOUT)
     except grpc.FutureTimeoutError:
@@ -321,6 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-port", "--port", type=int, default=8889, help="daemon -grpcPort (default 8889)")
     p.add_argument("-tokenFile", "--token-file", dest="tokenFile", default=None,
                    help="send the bearer token in this file (daemons with -grpcTokenFile)")
+    p.add_argument("-tls", "--tls", action="store_true", help="connect with TLS (daemons with -grpcTlsCert)")
+    p.add_argument("-tlsCa", "--tls-ca", dest="tlsCa", default=None,
+                   help="with -tls: trust this PEM CA instead of the system's (implies -tls)")
+    p.add_argument("-tlsCert", "--tls-cert", dest="tlsCert", default=None,
+                   help="client certificate for daemons with -grpcTlsClientCa (implies -tls)")
+    p.add_argument("-tlsKey", "--tls-key", dest="tlsKey", default=None, help="private key of -tlsCert")
+    p.add_argument("-tlsServerName", "--tls-server-name", dest="tlsServerName", default=None,
+                   help="name to check the daemon's certificate against (default: -target)")
     p.add_argument("-format", "--format", choices=FORMATS, default="table",
                    help="live record output: table (like ss), json = jsonl (one record per line, the daemon's "
                         "JSON dialect), humanize (JSON lines with state names, text addresses, RTT in ms), "
@@ -364,12 +378,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = f"[{host}]:{args.port}" if ":" in host and not host.startswith("[") else f"{host}:{args.port}"
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `xtcp2client | head` ends quietly
     try:
+        if args.tls or args.tlsCa or args.tlsCert or args.tlsKey:
+            global TLS
+            from ..api.grpc_tls import channel_credentials
+            TLS = (channel_credentials(args.tlsCa, args.tlsCert, args.tlsKey), args.tlsServerName)
         if args.tokenFile:
             global AUTH
             with open(args.tokenFile) as f:
                 AUTH = (("authorization", f"Bearer {f.read().strip()}"),)
         return COMMANDS[args.cmd](args, target)
-    except ClientError as e:
+    except (ClientError, Xtcp2Error) as e:
         print(f"xtcp2client: {e}", file=sys.stderr)
         return 1
     except grpc.RpcError as e:
