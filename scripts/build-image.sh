@@ -22,19 +22,22 @@ work=$(mktemp -d /tmp/xtcp2-image.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir "$work/wheels"
 cp "$wheel" "$work/wheels/"
-# Debian 12 has Python 3.11 and glibc 2.36: fetch wheels that run there (pip does not
+# Debian 12 has Python 3.11.2 and glibc 2.36: fetch wheels that run there (pip does not
 # widen an explicit --platform to older manylinux tags, so they are listed).
 platforms=(--platform "linux_$arch" --platform "manylinux2014_$arch")
 for glibc in 2_36 2_35 2_34 2_31 2_28 2_27 2_24 2_17 2_12 2_5; do platforms+=(--platform "manylinux_${glibc}_$arch"); done
-"$pip" download -q --dest "$work/wheels" --only-binary=:all: --implementation cp --python-version 3.11 \
-    --abi cp311 --abi abi3 --abi none "${platforms[@]}" "$wheel[$extras]"
+# pip evaluates environment markers for this host's Python, not the target's: packages that
+# only 3.11.2 needs are named here (redis wants async-timeout below 3.11.3).
+for_debian_python=("async-timeout>=4.0.3")
+"$pip" download -q --dest "$work/wheels" --only-binary=:all: --implementation cp --python-version 3.11.2 \
+    --abi cp311 --abi abi3 --abi none "${platforms[@]}" "$wheel[$extras]" "${for_debian_python[@]}"
 
 tar_out=${out_tar:-$work/rootfs.tar}
-mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,libbpf1,iproute2,ca-certificates \
+mmdebstrap --variant=minbase --include=python3,python3-venv,libbpf1,iproute2,ca-certificates \
     --customize-hook='mkdir -p "$1/tmp/wheels"' \
     --customize-hook="copy-in $work/wheels/. /tmp/wheels" \
     --customize-hook='chroot "$1" python3 -m venv /opt/xtcp2' \
-    --customize-hook="chroot \"\$1\" /opt/xtcp2/bin/pip install -q --no-index --no-cache-dir --disable-pip-version-check --find-links /tmp/wheels '/tmp/wheels/$(basename "$wheel")[$extras]'" \
+    --customize-hook="chroot \"\$1\" env -i PATH=/usr/bin:/bin PIP_CONFIG_FILE=/dev/null /opt/xtcp2/bin/pip install -q --no-index --no-cache-dir --disable-pip-version-check --find-links /tmp/wheels '/tmp/wheels/$(basename "$wheel")[$extras]'" \
     --customize-hook='rm -rf "$1/tmp/wheels" "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
     bookworm "$tar_out" "$mirror"
 [ -n "$out_tar" ] && { echo "build-image.sh: rootfs in $out_tar"; exit 0; }
