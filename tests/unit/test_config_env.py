@@ -51,7 +51,8 @@ def test_every_flag_is_settable_from_the_environment():
            "XTCP_GRPC_ALLOW_UID": "1000", "XTCP_GRPC_ALLOW_GID": "0", "XTCP_GRPC_TOKEN_FILE": "/t",
            "XTCP_FILE_DEST_DIR": "/d", "DEBUG_LEVEL": "5", "DESERIALIZERS": "info,cong", "XTCP_MODE": "poll",
            "XTCP_NETNS": "self,ns1", "XTCP_GRPC_LISTEN": "::1", "XTCP_LOG_LEVEL": "warning",
-           "XTCP_LOG_FORMAT": "json", "XTCP_LIVENESS_TIMEOUT": "90s"}
+           "XTCP_LOG_FORMAT": "json", "XTCP_LIVENESS_TIMEOUT": "90s", "XTCP_GRPC_TLS_CERT": "/c",
+           "XTCP_GRPC_TLS_KEY": "/k", "XTCP_GRPC_TLS_CLIENT_CA": "/ca"}
     assert set(env) == {o.env for o in options()}, "a setting without a variable in this test"
     cfg, given = _resolve([], env)
     assert all(src.startswith("env ") for src in given.sources.values())
@@ -60,6 +61,7 @@ def test_every_flag_is_settable_from_the_environment():
     assert cfg.enabled_deserializers == ("info", "cong") and cfg.netns == ["self", "ns1"]
     assert (cfg.mode, cfg.grpc_listen, cfg.grpc_port, cfg.liveness_timeout) == ("poll", "::1", 9, 90.0)
     assert given.values["log_level"] == "warning" and given.values["log_format"] == "json"
+    assert (cfg.grpc_tls_cert, cfg.grpc_tls_key, cfg.grpc_tls_client_ca) == ("/c", "/k", "/ca")
 
 
 def test_precedence_flags_over_env_over_json_over_defaults():
