@@ -42,13 +42,13 @@ mmdebstrap --variant=minbase --include=python3,python3-venv,libbpf1,iproute2,ca-
     bookworm "$tar_out" "$mirror"
 [ -n "$out_tar" ] && { echo "build-image.sh: rootfs in $out_tar"; exit 0; }
 
-# The Dockerfile's ENV, HEALTHCHECK and ENTRYPOINT, applied by import.
+# The Dockerfile's ENV, HEALTHCHECK and ENTRYPOINT, applied by import (which refuses STOPSIGNAL;
+# SIGTERM is the default anyway).
 docker import \
     --change 'ENV PATH=/opt/xtcp2/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV PYTHONDONTWRITEBYTECODE=1' \
     --change 'ENV XTCP_LOG_FORMAT=json' \
     --change 'HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["/opt/xtcp2/bin/xtcp2", "-healthcheck"]' \
-    --change 'STOPSIGNAL SIGTERM' \
     --change 'ENTRYPOINT ["/opt/xtcp2/bin/xtcp2"]' \
     "$tar_out" "$tag"
 echo "build-image.sh: built $tag"
