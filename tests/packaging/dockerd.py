@@ -58,9 +58,12 @@ class Dockerd:
             return False
 
     def docker(self, *args: str, check: bool = True, timeout: float = 180) -> str:
+        """stdout; with check=False a failure returns stderr instead."""
         r = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout)
-        if check and r.returncode != 0:
-            raise RuntimeError(f"docker {' '.join(args)}: {r.stderr.strip()}")
+        if r.returncode != 0:
+            if check:
+                raise RuntimeError(f"docker {' '.join(args)}: {r.stderr.strip()}")
+            return r.stderr.strip()
         return r.stdout.strip()
 
     def log_tail(self) -> str:
