@@ -71,9 +71,11 @@ def test_bpf_mode_sees_host_and_container_sockets(dockerd, image, tmp_path):  # 
         run = ["run", "-d", "--name", "ops-xtcp2", "--network", "host", "--pid", "host",
                "--cap-drop", "ALL", *[a for c in caps for a in ("--cap-add", c)],
                "--security-opt", "apparmor=unconfined", "--security-opt", "seccomp=unconfined",
-               "-v", "/run/netns:/run/netns:ro,rslave", "-v", "/sys/kernel/btf:/sys/kernel/btf:ro",
+               # no rslave here: / of this test machine is a private mount, which rslave refuses
+               # (on a systemd host it is shared); the listener's namespace exists already
+               "-v", "/run/netns:/run/netns:ro", "-v", "/sys/kernel/btf:/sys/kernel/btf:ro",
                "-v", "/sys/fs/bpf:/sys/fs/bpf",
-               "-v", f"{dockerd.root}/exec/netns:/run/docker/netns:ro,rslave",
+               "-v", f"{dockerd.root}/exec/netns:/run/docker/netns:ro",
                "--health-interval", "2s", "--health-start-period", "5s",
                "-e", f"PROM_LISTEN=127.0.0.1:{prom}", "-e", f"GRPC_PORT={free_port()}", "-e", "DEST=stdout",
                "-e", "MARSHAL=protoJson", "-e", "XTCP_MODE=bpf", "-e", "POLL_FREQUENCY=2s",
