@@ -87,8 +87,11 @@ class Dockerd:
                 self.proc.kill()
                 self.proc.wait(10)
             self.proc = None
-        subprocess.run(["umount", "-R", os.path.join(self.root, "exec")], capture_output=True)
-        subprocess.run(["umount", "-R", os.path.join(self.root, "data")], capture_output=True)
+        # dockerd leaves mounts below its roots (netns/default, the data-root bind): deepest first
+        with open("/proc/self/mounts") as f:
+            mounts = [line.split()[1] for line in f]
+        for path in sorted((m for m in mounts if m.startswith(self.root + "/")), key=len, reverse=True):
+            subprocess.run(["umount", "-l", path], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
