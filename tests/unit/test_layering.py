@@ -14,8 +14,9 @@ PKG = Path(__file__).resolve().parents[2] / "xtcp2"
 # rank -> groups (a group is a module or package; the longest matching name wins)
 LAYERS: dict[int, tuple[str, ...]] = {
     # low: columns, kernel interfaces, record encoding, formats
-    0: ("xtcp2", "xtcp2.errors", "xtcp2.values", "xtcp2.columns", "xtcp2.gen", "xtcp2.memory"),
-    1: ("xtcp2.argparse_go", "xtcp2.netlink", "xtcp2.ebpf", "xtcp2.records"),
+    0: ("xtcp2", "xtcp2.errors", "xtcp2.values", "xtcp2.columns", "xtcp2.gen", "xtcp2.memory",
+        "xtcp2.heartbeat", "xtcp2.logfmt"),
+    1: ("xtcp2.argparse_go", "xtcp2.config_sources", "xtcp2.netlink", "xtcp2.ebpf", "xtcp2.records"),
     2: ("xtcp2.netns", "xtcp2.marshal"),
     # collect / sink (and what they are configured and counted with)
     3: ("xtcp2.metrics", "xtcp2.config", "xtcp2.tcp_metrics"),
