@@ -84,7 +84,6 @@ TEXT_FIELDS = {"hostname": MAX_TEXT, "location": MAX_TEXT, "label": MAX_TEXT, "t
                "kafka_schema_url": MAX_DEST, "xtcp_proto_file": 4096, "s3_endpoint": MAX_DEST,
                "s3_bucket": 63, "s3_prefix": 1024, "s3_region": 64, "csv_columns": 4096,
                "grpc_tls_cert": 4096, "grpc_tls_key": 4096, "grpc_tls_client_ca": 4096}
->>>>>>> e4870fb (gRPC TLS (-grpcTlsCert/-grpcTlsKey) and mTLS (-grpcTlsClientCa); xtcp2client -tls/-tlsCa/-tlsCert/-tlsKey/-tlsServerName; tests with openssl-made certificates (accepted and refused))
 
 
 def parse_deserializers(spec: str) -> tuple[str, ...]:
