@@ -24,8 +24,9 @@ def test_wheel_has_the_bpf_object_and_spdx_license(built):
     assert wheel.name.endswith(f"-py3-none-linux_{platform.machine()}.whl"), wheel.name
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
-        obj = next(n for n in names if n.endswith("xtcp2/ebpf/bpf/tcp_events.bpf.o"))
-        assert z.read(obj)[:4] == b"\x7fELF"
+        for stem in ("tcp_events", "tcp_iter"):
+            obj = next(n for n in names if n.endswith(f"xtcp2/ebpf/bpf/{stem}.bpf.o"))
+            assert z.read(obj)[:4] == b"\x7fELF"
         meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "License-Expression: MIT" in meta
     assert "License-File: LICENSE" in meta
@@ -48,10 +49,11 @@ def test_fresh_venv_runs_bpf_mode_without_compilers(wheel_venv, tmp_path):
     env = {"PATH": str(wheel_venv), "HOME": str(tmp_path), "LANG": "C.UTF-8"}
     assert shutil.which("clang", path=env["PATH"]) is None
     where = subprocess.run([str(wheel_venv / "python"), "-c",
-                            "from xtcp2.ebpf.loader import object_path; print(object_path())"],
-                           env=env, cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
-    assert pathlib.Path(where).is_relative_to(wheel_venv.parent), where
-    assert where.endswith("xtcp2/ebpf/bpf/tcp_events.bpf.o")
+                            "from xtcp2.ebpf import loader, tcp_iter; print(loader.object_path(), tcp_iter.object_path())"],
+                           env=env, cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split()
+    for path, stem in zip(where, ("tcp_events", "tcp_iter")):
+        assert pathlib.Path(path).is_relative_to(wheel_venv.parent), path
+        assert path.endswith(f"xtcp2/ebpf/bpf/{stem}.bpf.o")
 
     log = tmp_path / "daemon.log"
     with open(log, "wb") as err:

@@ -44,15 +44,9 @@ DEFAULT_BUFFER = 4 << 20  # ~9,700 records per chunk: bounded memory, few reads
 
 
 def object_path() -> Path:
-    """$XTCP2_BPF_ITER_OBJECT, else the repository's bpf/ directory, else next to this package."""
-    env = os.environ.get("XTCP2_BPF_ITER_OBJECT")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve()
-    for cand in (here.parents[2] / "bpf" / OBJECT_NAME, here.parent / OBJECT_NAME):
-        if cand.exists():
-            return cand
-    return here.parents[2] / "bpf" / OBJECT_NAME
+    """$XTCP2_BPF_ITER_OBJECT, else the wheel's copy, else the checkout's bpf/ directory."""
+    from .loader import find_object
+    return find_object(OBJECT_NAME, "XTCP2_BPF_ITER_OBJECT")
 
 
 class TcpIterProgram:
