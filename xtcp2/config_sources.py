@@ -48,6 +48,20 @@ UPSTREAM_ENV = {
     "grpc_port": "GRPC_PORT",
     "debug_level": "DEBUG_LEVEL",
     "enabled_deserializers": "DESERIALIZERS",
+    "kafka_schema_url": "KAFKA_SCHEMA_URL",
+    "xtcp_proto_file": "XTCP_PROTO_FILE",
+    "kafka_produce_timeout": "KAFKA_PRODUCE_TIMEOUT",
+    "s3_endpoint": "S3_ENDPOINT",
+    "s3_bucket": "S3_BUCKET",
+    "s3_prefix": "S3_PREFIX",
+    "s3_region": "S3_REGION",
+    "s3_skip_bucket_probe": "S3_SKIP_BUCKET_PROBE",
+    "s3_parquet_flush_threshold_bytes": "S3_PARQUET_FLUSH_BYTES",
+    "s3_flush_interval": "S3_FLUSH_INTERVAL",
+    "s3_flush_jitter_pct": "S3_FLUSH_JITTER_PCT",
+    "s3_flush_threshold_jitter_pct": "S3_FLUSH_THRESHOLD_JITTER_PCT",
+    "s3_upload_max_attempts": "S3_UPLOAD_MAX_ATTEMPTS",
+    "s3_upload_backoff_cap": "S3_UPLOAD_BACKOFF_CAP",
 }
 
 

@@ -52,7 +52,12 @@ def test_every_flag_is_settable_from_the_environment():
            "XTCP_FILE_DEST_DIR": "/d", "DEBUG_LEVEL": "5", "DESERIALIZERS": "info,cong", "XTCP_MODE": "poll",
            "XTCP_NETNS": "self,ns1", "XTCP_GRPC_LISTEN": "::1", "XTCP_LOG_LEVEL": "warning",
            "XTCP_LOG_FORMAT": "json", "XTCP_LIVENESS_TIMEOUT": "90s", "XTCP_GRPC_TLS_CERT": "/c",
-           "XTCP_GRPC_TLS_KEY": "/k", "XTCP_GRPC_TLS_CLIENT_CA": "/ca"}
+           "XTCP_GRPC_TLS_KEY": "/k", "XTCP_GRPC_TLS_CLIENT_CA": "/ca", "XTCP_COLLECTOR": "netlink",
+           "XTCP_METRICS_MAX_NETNS": "50", "KAFKA_SCHEMA_URL": "http://127.0.0.1:8081", "XTCP_PROTO_FILE": "/p",
+           "KAFKA_PRODUCE_TIMEOUT": "7s", "S3_ENDPOINT": "http://127.0.0.1:9000", "S3_BUCKET": "bkt",
+           "S3_PREFIX": "pre", "S3_REGION": "r1", "S3_SKIP_BUCKET_PROBE": "true", "S3_PARQUET_FLUSH_BYTES": "1048576",
+           "S3_FLUSH_INTERVAL": "60s", "S3_FLUSH_JITTER_PCT": "5", "S3_FLUSH_THRESHOLD_JITTER_PCT": "5",
+           "S3_UPLOAD_MAX_ATTEMPTS": "3", "S3_UPLOAD_BACKOFF_CAP": "30s", "XTCP_COLUMNS": "hostname,tcpInfoRtt"}
     assert set(env) == {o.env for o in options()}, "a setting without a variable in this test"
     cfg, given = _resolve([], env)
     assert all(src.startswith("env ") for src in given.sources.values())
@@ -62,6 +67,7 @@ def test_every_flag_is_settable_from_the_environment():
     assert (cfg.mode, cfg.grpc_listen, cfg.grpc_port, cfg.liveness_timeout) == ("poll", "::1", 9, 90.0)
     assert given.values["log_level"] == "warning" and given.values["log_format"] == "json"
     assert (cfg.grpc_tls_cert, cfg.grpc_tls_key, cfg.grpc_tls_client_ca) == ("/c", "/k", "/ca")
+    assert (cfg.collector, cfg.s3_bucket, cfg.s3_flush_interval, cfg.kafka_produce_timeout) == ("netlink", "bkt", 60.0, 7.0)
 
 
 def test_precedence_flags_over_env_over_json_over_defaults():
@@ -94,7 +100,7 @@ def test_conf_shows_sources():
     ({"DESERIALIZERS": "nope"}, "xtcp2: error: environment DESERIALIZERS: deserializers: unknown nope"),
     ({CONFIG_JSON: "{"}, "xtcp2: error: environment XTCP_CONFIG_JSON: not JSON"),
     ({CONFIG_JSON: '{"bogus": 1}'}, "xtcp2: error: environment XTCP_CONFIG_JSON: Message type"),
-    ({CONFIG_JSON: '{"s3Bucket": "b"}'}, "xtcp2: error: environment XTCP_CONFIG_JSON: s3_bucket: not supported"),
+    ({CONFIG_JSON: '{"ipv4Ttl": 64}'}, "xtcp2: error: environment XTCP_CONFIG_JSON: ipv4_ttl: not supported"),
     ({CONFIG_JSON: '{"pollFrequency": "0.001s"}'}, "xtcp2: poll_frequency (from XTCP_CONFIG_JSON): must be >= 0.01"),
 ])
 def test_bad_env_value_is_one_line_exit_2(env, expect):
