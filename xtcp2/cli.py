@@ -38,6 +38,11 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
 
 
+def _csv(text: str) -> list[str]:
+    """Go's comma list ("eth0, eth1"); empty items dropped."""
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
 # (flag, Config field, type, help)
 FLAGS = [
     ("frequency", "poll_frequency", parse_duration, "poll frequency (Go duration, e.g. 10s)"),
@@ -83,6 +88,12 @@ FLAGS = [
     ("location", "location", str, "location stamped on records"),
     ("label", "label", str, "label stamped on records"),
     ("tag", "tag", str, "tag stamped on records"),
+    ("enrichNic", "enrich_nic_enable", _bool, "stamp uplink*_nic_* (driver, model, PCI ids, speed, firmware) from sysfs + ethtool"),
+    ("enrichLldp", "enrich_lldp_enable", _bool, "stamp uplink*_lldp_* (switch, port, mgmt address) from lldpd"),
+    ("lldpdSocket", "lldpd_socket_path", str, "lldpd control socket for -enrichLldp"),
+    ("lldpdVersionHint", "lldpd_version_hint", str, "accepted for upstream compatibility; unused (lldpcli matches lldpd)"),
+    ("uplinkCount", "uplink_count", int, "uplink slots to fill, at most 2"),
+    ("uplinkInterfaces", "uplink_interfaces", _csv, "comma-separated uplinks in slot order (default: interfaces of the default routes)"),
     ("promListen", "prom_listen", str, "Prometheus listen address"),
     ("promPath", "prom_path", str, "Prometheus path"),
     ("grpcPort", "grpc_port", int, "gRPC port"),
@@ -104,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
     for flag, field, typ, help_ in FLAGS:
         default = getattr(defaults, field)
-        p.add_argument(f"-{flag}", f"--{flag}", dest=field, type=typ, default=None,
+        bare = {"nargs": "?", "const": True} if typ is _bool else {}  # Go: a bare -flag means true
+        p.add_argument(f"-{flag}", f"--{flag}", dest=field, type=typ, default=None, **bare,
                        help=help_ if default is None else f"{help_} (default {default!r})")
     p.add_argument("-deserializers", "--deserializers", default=None,
                    help="attribute decoders: default, all, '' or a comma list")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from . import values
 from .dest import known_schemes
 from .errors import ConfigError
+from .identity.nic import valid_ifname
 from .marshal import MARSHALLERS as _MARSHALLER_REGISTRY
 from .marshal.human import select_columns
 
@@ -75,6 +76,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "grpc_port": (0, 65535, True),
     "debug_level": (0, 1000, True),
     "metrics_max_netns": (1, 100_000, True),
+    "uplink_count": (0, 2, True),               # 0 = 2: the schema's two uplink slots
 }
 TEXT_FIELDS = {"hostname": MAX_TEXT, "location": MAX_TEXT, "label": MAX_TEXT, "tag": MAX_TEXT,
                "dest": MAX_DEST, "topic": MAX_TEXT, "kafka_compression": 32, "capture_path": 4096,
@@ -83,7 +85,8 @@ TEXT_FIELDS = {"hostname": MAX_TEXT, "location": MAX_TEXT, "label": MAX_TEXT, "t
                "grpc_token_file": 4096, "file_dest_dir": 4096,
                "kafka_schema_url": MAX_DEST, "xtcp_proto_file": 4096, "s3_endpoint": MAX_DEST,
                "s3_bucket": 63, "s3_prefix": 1024, "s3_region": 64, "csv_columns": 4096,
-               "grpc_tls_cert": 4096, "grpc_tls_key": 4096, "grpc_tls_client_ca": 4096}
+               "grpc_tls_cert": 4096, "grpc_tls_key": 4096, "grpc_tls_client_ca": 4096,
+               "lldpd_socket_path": MAX_TEXT, "lldpd_version_hint": 16}
 
 
 def parse_deserializers(spec: str) -> tuple[str, ...]:
@@ -155,6 +158,13 @@ class Config:
     location: str = ""
     label: str = ""
     tag: str = ""
+    # uplink NIC / LLDP enrichment (uplink1_* / uplink2_* fields)
+    enrich_nic_enable: bool = False
+    enrich_lldp_enable: bool = False
+    lldpd_socket_path: str = "/run/lldpd.socket"
+    lldpd_version_hint: str = ""           # upstream's; lldpcli always matches lldpd, so unused
+    uplink_count: int = 2                  # 0 = 2 (the schema's two slots)
+    uplink_interfaces: list[str] = field(default_factory=list)  # empty = default routes' interfaces
     # control plane
     prom_listen: str = "127.0.0.1:9088"
     prom_path: str = "/metrics"
@@ -218,6 +228,10 @@ class Config:
         scheme = self.dest.split(":", 1)[0]
         need(scheme in known_schemes(), "dest",
              f"unknown destination scheme {scheme!r}; valid: {', '.join(sorted(known_schemes()))}")
+        need(len(self.uplink_interfaces) <= 2, "uplink_interfaces", "at most 2 interfaces (two uplink slots)")
+        bad = [n for n in self.uplink_interfaces if not valid_ifname(n)]
+        need(not bad, "uplink_interfaces", f"invalid interface name {bad[0]!r}" if bad else "")
+        need(self.lldpd_socket_path.startswith("/"), "lldpd_socket_path", "must be an absolute path")
         return self
 
     def replace(self, **changes: object) -> "Config":

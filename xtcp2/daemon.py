@@ -12,6 +12,7 @@ from typing import Callable
 from .collect import NetlinkCollector, PollStats
 from .config import Config
 from .heartbeat import HeartbeatEvent
+from .identity.uplink import UplinkEnricher
 from .modes import Mode, Parts
 from .netns.registry import NamespaceTable
 from .pipeline import Emitter, Listener
@@ -29,6 +30,8 @@ class Daemon:
         self.emitter = Emitter(config)
         self.sink = RecordSink(config, self.emitter)
         self.collector = NetlinkCollector(config, self.table, self.sink)
+        self.uplinks = UplinkEnricher.started(config)
+        self.sink.add_join(self.uplinks.stamp)  # uplink1_* / uplink2_* on every record
         self._stop = HeartbeatEvent()  # the mode's run loop checks it every turn: its heartbeat
         self._lock = threading.Lock()
         parts = Parts(self.table, self.collector, self.sink)
@@ -62,6 +65,7 @@ class Daemon:
             self.emitter.configure(new)
             self.sink.configure(new)
             self.collector.configure(new)
+            self.uplinks.configure(new)
             self.mode.configure(new)
             self._config = new
         log.info("configuration updated")
@@ -98,6 +102,7 @@ class Daemon:
         self.mode.trigger(0)  # wakes a waiting mode to see the stop
 
     def close(self) -> None:
+        self.uplinks.close()
         self.mode.close()
         self.collector.close()
         self.emitter.close()

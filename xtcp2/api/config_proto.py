@@ -32,7 +32,8 @@ READ_ONLY_FIELDS = frozenset({"daemon_version"})
 # Fixed for the life of the process (the listener is already bound). 0 = keep.
 FIXED_FIELDS = frozenset({"grpc_port"})
 # 0 means "the built-in default", as upstream documents for these fields.
-ZERO_IS_DEFAULT = frozenset({"packet_size", "envelope_flush_threshold_bytes", "envelope_flush_threshold_rows"})
+ZERO_IS_DEFAULT = frozenset({"packet_size", "envelope_flush_threshold_bytes", "envelope_flush_threshold_rows",
+                             "lldpd_socket_path"})
 # Must be present / non-empty, as upstream's `required = true`.
 REQUIRED = frozenset({"poll_frequency", "poll_timeout", "marshal_to", "dest"})
 # Upstream-only knobs that merely tune a feature xtcp2 does not have: accepted and ignored,
@@ -42,7 +43,7 @@ IGNORED_TUNING = frozenset({
     "netlinkers_done_chan_size", "packet_size_mply",
     "io_uring_recv_batch_size", "io_uring_cqe_batch_size",
     "pyroscope_sample_hz", "pyroscope_upload_interval_sec", "pyroscope_app_name",
-    "docker_socket_path", "lldpd_socket_path", "lldpd_version_hint", "uplink_count",
+    "docker_socket_path",
     "nlmsg_seq",   # each sock_diag socket numbers its own requests from 1
 })
 
