@@ -73,7 +73,7 @@ def read_nic(ifname: str, sysfs_root: str = "/sys", use_ioctl: bool | None = Non
         info.errors.append("sysfs: no such interface")
         return info
     info.operstate = _read_text(os.path.join(if_dir, "operstate"))
-    info.speed_mbps = _read_speed(os.path.join(if_dir, "speed"))
+    info.speed_mbps = _read_speed(os.path.join(if_dir, "speed"))  # unreadable while down
     dev = os.path.join(if_dir, "device")
     if os.path.exists(dev):
         info.driver = _link_name(os.path.join(dev, "driver"))
@@ -89,6 +89,8 @@ def read_nic(ifname: str, sysfs_root: str = "/sys", use_ioctl: bool | None = Non
         use_ioctl = sysfs_root == "/sys"
     if use_ioctl:
         _apply_ethtool(info)
+    if _read_text(os.path.join(if_dir, "carrier")) != "1":
+        info.speed_mbps = 0  # some drivers (veth) report their nominal speed with the link down
     return info
 
 
