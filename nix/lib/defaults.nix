@@ -30,4 +30,9 @@
   label = "";
   tag = "";
   location = "";
+  enrichNic = false;
+  enrichLldp = false;
+  lldpdSocket = "/run/lldpd.socket";
+  uplinkCount = 2;
+  uplinkInterfaces = "";
 }

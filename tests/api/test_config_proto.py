@@ -76,7 +76,7 @@ def test_secrets_never_leave_and_upstream_tuning_is_ignored():
     (lambda m: setattr(m, "poll_jitter_pct", 101), "poll_jitter_pct"),
     (lambda m: setattr(m, "pyroscope_url", "http://x"), "pyroscope_url"),
     (lambda m: setattr(m, "s3_secret_key", "k"), "s3_secret_key"),
-    (lambda m: m.uplink_interfaces.append("eth0"), "uplink_interfaces"),
+    (lambda m: m.uplink_interfaces.append("eth/0"), "uplink_interfaces"),  # supported; a bad name is refused
     (lambda m: setattr(m, "hostname", "h" * 300), "hostname"),
     (lambda m: setattr(m, "capture_path", "p" * 5000), "capture_path"),
 ])

@@ -54,6 +54,9 @@ def test_module_default_flags_are_accepted_by_the_daemon_cli():
             cfg.envelope_flush_threshold_bytes, cfg.marshal_to) == (
         default.netlinkers, default.packet_size, default.modulus, default.envelope_flush_threshold_rows,
         default.envelope_flush_threshold_bytes, default.marshal_to)
+    assert (cfg.enrich_nic_enable, cfg.enrich_lldp_enable, cfg.lldpd_socket_path, cfg.uplink_count,
+            cfg.uplink_interfaces) == (default.enrich_nic_enable, default.enrich_lldp_enable,
+                                       default.lldpd_socket_path, default.uplink_count, default.uplink_interfaces)
 
 
 def test_flag_rendering_of_bools_and_nulls():
