@@ -105,14 +105,14 @@ class UplinkEnricher:
     def start(self, wait: float = START_WAIT) -> None:
         """Start the refresher if enabled; wait up to `wait` s for its first round."""
         if not self.enabled:
-            self._publish(empty_constants())
-            return
+            return  # no keys at all: records stay as they were, nothing to encode
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
+            self._wake.clear()
             self._first.clear()
             self._thread = threading.Thread(target=self._run, name="uplink-refresh", daemon=True)
             self._thread.start()
-        if not self._first.wait(wait):
+        if wait and not self._first.wait(wait):
             log.warning("uplink enrichment: first refresh still running after %.3gs; records go out without it until it ends", wait)
 
     def configure(self, config) -> None:
@@ -120,7 +120,8 @@ class UplinkEnricher:
         self._config = config
         if not self.enabled:
             self.close()
-            self._publish(empty_constants())
+            if any(self.constants.values()):
+                self._publish(empty_constants())  # switched off: clear what records carried
             return
         if self._thread is None or not self._thread.is_alive():
             self.start(wait=0)
