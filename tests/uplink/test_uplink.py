@@ -55,6 +55,18 @@ def test_two_slots_from_fixture_sysfs(tmp_path):
     assert one["uplink1_ifname"] == "ens1f1" and one["uplink2_ifname"] == ""
 
 
+def test_missing_interface_is_counted_and_keeps_its_slot(tmp_path):
+    pci_nic(tmp_path, "eth0", "0000:3b:00.0", (0x8086, 0x159B, 0, 0), "ice")
+    cfg = Config(enrich_nic_enable=True, uplink_interfaces=["eth7", "eth0"]).validate()
+    before = _errors("nic", "sysfs")
+    u = UplinkEnricher(cfg, {}, sysfs_root=str(tmp_path))
+    consts = u.refresh()
+    u.refresh()
+    assert _errors("nic", "sysfs") == before + 2
+    assert consts["uplink1_ifname"] == "eth7" and consts["uplink1_nic_driver"] == ""
+    assert consts["uplink2_nic_driver"] == "ice"
+
+
 def test_physical_nic_fallback_without_default_route(tmp_path):
     pci_nic(tmp_path / "sys", "eno2", "0000:01:00.1", (0x14E4, 0x165F, 0, 0), "tg3")
     pci_nic(tmp_path / "sys", "eno1", "0000:01:00.0", (0x14E4, 0x165F, 0, 0), "tg3")

@@ -51,7 +51,7 @@ class NicInfo:
     speed_mbps: int = 0
     fw_version: str = ""
     operstate: str = ""
-    errors: list[str] = field(default_factory=list)  # "what: why", one per failed read
+    errors: list[str] = field(default_factory=list)  # "kind: why" per failed read; kind from a fixed set
 
 
 def valid_ifname(name: str) -> bool:
@@ -114,7 +114,7 @@ def _apply_ethtool(info: NicInfo) -> None:
                 if e.errno != errno.EOPNOTSUPP:
                     info.errors.append(f"ethtool_linksettings: {e.strerror or e}")
     except OSError as e:
-        info.errors.append(f"ethtool socket: {e.strerror or e}")
+        info.errors.append(f"ethtool_socket: {e.strerror or e}")
 
 
 def _ethtool(fd: int, ifname: str, buf: ctypes.Array) -> None:

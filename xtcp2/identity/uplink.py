@@ -185,7 +185,7 @@ class UplinkEnricher:
             try:
                 info = read_nic(name, self.sysfs_root)
             except ValueError as e:  # an invalid name never gets here past config.validate()
-                info = NicInfo(name, errors=[str(e)])
+                info = NicInfo(name, errors=[f"name: {e}"])
             for err in info.errors:
                 ERRORS.labels("nic", err.split(":", 1)[0]).inc()
             self._note("nic:" + name, "; ".join(info.errors))
