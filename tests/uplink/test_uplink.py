@@ -195,19 +195,19 @@ def test_flags():
 
 
 def test_grpc_config_mapping():
-    cur = Config()
+    cur = Config(lldpd_socket_path="/run/custom/lldpd.socket").validate()
     msg = config_to_proto(cur)
-    assert msg.lldpd_socket_path == "/run/lldpd.socket" and msg.uplink_count == 2
+    assert msg.lldpd_socket_path == "/run/custom/lldpd.socket" and msg.uplink_count == 2
     msg.enrich_nic_enable = msg.enrich_lldp_enable = True
     msg.uplink_interfaces[:] = ["bond0"]
     new = config_from_proto(msg, cur)
     assert new.enrich_nic_enable and new.enrich_lldp_enable and new.uplink_interfaces == ["bond0"]
-    msg.ClearField("lldpd_socket_path")
+    msg.ClearField("lldpd_socket_path")   # a client that does not know the field: unchanged
     msg.uplink_count = 0
     new = config_from_proto(msg, cur)
-    assert new.lldpd_socket_path == "/run/lldpd.socket" and new.uplink_count == 0   # 0 = both slots
+    assert new.lldpd_socket_path == "/run/custom/lldpd.socket" and new.uplink_count == 0   # 0 = both slots
     for field, value in (("uplink_count", 3), ("uplink_interfaces", ["a", "b", "c"]), ("uplink_interfaces", ["a b"]),
-                         ("lldpd_socket_path", "x")):
+                         ("lldpd_socket_path", "/var/run/docker.sock")):
         m = cpb.XtcpConfig()
         m.CopyFrom(msg)
         if isinstance(value, list):
@@ -218,6 +218,8 @@ def test_grpc_config_mapping():
         with pytest.raises(ConfigError) as e:
             config_from_proto(m, cur)
         assert e.value.field == field
+    # the socket is the operator's (command line) choice: a Set cannot point lldpcli elsewhere
+    assert "restart" in str(e.value)
 
 
 @pytest.mark.root

@@ -30,10 +30,11 @@ SECRET_FIELDS = frozenset({"s3_access_key", "s3_secret_key"})
 # Informational, filled by the daemon.
 READ_ONLY_FIELDS = frozenset({"daemon_version"})
 # Fixed for the life of the process (the listener is already bound). 0 = keep.
-FIXED_FIELDS = frozenset({"grpc_port"})
+# lldpd_socket_path too: a Set must not make the root daemon (through lldpcli) connect to
+# any unix socket on the host; like other local paths, it is the operator's choice.
+FIXED_FIELDS = frozenset({"grpc_port", "lldpd_socket_path"})
 # 0 means "the built-in default", as upstream documents for these fields.
-ZERO_IS_DEFAULT = frozenset({"packet_size", "envelope_flush_threshold_bytes", "envelope_flush_threshold_rows",
-                             "lldpd_socket_path"})
+ZERO_IS_DEFAULT = frozenset({"packet_size", "envelope_flush_threshold_bytes", "envelope_flush_threshold_rows"})
 # Must be present / non-empty, as upstream's `required = true`.
 REQUIRED = frozenset({"poll_frequency", "poll_timeout", "marshal_to", "dest"})
 # Upstream-only knobs that merely tune a feature xtcp2 does not have: accepted and ignored,
