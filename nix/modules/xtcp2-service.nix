@@ -60,6 +60,8 @@ in
       description = "xtcp2 per-socket TCP telemetry";
       wantedBy = [ "multi-user.target" ];
       after = [ "network.target" ];
+      # -enrichLldp asks lldpd through lldpcli, whose socket is _lldpd-group only
+      path = lib.optional (cfg.flags.enrichLldp == true) pkgs.lldpd;
       serviceConfig = {
         ExecStart = lib.escapeShellArgs ([ (lib.getExe cfg.package) "--mode" cfg.mode ]
           ++ flags.toArgs cfg.flags ++ cfg.extraArgs);
@@ -76,6 +78,7 @@ in
         AmbientCapabilities = [ "CAP_SYS_ADMIN" "CAP_SYS_PTRACE" "CAP_NET_ADMIN" "CAP_NET_RAW"
                                 "CAP_BPF" "CAP_PERFMON" "CAP_SYS_RESOURCE" ];
         NoNewPrivileges = true;
+        SupplementaryGroups = lib.optional (cfg.flags.enrichLldp == true) "_lldpd";
 
         ProtectSystem = "strict";
         ProtectHome = true;

@@ -47,7 +47,8 @@ class LldpError(Exception):
 
 
 def find_lldpcli() -> str | None:
-    return shutil.which("lldpcli", path=_ENV["PATH"])
+    """The operator's PATH first (NixOS keeps it outside /usr), then Debian's places."""
+    return shutil.which("lldpcli") or shutil.which("lldpcli", path=_ENV["PATH"])
 
 
 def fetch_neighbors(socket_path: str = DEFAULT_SOCKET, timeout: float = 2.0,
