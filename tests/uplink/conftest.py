@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import pytest
 
-pytestmark = pytest.mark.root
-
 
 def ip(*args: str) -> str:
     return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
