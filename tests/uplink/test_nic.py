@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from xtcp2.identity.nic import PciIds, default_pci_ids, default_route_interfaces, read_nic, valid_ifname
+from xtcp2.identity.nic import (PciIds, default_pci_ids, default_route_interfaces, lower_devices, read_nic,
+                                valid_ifname)
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
@@ -84,6 +85,34 @@ def test_virtual_and_missing_interfaces(tmp_path):
     assert (n.driver, n.bus_info, n.pci_vendor, n.speed_mbps, n.errors) == ("", "", 0, 10000, [])
     gone = read_nic("eth9", str(tmp_path), use_ioctl=False)
     assert gone.errors == ["sysfs: no such interface"]
+
+
+def virtual(root: pathlib.Path, ifname: str, lowers: tuple[str, ...] = (), bridge: bool = False) -> None:
+    """A virtual device as the kernel shows it: devices/virtual/net/IF, lower_X -> ../X."""
+    d = root / "devices" / "virtual" / "net" / ifname
+    d.mkdir(parents=True)
+    for low in lowers:
+        (d / f"lower_{low}").symlink_to(f"../{low}")
+    if bridge:
+        (d / "bridge").mkdir()
+    _link(root / "class" / "net" / ifname, f"../../devices/virtual/net/{ifname}")
+
+
+def test_stacked_devices_resolve_to_the_nics_below(tmp_path):
+    pci_nic(tmp_path, "eth1", "0000:3b:00.1", (0x8086, 0x159B, 0, 0), "ice")
+    pci_nic(tmp_path, "eth0", "0000:3b:00.0", (0x8086, 0x159B, 0, 0), "ice")
+    pci_nic(tmp_path, "eth2", "0000:5e:00.0", (0x15B3, 0x101D, 0, 0), "mlx5_core")
+    virtual(tmp_path, "bond0", ("eth1", "eth0"))
+    virtual(tmp_path, "bond0.100", ("bond0",))
+    virtual(tmp_path, "vnet0")
+    virtual(tmp_path, "br0", ("vnet0", "eth2"), bridge=True)
+    virtual(tmp_path, "docker0", ("vnet0",), bridge=True)
+    root = str(tmp_path)
+    assert lower_devices("bond0.100", root) == ["eth0", "eth1"]   # VLAN on a bond: both ports
+    assert lower_devices("bond0", root) == ["eth0", "eth1"]
+    assert lower_devices("br0", root) == ["eth2"]                 # a bridge: its physical port only
+    assert lower_devices("docker0", root) == ["docker0"]          # nothing physical below: itself
+    assert lower_devices("eth0", root) == ["eth0"] and lower_devices("gone", root) == ["gone"]
 
 
 @pytest.mark.parametrize("name,ok", [("eth0", True), ("a" * 15, True), ("a" * 16, False), ("", False),
@@ -178,6 +207,22 @@ def test_speed_is_zero_while_the_link_is_down(veth_pair):
     subprocess.run(["ip", "-n", veth_pair.b, "link", "set", veth_pair.b_if, "up"], check=True)
     nic = json.loads(_in_ns(veth_pair.a, sys.executable, "-c", PROBE, veth_pair.a_if))["nic"]
     assert nic["speed_mbps"] == 10000
+
+
+@pytest.mark.root
+def test_real_macvlan_and_bridge_stacks(veth_pair):
+    """The kernel's own lower_* links: a macvlan resolves to the veth below it; a bridge
+    whose only port is a veth stays itself."""
+    a, dev = veth_pair.a, veth_pair.a_if
+    mv, br, port = dev[:-1] + "m", dev[:-1] + "r", dev[:-1] + "p"
+    subprocess.run(["ip", "-n", a, "link", "add", "link", dev, "name", mv, "type", "macvlan"], check=True)
+    subprocess.run(["ip", "-n", a, "link", "add", br, "type", "bridge"], check=True)
+    subprocess.run(["ip", "-n", a, "link", "add", port, "type", "veth", "peer", "name", port + "x"], check=True)
+    subprocess.run(["ip", "-n", a, "link", "set", port, "master", br], check=True)
+    code = ("import json, sys; from xtcp2.identity.nic import lower_devices; "
+            "print(json.dumps([lower_devices(n) for n in sys.argv[1:]]))")
+    got = json.loads(_in_ns(a, sys.executable, "-c", code, mv, br, dev))
+    assert got == [[dev], [br], [dev]]
 
 
 @pytest.mark.root

@@ -21,7 +21,7 @@ from xtcp2.identity.uplink import ERRORS, UplinkEnricher
 from xtcp2.marshal.protobuf_list import unmarshal
 
 from .conftest import wait_for
-from .test_nic import pci_nic
+from .test_nic import pci_nic, virtual
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -65,6 +65,26 @@ def test_missing_interface_is_counted_and_keeps_its_slot(tmp_path):
     assert _errors("nic", "sysfs") == before + 2
     assert consts["uplink1_ifname"] == "eth7" and consts["uplink1_nic_driver"] == ""
     assert consts["uplink2_nic_driver"] == "ice"
+
+
+def test_default_route_on_a_bond_fills_both_slots(tmp_path):
+    """Dual-homed: bond0 over two NICs, each to its own switch; the default route names bond0."""
+    sysfs, proc = tmp_path / "sys", tmp_path / "proc"
+    pci_nic(sysfs, "ens2f0", "0000:3b:00.0", (0x15B3, 0x101D, 0, 0), "mlx5_core")
+    pci_nic(sysfs, "ens2f1", "0000:3b:00.1", (0x15B3, 0x101D, 0, 0), "mlx5_core")
+    virtual(sysfs, "bond0", ("ens2f1", "ens2f0"))
+    (proc / "net").mkdir(parents=True)
+    (proc / "net" / "route").write_text(
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        "bond0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n")
+    cfg = Config(enrich_nic_enable=True).validate()
+    consts = UplinkEnricher(cfg, {}, sysfs_root=str(sysfs), proc_root=str(proc)).refresh()
+    assert (consts["uplink1_ifname"], consts["uplink2_ifname"]) == ("ens2f0", "ens2f1")
+    assert consts["uplink1_nic_bus_info"] == "0000:3b:00.0" and consts["uplink2_nic_bus_info"] == "0000:3b:00.1"
+    assert consts["uplink2_nic_model"] == "MT2892 Family [ConnectX-6 Dx]"
+    # named explicitly, bond0 is taken as given
+    mine = UplinkEnricher(cfg.replace(uplink_interfaces=["bond0"]), {}, sysfs_root=str(sysfs), proc_root=str(proc))
+    assert mine.interfaces() == ["bond0"]
 
 
 def test_physical_nic_fallback_without_default_route(tmp_path):
@@ -155,6 +175,26 @@ def test_daemon_records_carry_the_uplink(lldpd_pair, tmp_path):
         assert r.uplink2_ifname == ""                                           # one default route
     for r in plain:
         assert not r.uplink1_ifname and not r.uplink1_nic_driver and not r.uplink1_lldp_chassis_name
+
+
+@pytest.mark.root
+def test_daemon_default_route_on_a_macvlan_names_the_port_below(lldpd_pair, tmp_path):
+    """The default route leaves through a macvlan on the veth: the uplink is the veth,
+    where lldpd hears the switch."""
+    v = lldpd_pair.veth
+    mv = v.a_if[:-1] + "m"
+    for args in (["link", "add", "link", v.a_if, "name", mv, "type", "macvlan"],
+                 ["addr", "add", "10.78.0.3/24", "dev", mv], ["link", "set", mv, "up"],
+                 ["route", "replace", "default", "via", v.b_addr, "dev", mv]):
+        subprocess.run(["ip", "-n", v.a, *args], check=True)
+    holder = _holder(v.a)
+    try:
+        rows = _run_daemon(v.a, tmp_path / "mv.bin", "-enrichNic", "-enrichLldp", "-lldpdSocket", lldpd_pair.a_sock)
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+    assert rows and all(r.uplink1_ifname == v.a_if and r.uplink1_nic_driver == "veth"
+                        and r.uplink1_lldp_chassis_name == lldpd_pair.peer_name and not r.uplink2_ifname for r in rows)
 
 
 @pytest.mark.root

@@ -271,6 +271,29 @@ def default_pci_ids() -> PciIds:
     return _DEFAULT_PCI_IDS
 
 
+def lower_devices(ifname: str, sysfs_root: str = "/sys", _depth: int = 0) -> list[str]:
+    """The devices at the bottom of `ifname`'s stack, sorted: the NICs behind a bond, team,
+    VLAN or macvlan (the kernel's lower_* links, followed down), where LLDP is heard and the
+    PCI ids live. A bridge's ports are mostly veths and taps: only those with a device
+    behind them count. `ifname` itself when nothing is below it (or nothing physical
+    below a bridge)."""
+    d = os.path.join(sysfs_root, "class", "net", ifname)
+    try:
+        lowers = sorted(e[len("lower_"):] for e in os.listdir(d) if e.startswith("lower_"))
+    except OSError:
+        return [ifname]
+    if not lowers or _depth >= 8:
+        return [ifname]
+    out: list[str] = []
+    for low in lowers:
+        for leaf in lower_devices(low, sysfs_root, _depth + 1):
+            if leaf not in out and valid_ifname(leaf):
+                out.append(leaf)
+    if os.path.isdir(os.path.join(d, "bridge")):
+        out = [n for n in out if os.path.exists(os.path.join(sysfs_root, "class", "net", n, "device"))]
+    return out or [ifname]
+
+
 def default_route_interfaces(proc_root: str = "/proc") -> list[str]:
     """Interfaces holding a default route, IPv4 first (/proc/net/route, ipv6_route).
 

@@ -18,7 +18,7 @@ from typing import Callable
 from prometheus_client import Counter, Gauge
 
 from .lldp import LldpError, Neighbor, fetch_neighbors
-from .nic import NicInfo, default_route_interfaces, read_nic
+from .nic import NicInfo, default_route_interfaces, lower_devices, read_nic
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +149,17 @@ class UplinkEnricher:
 
     # ---- one round ---------------------------------------------------------------
     def interfaces(self) -> list[str]:
-        """The uplinks, slot order: -uplinkInterfaces, else the default routes' interfaces,
-        else the physical NICs; at most -uplinkCount (0 = 2)."""
+        """The uplinks, slot order: -uplinkInterfaces as given, else the default routes'
+        interfaces (a bond, VLAN or macvlan replaced by the NICs below it: a bond of two
+        ports to two switches fills both slots), else the physical NICs; at most
+        -uplinkCount (0 = 2)."""
         cfg = self._config
         count = min(cfg.uplink_count or MAX_UPLINKS, MAX_UPLINKS)
-        names = list(cfg.uplink_interfaces) or default_route_interfaces(self.proc_root) \
-            or physical_interfaces(self.sysfs_root)
+        names = list(cfg.uplink_interfaces)
+        if not names:
+            for route_if in default_route_interfaces(self.proc_root):
+                names += [n for n in lower_devices(route_if, self.sysfs_root) if n not in names]
+        names = names or physical_interfaces(self.sysfs_root)
         return names[:count]
 
     def refresh(self) -> dict:
