@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Callable
 
 from prometheus_client import Counter, Gauge
 
@@ -72,13 +71,11 @@ class UplinkEnricher:
     """Keeps the uplink fields of `target` (the record constants) up to date."""
 
     def __init__(self, config, target: dict, refresh_seconds: float = REFRESH_SECONDS,
-                 sysfs_root: str = "/sys", proc_root: str = "/proc",
-                 fetch_lldp: Callable[[str, float], dict[str, Neighbor]] | None = None) -> None:
+                 sysfs_root: str = "/sys", proc_root: str = "/proc") -> None:
         self._target = target
         self.refresh_seconds = refresh_seconds
         self.sysfs_root = sysfs_root
         self.proc_root = proc_root
-        self._fetch_lldp = fetch_lldp or (lambda sock, timeout: fetch_neighbors(sock, timeout))
         self._config = config
         self._nics: dict[str, dict] = {}         # ifname -> last good nic fields
         self._neighbors: dict[str, Neighbor] = {}
@@ -186,6 +183,10 @@ class UplinkEnricher:
             return consts
 
     def _refresh_nics(self, names: list[str]) -> None:
+        # forget interfaces that are no longer uplinks (routes change, devices go)
+        self._nics = {n: v for n, v in self._nics.items() if n in names}
+        for key in [k for k in self._last_error if k.startswith("nic:") and k[4:] not in names]:
+            del self._last_error[key]
         for name in names:
             try:
                 info = read_nic(name, self.sysfs_root)
@@ -204,7 +205,7 @@ class UplinkEnricher:
 
     def _refresh_lldp(self, socket_path: str) -> None:
         try:
-            self._neighbors = self._fetch_lldp(socket_path, LLDP_TIMEOUT)
+            self._neighbors = fetch_neighbors(socket_path, LLDP_TIMEOUT)
         except LldpError as e:
             ERRORS.labels("lldp", e.kind).inc()
             self._note("lldp", str(e))
