@@ -60,7 +60,7 @@ in
       description = "xtcp2 per-socket TCP telemetry";
       wantedBy = [ "multi-user.target" ];
       after = [ "network.target" ];
-      # -enrichLldp asks lldpd through lldpcli, whose socket is _lldpd-group only
+      # -enrichLldp asks lldpd through lldpcli; its socket is _lldpd-group only (NixOS has no setuid lldpcli)
       path = lib.optional (cfg.flags.enrichLldp == true) pkgs.lldpd;
       serviceConfig = {
         ExecStart = lib.escapeShellArgs ([ (lib.getExe cfg.package) "--mode" cfg.mode ]

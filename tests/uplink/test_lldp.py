@@ -131,3 +131,33 @@ def test_lldpd_without_neighbours(veth_pair, lldp_dir):
         assert fetch_neighbors(sock) == {}
     finally:
         stop([p])
+
+
+@pytest.mark.root
+def test_hardened_unit_needs_the_adm_and_lldpd_groups(lldpd_pair):
+    """As under deploy/systemd/xtcp2.service (NoNewPrivileges, no CAP_DAC_OVERRIDE): Debian's
+    lldpcli is mode 4750 _lldpd:adm, so root may not even run it without group adm, and
+    (its setuid bit ignored) may not reach the _lldpd socket without group _lldpd: the
+    unit needs SupplementaryGroups=adm _lldpd, as its comment and the README say."""
+    import grp
+    import shutil
+    import subprocess
+    import sys
+
+    assert shutil.which("setpriv"), "setpriv missing (util-linux, scripts/apt-test.txt)"
+    code = ("import sys; from xtcp2.identity.lldp import fetch_neighbors, LldpError\n"
+            "try: print(sorted(fetch_neighbors(sys.argv[1])))\n"
+            "except LldpError as e: print(e.kind, e)")
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[2]))
+    base = ["setpriv", "--no-new-privs", "--bounding-set=-dac_override,-dac_read_search"]
+    adm, lldpd = (str(grp.getgrnam(g).gr_gid) for g in ("adm", "_lldpd"))
+
+    def run(groups: str) -> str:
+        return subprocess.run([*base, "--groups", groups, sys.executable, "-c", code, lldpd_pair.a_sock],
+                              capture_output=True, text=True, env=env, timeout=30).stdout.strip()
+
+    assert run("0") == "cli /usr/sbin/lldpcli is not executable by this process (needs group adm, or root with " \
+                       "CAP_DAC_OVERRIDE)"
+    no_socket = run(adm)
+    assert no_socket.startswith("exit lldpcli exit 1: ") and "Permission denied" in no_socket
+    assert run(f"{adm},{lldpd}") == repr([lldpd_pair.veth.a_if])

@@ -62,6 +62,10 @@ def fetch_neighbors(socket_path: str = DEFAULT_SOCKET, timeout: float = 2.0,
         raise LldpError("socket", f"lldpd socket {socket_path}: not a unix socket")
     cli = lldpcli or find_lldpcli()
     if not cli:
+        present = [p for p in (os.path.join(d, "lldpcli") for d in _ENV["PATH"].split(":")) if os.path.exists(p)]
+        if present:  # Debian ships it 4750 _lldpd:adm
+            raise LldpError("cli", f"{present[0]} is not executable by this process (needs group adm, or root "
+                                   "with CAP_DAC_OVERRIDE)")
         raise LldpError("cli", "lldpcli not found (Debian package lldpd)")
     try:
         r = subprocess.run([cli, "-u", socket_path, "-f", "json0", "show", "neighbors"],
