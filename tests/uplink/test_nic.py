@@ -68,6 +68,23 @@ def test_virtio_nic_takes_ids_from_its_pci_parent(tmp_path):
     assert n.model == "Virtio 1.0 network device"
 
 
+def test_usb_nic_has_no_pci_ids(tmp_path):
+    """A USB NIC sits below the USB host controller's PCI function: those ids are not its own."""
+    pci_nic(tmp_path, "xhci-dummy", "0000:00:14.0", (0x8086, 0xA36D, 0, 0), "xhci_hcd")
+    usb = tmp_path / "devices" / "pci0000:00" / "0000:00:14.0" / "usb2" / "2-1" / "2-1:2.0"
+    _link(usb / "subsystem", os.path.relpath(tmp_path / "bus" / "usb", usb))
+    (tmp_path / "bus" / "usb" / "drivers" / "cdc_ether").mkdir(parents=True)
+    _link(usb / "driver", os.path.relpath(tmp_path / "bus" / "usb" / "drivers" / "cdc_ether", usb))
+    net = usb / "net" / "usb0"
+    _write(net / "carrier", "1\n")
+    _write(net / "speed", "1000\n")
+    _link(net / "device", "../..")
+    _link(tmp_path / "class" / "net" / "usb0", os.path.relpath(net, tmp_path / "class" / "net"))
+    n = read_nic("usb0", str(tmp_path), use_ioctl=False)
+    assert (n.driver, n.speed_mbps) == ("cdc_ether", 1000)
+    assert (n.pci_vendor, n.pci_device, n.bus_info, n.model) == (0, 0, "", "")
+
+
 def test_link_down_and_broken_files(tmp_path):
     pci_nic(tmp_path, "eth1", "0000:5e:00.1", (0x15B3, 0x101D, 0, 0), "mlx5_core", speed="-1")
     fn = tmp_path / "devices" / "pci0000:00" / "0000:5e:00.1"

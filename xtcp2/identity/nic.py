@@ -77,7 +77,7 @@ def read_nic(ifname: str, sysfs_root: str = "/sys", use_ioctl: bool | None = Non
     dev = os.path.join(if_dir, "device")
     if os.path.exists(dev):
         info.driver = _link_name(os.path.join(dev, "driver"))
-        pci = _pci_ancestor(os.path.realpath(dev))
+        pci = _pci_function(os.path.realpath(dev))
         if pci is not None:
             info.bus_info = os.path.basename(pci)
             info.pci_vendor = _read_hex(os.path.join(pci, "vendor"))
@@ -158,19 +158,23 @@ def ethtool_speed(fd: int, ifname: str) -> int | None:
     return None if speed in (SPEED_UNKNOWN, 0) else speed
 
 
-def _pci_ancestor(path: str) -> str | None:
-    """The nearest directory at or above `path` whose subsystem is the PCI bus.
+def _subsystem(path: str) -> str:
+    return os.path.basename(os.path.realpath(os.path.join(path, "subsystem")))
 
-    A PCI NIC's `device` is the PCI function itself; a virtio NIC's is a virtio device
-    whose parent is the PCI function (0000:00:03.0/virtio2).
+
+def _pci_function(dev: str) -> str | None:
+    """The PCI function behind an interface's `device`, if the NIC is on PCI.
+
+    A PCI NIC's `device` is the function itself; a virtio NIC's is a virtio device whose
+    parent is the function (0000:00:03.0/virtio2). Nothing else: a USB NIC's ancestors
+    include the USB host controller's function, whose ids are not the NIC's.
     """
-    for _ in range(8):
-        if os.path.basename(os.path.realpath(os.path.join(path, "subsystem"))) == "pci":
-            return path
-        parent = os.path.dirname(path)
-        if parent == path:
-            return None
-        path = parent
+    sub = _subsystem(dev)
+    if sub == "pci":
+        return dev
+    parent = os.path.dirname(dev)
+    if sub == "virtio" and _subsystem(parent) == "pci":
+        return parent
     return None
 
 
