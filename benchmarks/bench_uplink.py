@@ -106,9 +106,10 @@ def report(what: str, times: dict, sizes: dict) -> None:
     for name, m in med.items():
         extra = f"  {sizes[name]:.0f} B/row" if sizes else ""
         print(f"  uplink fields {name:3}: {m * 1e3:8.1f} ms{extra}   samples {['%.0f' % (v * 1e3) for v in times[name]]}")
+    low = {k: min(v) for k, v in times.items()}
     for name in med:
         if name != "off":
-            print(f"  {name}/off = {med[name] / med['off']:.3f}"
+            print(f"  {name}/off = {med[name] / med['off']:.3f} (medians), {low[name] / low['off']:.3f} (minima)"
                   + (f"  (+{sizes[name] - sizes['off']:.0f} B/row)" if sizes else ""))
 
 
