@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from . import values
 from .dest import known_schemes
 from .errors import ConfigError
-from .identity.nic import valid_ifname
 from .marshal import MARSHALLERS as _MARSHALLER_REGISTRY
 from .marshal.human import select_columns
 
@@ -229,8 +228,11 @@ class Config:
         need(scheme in known_schemes(), "dest",
              f"unknown destination scheme {scheme!r}; valid: {', '.join(sorted(known_schemes()))}")
         need(len(self.uplink_interfaces) <= 2, "uplink_interfaces", "at most 2 interfaces (two uplink slots)")
-        bad = [n for n in self.uplink_interfaces if not valid_ifname(n)]
-        need(not bad, "uplink_interfaces", f"invalid interface name {bad[0]!r}" if bad else "")
+        for name in self.uplink_interfaces:
+            try:
+                values.ifname(name)
+            except ValueError as e:
+                raise ConfigError("uplink_interfaces", str(e)) from None
         need(self.lldpd_socket_path.startswith("/"), "lldpd_socket_path", "must be an absolute path")
         return self
 

@@ -99,3 +99,14 @@ def text(value: object, max_len: int) -> str:
         raise ValueError(f"contains control character {ascii(bad.group())} at position {bad.start()}; "
                          "only printable text is allowed")
     return value
+
+
+def ifname(value: object) -> str:
+    """`value` if it is a network interface name the kernel accepts (dev_valid_name: 1-15
+    bytes, not '.' or '..', no '/', ':' or whitespace) and printable."""
+    name = text(value, 15)
+    if not name or len(name.encode()) > 15 or name in (".", ".."):
+        raise ValueError(f"invalid interface name {name!r}: 1 to 15 bytes, not '.' or '..'")
+    if not name.isprintable() or any(ch in "/:" or ch.isspace() for ch in name):
+        raise ValueError(f"invalid interface name {name!r}: no '/', ':' or whitespace")
+    return name

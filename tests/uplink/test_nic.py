@@ -133,7 +133,8 @@ def test_stacked_devices_resolve_to_the_nics_below(tmp_path):
 
 
 @pytest.mark.parametrize("name,ok", [("eth0", True), ("a" * 15, True), ("a" * 16, False), ("", False),
-                                     ("..", False), ("a/b", False), ("a b", False), ("a:1", False)])
+                                     ("..", False), ("a/b", False), ("a b", False), ("a:1", False),
+                                     ("a\x01", False), ("é" * 8, False)])
 def test_interface_names(name, ok):
     assert valid_ifname(name) is ok
     if not ok:

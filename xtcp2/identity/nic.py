@@ -21,6 +21,8 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
+from .. import values
+
 SIOCETHTOOL = 0x8946
 ETHTOOL_GDRVINFO = 0x00000003
 ETHTOOL_GLINKSETTINGS = 0x0000004C
@@ -55,11 +57,12 @@ class NicInfo:
 
 
 def valid_ifname(name: str) -> bool:
-    """The kernel's dev_valid_name() (1..15 bytes, no '/', ':' or whitespace, not '.'/'..'),
-    and printable: a name we stamp on records or pass to lldpcli's output parser."""
-    if not name or len(name.encode()) >= IFNAMSIZ or name in (".", ".."):
+    """A name the kernel accepts for an interface, and printable (values.ifname)."""
+    try:
+        values.ifname(name)
+    except ValueError:
         return False
-    return name.isprintable() and not any(ch == "/" or ch == ":" or ch.isspace() for ch in name)
+    return True
 
 
 def read_nic(ifname: str, sysfs_root: str = "/sys", use_ioctl: bool | None = None,
