@@ -55,6 +55,19 @@ def test_two_slots_from_fixture_sysfs(tmp_path):
     assert one["uplink1_ifname"] == "ens1f1" and one["uplink2_ifname"] == ""
 
 
+def test_stamp_as_a_sink_join(tmp_path):
+    """stamp(cols, consts) adds the current fields to a batch's constants (a record-sink join)."""
+    pci_nic(tmp_path, "eth0", "0000:3b:00.0", (0x8086, 0x159B, 0, 0), "ice")
+    off = UplinkEnricher(Config(), sysfs_root=str(tmp_path))
+    consts = {"netns": "x"}
+    off.stamp(None, consts)
+    assert consts == {"netns": "x"}
+    on = UplinkEnricher(Config(enrich_nic_enable=True, uplink_interfaces=["eth0"]).validate(), sysfs_root=str(tmp_path))
+    on.refresh()
+    on.stamp(None, consts)
+    assert consts["netns"] == "x" and consts["uplink1_nic_driver"] == "ice" and consts["uplink2_ifname"] == ""
+
+
 def test_missing_interface_is_counted_and_keeps_its_slot(tmp_path):
     pci_nic(tmp_path, "eth0", "0000:3b:00.0", (0x8086, 0x159B, 0, 0), "ice")
     cfg = Config(enrich_nic_enable=True, uplink_interfaces=["eth7", "eth0"]).validate()

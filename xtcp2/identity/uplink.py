@@ -70,9 +70,9 @@ def physical_interfaces(sysfs_root: str = "/sys") -> list[str]:
 class UplinkEnricher:
     """Keeps the uplink fields of `target` (the record constants) up to date."""
 
-    def __init__(self, config, target: dict, refresh_seconds: float = REFRESH_SECONDS,
+    def __init__(self, config, target: dict | None = None, refresh_seconds: float = REFRESH_SECONDS,
                  sysfs_root: str = "/sys", proc_root: str = "/proc") -> None:
-        self._target = target
+        self._target = target if target is not None else {}
         self.refresh_seconds = refresh_seconds
         self.sysfs_root = sysfs_root
         self.proc_root = proc_root
@@ -86,9 +86,17 @@ class UplinkEnricher:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()            # one refresh at a time
         self.constants: dict = empty_constants()
+        self._stamped: dict = {}                 # what stamp() adds: nothing until first published
+
+    def stamp(self, cols, consts: dict) -> None:
+        """The same fields as a record-sink join: onto one batch's constants. Reads one
+        reference (swapped whole by _publish), so it never waits for a refresh."""
+        current = self._stamped
+        if current:
+            consts.update(current)
 
     @classmethod
-    def started(cls, config, target: dict, **kwargs) -> "UplinkEnricher":
+    def started(cls, config, target: dict | None = None, **kwargs) -> "UplinkEnricher":
         """The daemon's hook: an enricher already running if the config asks for one."""
         u = cls(config, target, **kwargs)
         u.start()
@@ -227,4 +235,5 @@ class UplinkEnricher:
             changed = {k: v for k, v in consts.items() if self.constants.get(k) != v}
             log.info("uplink fields: %s", ", ".join(f"{k}={v!r}" for k, v in sorted(changed.items()) if v) or "cleared")
         self.constants = consts
+        self._stamped = consts
         self._target.update(consts)  # one C-level update: concurrent dict() copies see old or new
