@@ -276,20 +276,28 @@ def test_grpc_config_mapping():
 
 
 @pytest.mark.root
-def test_daemon_constants_keep_the_uplink_across_reconfigure():
-    """The poll collector's constants dict is the one close records (and bpf records) copy;
-    a reconfigure of other fields must not wipe the uplink keys written into it."""
+def test_daemon_records_keep_the_uplink_across_reconfigure():
+    """In-process daemon: records carry the uplink before and after a reconfigure of other
+    fields (a reconfigure rebuilds the record constants; the uplink must survive it)."""
+    import socket
+
     from xtcp2.daemon import Daemon
     d = Daemon(Config(dest="null", netns=["self"], enrich_nic_enable=True, uplink_interfaces=["lo"]).validate())
-    try:
-        assert d.collector.base_constants["uplink1_ifname"] == "lo"
-        if d.closes is not None:
-            assert d.closes.base is d.collector.base_constants
-        d.reconfigure(d.config.replace(label="x"))
-        assert d.collector.base_constants["label"] == "x"
-        assert d.collector.base_constants["uplink1_ifname"] == "lo"
-    finally:
-        d.close()
+    bodies: list[bytes] = []
+    d.add_listener(lambda env: bodies.append(env.body))
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen()
+        try:
+            d.table.reconcile()
+            d.collector.poll()
+            d.reconfigure(d.config.replace(label="x"))
+            d.collector.poll()
+        finally:
+            d.close()
+    rows = [r for b in bodies for r in pb.Envelope.FromString(b).row]
+    assert any(r.label == "" for r in rows) and any(r.label == "x" for r in rows)
+    assert all(r.uplink1_ifname == "lo" for r in rows)
 
 
 @pytest.mark.root
