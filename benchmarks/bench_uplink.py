@@ -4,7 +4,7 @@ The NIC / LLDP values are read by a background thread; the only cost on the poll
 encoding them: they are constants, pre-encoded once per call and copied into every row,
 so the cost is the extra bytes per row. Both uplink slots are filled with values of
 realistic length (a dual-homed host with a ConnectX NIC behind a named switch port),
-written into the collector's record constants exactly as the enricher writes them.
+added to every batch's constants by a sink join, as the enricher's stamp() does.
 
   --encode  encode_rows alone on the rows bench_encode.py builds (close records)
   default   whole in-process polls (dump, decode, encode, marshal, dest null) of a
@@ -76,17 +76,17 @@ def bench_poll(connections: int, repeat: int) -> None:
             raise SystemExit("population failed")
         daemon = Daemon(Config(netns=[ns], dest="null", once=True, debug_level=0))
         daemon.reconcile()
-        base = daemon.collector.base_constants
-        plain = dict(base)
-        stamped = dict(base, **uplink_constants())
-        nic_only = dict(base, **{k: v for k, v in uplink_constants().items() if "_lldp_" not in k})
+        current = [{}]
+        daemon.sink.add_join(lambda cols, consts: consts.update(current[0]))
+        plain: dict = {}
+        stamped = uplink_constants()
+        nic_only = {k: v for k, v in uplink_constants().items() if "_lldp_" not in k}
         times: dict[str, list[float]] = {"off": [], "nic": [], "on": []}
         records = 0
         daemon.collector.poll()  # warm-up
         for _ in range(repeat):
             for name, consts in (("off", plain), ("nic", nic_only), ("on", stamped)):
-                base.clear()
-                base.update(consts)
+                current[0] = consts
                 t = time.perf_counter()
                 records = daemon.collector.poll().records
                 times[name].append(time.perf_counter() - t)

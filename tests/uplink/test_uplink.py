@@ -302,8 +302,8 @@ def test_daemon_records_keep_the_uplink_across_reconfigure():
 
 @pytest.mark.root
 def test_bpf_mode_records_carry_the_uplink(veth_pair, tmp_path):
-    """bpf mode builds its own record constants from the poll collector's: the uplink
-    fields reach its RESYNC/OPEN records too. (Its metrics and gRPC listeners bind A's
+    """bpf mode's records go through the same sink: the uplink fields reach its
+    RESYNC/OPEN records too. (Its metrics and gRPC listeners bind A's
     own loopback, so the default ports collide with nothing.)"""
     from xtcp2.ebpf import available
     ok, why = available()

@@ -2,10 +2,11 @@
 identity (nic.py) and their LLDP neighbour (lldp.py), kept fresh in the background.
 
 These are per-host constants. A refresher thread recomputes them every
-`refresh_seconds` (and at once after a reconfigure) and writes them into the record
-constants dict it was given: one `dict.update` of str keys, atomic under the GIL, and
-the collectors copy that dict per namespace. A poll never waits for sysfs, an ioctl or
-lldpcli; only start() waits (bounded) for the first round so the first poll has them.
+`refresh_seconds` (and at once after a reconfigure) and publishes them as one dict,
+swapped whole; the record sink's join `stamp()` adds that dict to every batch's
+constants (a `target` dict, if given, is also updated). A poll never waits for sysfs,
+an ioctl or lldpcli; only start() waits (bounded) for the first round so the first poll
+has them.
 A source that fails keeps its last known values and counts the error.
 """
 from __future__ import annotations
@@ -68,7 +69,7 @@ def physical_interfaces(sysfs_root: str = "/sys") -> list[str]:
 
 
 class UplinkEnricher:
-    """Keeps the uplink fields of `target` (the record constants) up to date."""
+    """Keeps the uplink fields up to date; stamp() puts them on records."""
 
     def __init__(self, config, target: dict | None = None, refresh_seconds: float = REFRESH_SECONDS,
                  sysfs_root: str = "/sys", proc_root: str = "/proc") -> None:
