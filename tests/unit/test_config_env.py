@@ -57,7 +57,9 @@ def test_every_flag_is_settable_from_the_environment():
            "KAFKA_PRODUCE_TIMEOUT": "7s", "S3_ENDPOINT": "http://127.0.0.1:9000", "S3_BUCKET": "bkt",
            "S3_PREFIX": "pre", "S3_REGION": "r1", "S3_SKIP_BUCKET_PROBE": "true", "S3_PARQUET_FLUSH_BYTES": "1048576",
            "S3_FLUSH_INTERVAL": "60s", "S3_FLUSH_JITTER_PCT": "5", "S3_FLUSH_THRESHOLD_JITTER_PCT": "5",
-           "S3_UPLOAD_MAX_ATTEMPTS": "3", "S3_UPLOAD_BACKOFF_CAP": "30s", "XTCP_COLUMNS": "hostname,tcpInfoRtt"}
+           "S3_UPLOAD_MAX_ATTEMPTS": "3", "S3_UPLOAD_BACKOFF_CAP": "30s", "XTCP_COLUMNS": "hostname,tcpInfoRtt",
+           "XTCP_ENRICH_NIC": "true", "XTCP_ENRICH_LLDP": "false", "XTCP_LLDPD_SOCKET": "/run/l.sock",
+           "XTCP_LLDPD_VERSION_HINT": "1.0", "XTCP_UPLINK_COUNT": "1", "XTCP_UPLINK_INTERFACES": "eth0"}
     assert set(env) == {o.env for o in options()}, "a setting without a variable in this test"
     cfg, given = _resolve([], env)
     assert all(src.startswith("env ") for src in given.sources.values())
