@@ -87,6 +87,13 @@ FLAGS = [
     ("grpcTokenFile", "grpc_token_file", str, "bearer token file (mode 0600); required for a non-loopback -grpcListen"),
     ("fileDestDir", "file_dest_dir", str, "gRPC Set may point file/unix destinations and capture_path only inside this directory"),
     ("d", "debug_level", int, "debug level"),
+    ("dockerSocket", "docker_socket_path", str, "Docker Engine API unix socket for -enrichContainer (podman's compatible socket works too)"),
+]
+# Go-style booleans: a bare -flag means true, -flag=false / -flag false turn it off
+BOOL_FLAGS = [
+    ("resolveProcess", "resolve_process", "pid and comm of the process holding each socket (from /proc, as ss -p)"),
+    ("resolveContainerId", "resolve_container_id", "container id and runtime of each socket, from its cgroup"),
+    ("enrichContainer", "enrich_container_enable", "container name, image and Kubernetes pod from the Docker Engine API (-dockerSocket); best-effort"),
 ]
 
 
@@ -98,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, field)
         p.add_argument(f"-{flag}", f"--{flag}", dest=field, type=typ, default=None,
                        help=help_ if default is None else f"{help_} (default {default!r})")
+    for flag, field, help_ in BOOL_FLAGS:
+        p.add_argument(f"-{flag}", f"--{flag}", dest=field, type=_bool, nargs="?", const=True, default=None,
+                       metavar="BOOL", help=f"{help_} (default {getattr(defaults, field)})")
     p.add_argument("-deserializers", "--deserializers", default=None,
                    help="attribute decoders: default, all, '' or a comma list")
     p.add_argument("--mode", "-mode", choices=MODES, default=None, help="poll, bpf or auto (default auto: bpf when its programs load here, else poll)")
@@ -114,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    changes = {field: getattr(args, field) for _, field, _, _ in FLAGS if getattr(args, field) is not None}
+    fields = [f for _, f, _, _ in FLAGS] + [f for _, f, _ in BOOL_FLAGS]
+    changes = {field: getattr(args, field) for field in fields if getattr(args, field) is not None}
     if args.deserializers is not None:
         changes["enabled_deserializers"] = parse_deserializers(args.deserializers)
     if args.mode:

@@ -27,6 +27,9 @@ class Daemon:
                                     config.populate_nsid)
         self.emitter = Emitter(config)
         self.sink = RecordSink(config, self.emitter)
+        from .identity.join import IdentityJoin
+        self.identity = IdentityJoin.from_config(config)   # pid, comm, container of every record
+        self.sink.add_join(self.identity.sink_join)
         self.collector = NetlinkCollector(config, self.table, self.sink)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -60,6 +63,7 @@ class Daemon:
         with self._lock:
             self.emitter.configure(new)
             self.sink.configure(new)
+            self.identity.configure(new)
             self.collector.configure(new)
             self.mode.configure(new)
             self._config = new
@@ -99,5 +103,6 @@ class Daemon:
     def close(self) -> None:
         self.mode.close()
         self.collector.close()
+        self.identity.close()
         self.emitter.close()
         self.table.close()

@@ -2,14 +2,23 @@
 
 Identity is (st_dev, st_ino) of the nsfs file; the same namespace reached through
 several paths (a bind mount and the processes inside it) is reported once, under the
-most descriptive name: a bind-mount file name beats "pid:<n>".
+name upstream gives it: "default" for the daemon's own (the host's; "self" is kept as
+an alias), the bind-mount name under /run/netns, the id of the container that owns it
+(the container of its oldest process, from /proc/PID/cgroup), the docker bind-mount
+name, else "netns:[<inode>]".
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 
+from ..identity.cgroup import read_proc_cgroup
+
 NETNS_DIRS = ("/run/netns", "/run/docker/netns")
+HOST_NAME = "default"
+OWNER_PIDS = 8   # processes whose cgroup is read to find a namespace's container
+# namespace -> owning container id, once found (a namespace never changes owner)
+_owners: dict[tuple[int, int], str] = {}
 
 
 @dataclass
@@ -56,7 +65,8 @@ def discover(include_proc: bool = True, dirs=NETNS_DIRS, proc: str = "/proc") ->
     nsfs_dev = st.st_dev if st else None  # every namespace file lives on the one nsfs
     self_pid = _self_pid(proc) if st else None
     if st:
-        found[(st.st_dev, st.st_ino)] = NetnsRef("self", self_path, st.st_ino, st.st_dev, "self", [self_pid])
+        found[(st.st_dev, st.st_ino)] = NetnsRef(HOST_NAME, self_path, st.st_ino, st.st_dev, "self", [self_pid],
+                                                 ["self"])
     for d in dirs:
         source = "docker" if "docker" in d else "netns"
         try:
@@ -91,14 +101,53 @@ def discover(include_proc: bool = True, dirs=NETNS_DIRS, proc: str = "/proc") ->
             pid = int(name)
             ref = found.get(key)
             if ref is None:
-                found[key] = NetnsRef(f"pid:{pid}", path, st.st_ino, st.st_dev, "proc", [pid])
+                found[key] = NetnsRef(f"netns:[{st.st_ino}]", path, st.st_ino, st.st_dev, "proc", [pid])
             else:
                 ref.pids.append(pid)
+    for key in [k for k in _owners if k not in found]:
+        del _owners[key]
+    for key, ref in found.items():
+        if ref.source in ("docker", "proc"):
+            cid = container_owner(key, ref.pids, proc)
+            if cid and cid != ref.name:
+                ref.aliases.append(ref.name)
+                ref.name = cid
     return found
 
 
+def _start_time(pid: int, proc: str = "/proc") -> int:
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rfind(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 1 << 62
+
+
+def container_owner(key: tuple[int, int], pids: list[int], proc: str = "/proc") -> str:
+    """Id of the container that owns the namespace: the container of its oldest process.
+
+    Containers that join another's namespace (a pod, `--network container:X`) start
+    after its owner. Only the OWNER_PIDS lowest pids are read; a namespace found to have
+    no container is looked at again at the next discovery (it may be starting).
+    """
+    cid = _owners.get(key)
+    if cid is None:
+        best = None
+        for pid in sorted(pids)[:OWNER_PIDS]:
+            c, _ = read_proc_cgroup(pid, proc)
+            if c is not None:
+                t = _start_time(pid, proc)
+                if best is None or t < best[0]:
+                    best = (t, c.id)
+        if best is None:
+            return ""
+        cid = _owners[key] = best[1]
+    return cid
+
+
 def select(found: dict[tuple[int, int], NetnsRef], names: list[str]) -> dict[tuple[int, int], NetnsRef]:
-    """Restrict to --netns NAME values ("self" = the daemon's own namespace)."""
+    """Restrict to --netns NAME values ("default" or "self" = the daemon's own namespace)."""
     if not names:
         return found
     wanted = set(names)
