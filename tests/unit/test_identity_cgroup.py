@@ -97,7 +97,7 @@ def test_index_rebuilds_on_miss_at_most_once_per_interval(tmp_path):
     ino = os.stat(tmp_path / "docker" / ID).st_ino
     assert idx.lookup_many([ino]) == {ino: None}   # rate limited: not seen yet
     assert idx.walks == walks
-    idx.min_interval = 0
+    idx._next = 0   # the interval has passed
     assert idx.lookup_many([ino]) == {ino: Container(ID, "docker")}
     assert idx.walks == walks + 1
 

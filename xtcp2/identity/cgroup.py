@@ -126,19 +126,21 @@ class CgroupIndex:
     """cgroup v2 id (directory inode) -> Container, or None for a directory no container owns.
 
     Built by walking the cgroup2 tree (directories only; a host has hundreds to a few
-    thousand); rebuilt when a lookup misses (a cgroup created since), at most once per
-    `min_interval` seconds, so a burst of new sockets costs one walk. Directories learned
+    thousand); rebuilt when a lookup misses (a cgroup created since), waiting at least
+    `min_interval` and ten times the last walk's cost between walks, so a burst of new
+    sockets costs one walk. Directories learned
     from /proc/PID/cgroup are added as they come. Lookups never touch the filesystem.
     """
 
-    def __init__(self, root: str | None = None, proc_root: str = "/proc", min_interval: float = 1.0,
+    def __init__(self, root: str | None = None, proc_root: str = "/proc", min_interval: float = 0.05,
                  max_dirs: int = 200_000) -> None:
         self.root = root if root is not None else cgroup2_mount(proc_root)
         self.min_interval = min_interval
         self.max_dirs = max_dirs
         self._map: dict[int, Container | None] = {}
+        self._paths: dict[int, str] = {}   # cgroup id -> path below the root
         self._lock = threading.Lock()
-        self._built = 0.0
+        self._next = 0.0
         self.walks = 0
 
     @property
@@ -165,21 +167,39 @@ class CgroupIndex:
         """Map the directory of a process's v2 path to its container (one stat)."""
         if not self.root or not v2_path:
             return
+        rel = v2_path.rstrip("/")
         try:
-            ino = os.stat(self.root + v2_path.rstrip("/")).st_ino if v2_path != "/" else os.stat(self.root).st_ino
+            ino = os.stat(self.root + rel).st_ino
         except OSError:
             return
         self._map[ino] = container
+        self._paths[ino] = rel
+
+    def procs(self, cgroup_id: int, limit: int = 256) -> list[int] | None:
+        """Pids in that cgroup (its cgroup.procs), None when unknown or more than `limit`."""
+        rel = self._paths.get(cgroup_id)
+        if rel is None:
+            return None
+        try:
+            with open(f"{self.root}{rel}/cgroup.procs", "rb") as f:
+                data = f.read(16 * (limit + 1))
+        except OSError:
+            return None
+        pids = data.split()
+        if len(pids) > limit:
+            return None
+        return [int(p) for p in pids]
 
     def rebuild(self, force: bool = False) -> bool:
+        """Walk the tree again, unless the last walk was too recent (ten times its cost)."""
         now = time.monotonic()
-        if not force and now - self._built < self.min_interval:
+        if not force and now < self._next:
             return False
         with self._lock:
-            if not force and now - self._built < self.min_interval:
+            if not force and now < self._next:
                 return False
-            self._built = now
             new: dict[int, Container | None] = {}
+            paths: dict[int, str] = {}
             stack = [(self.root, "")]
             while stack and len(new) < self.max_dirs:
                 path, rel = stack.pop()
@@ -189,14 +209,17 @@ class CgroupIndex:
                 except OSError:
                     continue
                 new[st.st_ino] = parse_path(rel) if rel else None
+                paths[st.st_ino] = rel
                 for e in entries:
                     try:
                         if e.is_dir(follow_symlinks=False):
                             stack.append((e.path, f"{rel}/{e.name}"))
                     except OSError:
                         continue
-            self._map = new
+            self._map, self._paths = new, paths
             self.walks += 1
+            end = time.monotonic()
+            self._next = end + max(self.min_interval, 9 * (end - now))
             return True
 
 

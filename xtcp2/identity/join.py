@@ -168,14 +168,31 @@ class IdentityJoin:
             self._seen[hp] = now
         return out
 
-    def _resolve_new(self, cookies: np.ndarray, inodes: np.ndarray, owner: np.ndarray, now: float) -> None:
-        """Find owners of uncached sockets in /proc; cache the ones found (in place in owner)."""
+    def _resolve_new(self, cookies: np.ndarray, inodes: np.ndarray, cgroups, owner: np.ndarray, now: float) -> None:
+        """Find owners of uncached sockets in /proc; cache the ones found (in place in owner).
+
+        Sockets whose cgroup holds few processes (a container's) are looked for in those
+        processes only; the rest wait for the (rate limited) walk of all of /proc.
+        """
         miss = np.flatnonzero((owner < 0) & (inodes > 0))
         if not len(miss):
             return
-        uniq = np.unique(inodes[miss])
-        wanted = self.owners.wanted(uniq.tolist())
-        found = self.owners.find(wanted)
+        found: dict[int, int] = {}
+        if cgroups is not None and self.cgroups.available:
+            cg = np.asarray(cgroups)[miss]
+            ucg, inv = np.unique(cg, return_inverse=True)
+            known = self.cgroups.lookup_many([i for i in ucg.tolist() if i])
+            for k, cid in enumerate(ucg.tolist()):
+                if not cid or known.get(cid) is None:
+                    continue   # host cgroups: many processes, left to the walk
+                pids = self.cgroups.procs(cid)
+                if pids:
+                    found.update(self.owners.find_in(pids, np.unique(inodes[miss[inv == k]]).tolist()))
+        rest = np.unique(inodes[miss])
+        if found:
+            rest = rest[~np.isin(rest, np.fromiter(found.keys(), np.uint64, len(found)))]
+        if len(rest):
+            found.update(self.owners.find(self.owners.wanted(rest.tolist())))
         if not found:
             return
         f_inodes = np.fromiter(found.keys(), np.uint64, len(found))
@@ -273,12 +290,15 @@ class IdentityJoin:
             owner = self._lookup(cookies, now)
             inodes = cols.get("inet_diag_msg_inode")
             if inodes is not None:
-                self._resolve_new(cookies, np.asarray(inodes), owner, now)
-            has = owner >= 0
+                self._resolve_new(cookies, np.asarray(inodes), cols.get("c_group"), owner, now)
+            # a socket past its process (TIME_WAIT keeps the cookie, loses the inode) still
+            # names its container through the cache, but no longer a process
+            held = owner if inodes is None else np.where(np.asarray(inodes) != 0, owner, -1)
+            has = held >= 0
             if has.any():
-                out["pid"] = np.where(has, self._proc_pid[owner] if len(self._proc_pid) else 0, 0).astype(np.uint32)
+                out["pid"] = np.where(has, self._proc_pid[held] if len(self._proc_pid) else 0, 0).astype(np.uint32)
                 data, lens = self._comm
-                out["comm"] = BytesColumn(data[owner], lens[owner])   # row -1 is the empty string
+                out["comm"] = BytesColumn(data[held], lens[held])   # row -1 is the empty string
                 stats.RECORDS.labels("process").inc(int(has.sum()))
         if not self.resolve_container:
             return out
@@ -293,7 +313,15 @@ class IdentityJoin:
             need = (cont < 0) & (owner >= 0)
             if need.any():
                 cont[need] = self._proc_cont[owner[need]]
+        # sockets no process can hold (TIME_WAIT, request and orphaned sockets have no
+        # inode): the container owning the namespace. A socket whose owner is still being
+        # looked up stays unnamed rather than being guessed.
         orphan = (cont < 0) & (owner < 0)
+        inodes = cols.get("inet_diag_msg_inode")
+        if inodes is not None:
+            orphan &= np.asarray(inodes) == 0
+        if cg is not None:
+            orphan &= np.asarray(cg) == 0
         if orphan.any():
             self._namespace_fallback(cols, consts, cont, orphan)
         if not (cont >= 0).any():
