@@ -85,14 +85,29 @@ def test_walks_are_rate_limited_and_absent_sockets_remembered(proc):
 def test_budget_bounds_a_walk_which_resumes(proc):
     for pid in range(10, 20):
         proc.add(pid, f"p{pid}", sockets=[pid * 10])
-    owners = SocketOwners(str(proc.root), min_interval=0, budget=0)
+    owners = SocketOwners(str(proc.root), min_interval=0, share=0.0, burst=1.0)
     got = {}
     calls = 0
     while len(got) < 10 and calls < 20:
+        owners._tokens = 1e-9   # time for one process per call
         got.update(owners.find([pid * 10 for pid in range(10, 20) if pid * 10 not in got]))
         calls += 1
     assert got == {pid * 10: pid for pid in range(10, 20)}
     assert calls == 10 and owners.walks == 1       # one process per call, one walk
+    assert owners.find([999]) == {}                # spent, nothing refills it (share 0)
+    assert owners.walks == 1
+
+
+def test_cgroup_processes_are_read_once_per_poll(proc):
+    proc.add(10, "a", sockets=[100, 101])
+    proc.add(20, "b", sockets=[200])
+    owners = SocketOwners(str(proc.root), reread_after=3600)
+    assert owners.find_in([10, 20], [100]) == {100: 10}
+    read = owners.links_read
+    assert owners.find_in([10, 20], [101, 200]) == {101: 10, 200: 20}   # 10 from memory, 20 read now
+    assert owners.links_read == read + 3
+    assert owners.find_in([10, 20], [102]) == {}   # both read recently: not again
+    assert owners.links_read == read + 3 and owners.walks == 0
 
 
 def test_forget_exited_and_reused_pids(proc):

@@ -1,0 +1,170 @@
+"""What socket identity (pid/comm, container) costs a poll, against enrichment off, same run.
+
+Builds N loopback connections (2N sockets) in a fresh namespace (benchmarks/population.py).
+Its processes run in a cgroup v2 directory named like a container
+(<cgroup2>/xtcp2bench/<64 hex>), so every socket also resolves to a container id through
+the kernel's cgroup id. Three in-process daemons watch the namespace, differing only in
+enrichment, and poll it interleaved, `--repeat` times each:
+  off        -resolveProcess=false (no identity work at all)
+  process    -resolveProcess (the default): pid + comm on every record
+  container  -resolveProcess -resolveContainerId -enrichContainer (docker socket absent:
+             container id + runtime on every record, names would come from the API)
+Reports medians, the ratio to `off`, and the first poll of a fresh daemon (every socket
+new: the /proc walk) against its own steady state.
+
+    python benchmarks/bench_identity.py --connections 50000 [--repeat 5]
+    python benchmarks/bench_identity.py --containers 100   # daemon RSS with 100 docker containers
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from xtcp2.config import Config  # noqa: E402
+from xtcp2.daemon import Daemon  # noqa: E402
+from xtcp2.identity.cgroup import cgroup2_mount  # noqa: E402
+
+NS = "xtcp2bench-identity"
+FAKE_ID = "b" * 64
+MODES = {
+    "off": dict(resolve_process=False),
+    "process": dict(resolve_process=True),
+    "container": dict(resolve_process=True, resolve_container_id=True, enrich_container_enable=True,
+                      docker_socket_path="/nonexistent/docker.sock"),
+}
+
+
+def daemon_for(mode: str) -> Daemon:
+    cfg = Config(netns=[NS], dest="null", marshal_to="protobufList", once=True, debug_level=0, **MODES[mode])
+    d = Daemon(cfg)
+    d.reconcile()
+    return d
+
+
+def timed_poll(d: Daemon) -> tuple[float, int]:
+    t = time.perf_counter()
+    stats = d.collector.poll()
+    return time.perf_counter() - t, stats.records
+
+
+def poll_bench(args) -> int:
+    root = cgroup2_mount()
+    if not root:
+        raise SystemExit("no cgroup2 hierarchy mounted")
+    cg = os.path.join(root, "xtcp2bench", FAKE_ID)
+    os.makedirs(cg, exist_ok=True)
+    procs = args.procs or max(1, -(-args.connections // 8500))
+    subprocess.run(["ip", "netns", "add", NS], check=True)
+    pop = None
+    daemons = {}
+    try:
+        subprocess.run(["ip", "-n", NS, "link", "set", "lo", "up"], check=True)
+        # the shell moves itself into the cgroup, then becomes the population: its
+        # workers and their sockets belong to the "container"
+        script = f'echo $$ > {cg}/cgroup.procs && exec ip netns exec {NS} "$0" "$@"'
+        pop = subprocess.Popen(["sh", "-c", script, sys.executable,
+                                os.path.join(os.path.dirname(__file__), "population.py"),
+                                "--connections", str(args.connections), "--procs", str(procs)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = pop.stdout.readline()
+        if not line.startswith("READY"):
+            raise SystemExit(f"population failed: {line!r}")
+        # first poll of a fresh daemon: every socket is new
+        first = {}
+        for mode in MODES:
+            d = daemons[mode] = daemon_for(mode)
+            first[mode] = timed_poll(d)[0]
+        for _ in range(2):   # warm up
+            for d in daemons.values():
+                d.collector.poll()
+        times = {m: [] for m in MODES}
+        records = {}
+        for _ in range(args.repeat):
+            for mode, d in daemons.items():
+                t, records[mode] = timed_poll(d)
+                times[mode].append(t)
+        ident = daemons["container"].identity
+        med = {m: statistics.median(v) for m, v in times.items()}
+        print(f"population: {args.connections} connections in {NS}, {records['off']} records per poll; "
+              f"load {os.getloadavg()[0]:.1f}")
+        print(f"{'mode':<10} {'poll s':>8} {'vs off':>7} {'first poll s':>13} {'first/steady':>13}")
+        for m in MODES:
+            print(f"{m:<10} {med[m]:8.3f} {med[m] / med['off']:6.2f}x {first[m]:13.3f} {first[m] / med[m]:12.1f}x")
+        print(f"identity caches: {len(ident._keys)} sockets, {len(ident._procs)} processes, "
+              f"{len(ident._conts)} containers; /proc walks {ident.owners.walks}, "
+              f"fd links read {ident.owners.links_read}")
+        print("samples " + " ".join(f"{m}={['%.3f' % v for v in times[m]]}" for m in MODES))
+        return 0
+    finally:
+        for d in daemons.values():
+            d.close()
+        if pop:
+            pop.stdin.close()
+            pop.terminate()
+            pop.wait(30)
+        subprocess.run(["ip", "netns", "del", NS])
+        for d in (cg, os.path.dirname(cg)):
+            try:
+                os.rmdir(d)
+            except OSError as e:
+                print(f"cleanup {d}: {e}", file=sys.stderr)
+
+
+def rss_bench(args) -> int:
+    """Peak RSS of `xtcp2` polling a host with N docker containers, enrichment on vs off."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from tests.identity.conftest import IMAGE, Dockerd, _build_image
+    root = tempfile.mkdtemp(prefix="xtcp2-bench-", dir="/tmp")
+    d = Dockerd(root)
+    try:
+        d.start()
+        _build_image(d)
+        t0 = time.perf_counter()
+        for i in range(args.containers):
+            d.docker("run", "-d", "--name", f"xtcp2-bench-{i}", "--network", "none", IMAGE, "sh", "-c",
+                     "nc -ll -p 8080 -e cat & sleep 1; sleep 100000 | nc 127.0.0.1 8080")
+        print(f"{args.containers} containers started in {time.perf_counter() - t0:.0f}s; load "
+              f"{os.getloadavg()[0]:.1f}")
+        time.sleep(3)
+        for label, flags in (("off", ["-resolveProcess=false"]),
+                             ("on", ["-resolveContainerId", "-enrichContainer", "-dockerSocket", d.sock])):
+            cmd = [sys.executable, "-m", "xtcp2", "--mode", "poll", "-dest", "null", "-frequency", "2s",
+                   "-maxLoops", "4", "-d", "0", "-promListen", "127.0.0.1:0", "-grpcPort", "0", *flags]
+            t = time.perf_counter()
+            p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+            _, status, ru = os.wait4(p.pid, 0)
+            err = p.stderr.read()
+            print(f"enrichment {label:<3}: peak RSS {ru.ru_maxrss / 1024:6.0f} MiB, exit "
+                  f"{os.waitstatus_to_exitcode(status)}, {time.perf_counter() - t:.1f}s wall"
+                  + ("" if os.waitstatus_to_exitcode(status) == 0 else f"\n{err[-2000:]}"))
+        return 0
+    finally:
+        if d.ping():
+            ids = d.docker("ps", "-aq", check=False).split()
+            if ids:
+                d.docker("rm", "-f", *ids, check=False, timeout=600)
+        d.stop()
+        subprocess.run(["umount", "-R", os.path.join(root, "data")], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--connections", type=int, default=50000)
+    ap.add_argument("--procs", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--containers", type=int, default=0, help="measure daemon RSS with this many containers")
+    args = ap.parse_args()
+    return rss_bench(args) if args.containers else poll_bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
