@@ -49,10 +49,26 @@ def daemon_for(mode: str) -> Daemon:
     return d
 
 
-def timed_poll(d: Daemon) -> tuple[float, int]:
-    t = time.perf_counter()
+def timed_poll(d: Daemon) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of this process, records) of one poll."""
+    t, c = time.perf_counter(), time.process_time()
     stats = d.collector.poll()
-    return time.perf_counter() - t, stats.records
+    return time.perf_counter() - t, time.process_time() - c, stats.records
+
+
+def time_joins(d: Daemon) -> list[float]:
+    """Wrap the daemon's identity join to add up its wall time (bench only)."""
+    spent = [0.0]
+    inner = d.identity.join
+
+    def join(*a, **kw):
+        t = time.perf_counter()
+        try:
+            return inner(*a, **kw)
+        finally:
+            spent[0] += time.perf_counter() - t
+    d.identity.join = join
+    return spent
 
 
 def poll_bench(args) -> int:
@@ -78,30 +94,43 @@ def poll_bench(args) -> int:
         if not line.startswith("READY"):
             raise SystemExit(f"population failed: {line!r}")
         # first poll of a fresh daemon: every socket is new
-        first = {}
+        first, first_join, joins = {}, {}, {}
         for mode in MODES:
             d = daemons[mode] = daemon_for(mode)
+            joins[mode] = time_joins(d)
             first[mode] = timed_poll(d)[0]
+            first_join[mode] = joins[mode][0]
         for _ in range(2):   # warm up
             for d in daemons.values():
                 d.collector.poll()
-        times = {m: [] for m in MODES}
+        wall = {m: [] for m in MODES}
+        cpu = {m: [] for m in MODES}
+        join = {m: [] for m in MODES}
         records = {}
-        for _ in range(args.repeat):
-            for mode, d in daemons.items():
-                t, records[mode] = timed_poll(d)
-                times[mode].append(t)
+        order = list(daemons.items())
+        for i in range(args.repeat):
+            for mode, d in order[i % 3:] + order[:i % 3]:   # rotated: no mode always goes first
+                joins[mode][0] = 0.0
+                w, c, records[mode] = timed_poll(d)
+                wall[mode].append(w)
+                cpu[mode].append(c)
+                join[mode].append(joins[mode][0])
         ident = daemons["container"].identity
-        med = {m: statistics.median(v) for m, v in times.items()}
+        mw = {m: statistics.median(v) for m, v in wall.items()}
+        mc = {m: statistics.median(v) for m, v in cpu.items()}
+        mj = {m: statistics.median(v) for m, v in join.items()}
         print(f"population: {args.connections} connections in {NS}, {records['off']} records per poll; "
-              f"load {os.getloadavg()[0]:.1f}")
-        print(f"{'mode':<10} {'poll s':>8} {'vs off':>7} {'first poll s':>13} {'first/steady':>13}")
+              f"load {os.getloadavg()[0]:.1f}; medians of {args.repeat} interleaved polls")
+        print(f"{'mode':<10} {'wall s':>7} {'vs off':>7} {'CPU s':>7} {'vs off':>7} {'join s':>7} {'join/off':>8} "
+              f"{'first poll s':>12} {'first join s':>12}")
         for m in MODES:
-            print(f"{m:<10} {med[m]:8.3f} {med[m] / med['off']:6.2f}x {first[m]:13.3f} {first[m] / med[m]:12.1f}x")
+            print(f"{m:<10} {mw[m]:7.3f} {mw[m] / mw['off']:6.2f}x {mc[m]:7.3f} {mc[m] / mc['off']:6.2f}x "
+                  f"{mj[m]:7.3f} {100 * mj[m] / mw['off']:7.1f}% {first[m]:12.3f} {first_join[m]:12.3f}")
         print(f"identity caches: {len(ident._keys)} sockets, {len(ident._procs)} processes, "
               f"{len(ident._conts)} containers; /proc walks {ident.owners.walks}, "
               f"fd links read {ident.owners.links_read}")
-        print("samples " + " ".join(f"{m}={['%.3f' % v for v in times[m]]}" for m in MODES))
+        for name, data in (("wall", wall), ("cpu", cpu)):
+            print(f"samples {name} " + " ".join(f"{m}={['%.3f' % v for v in data[m]]}" for m in MODES))
         return 0
     finally:
         for d in daemons.values():

@@ -8,11 +8,12 @@ record must say is taken from independent sources: `ss -tanpe` inside the namesp
 """
 from __future__ import annotations
 
+import json
 import os
 import re
-import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -147,6 +148,23 @@ def test_records_name_container_and_process(dockerd, pair, host_sockets, daemon)
     with open("/proc/self/comm") as f:
         comm = f.read().strip()
     assert len(me) == 3 and all((r.pid, r.comm) == (os.getpid(), comm) for r in me)
+
+
+def test_ns_tool_lists_containers_and_processes(dockerd, pair):
+    a, b = pair
+    r = subprocess.run([sys.executable, "-m", "xtcp2.tools.ns", "--json", "-dockerSocket", dockerd.sock],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    ino = os.stat(f"/proc/{a['State']['Pid']}/ns/net").st_ino
+    entry = [n for n in json.loads(r.stdout)["namespaces"] if n["inode"] == ino]
+    assert len(entry) == 1 and entry[0]["name"] == a["Id"]
+    assert {(c["id"], c["name"], c["image"], c["runtime"]) for c in entry[0]["containers"]} == {
+        (a["Id"], "xtcp2-identity-a", IMAGE, "docker"), (b["Id"], "xtcp2-identity-b", IMAGE, "docker")}
+    assert {"nc", "cat", "sh", "sleep"} <= set(entry[0]["processes"])
+    table = subprocess.run([sys.executable, "-m", "xtcp2.tools.ns", "-dockerSocket", dockerd.sock],
+                           capture_output=True, text=True, timeout=120).stdout
+    row = [line for line in table.splitlines() if line.startswith(str(ino))]
+    assert row and "xtcp2-identity-a(" + IMAGE + ")" in row[0] and "xtcp2-identity-b(" in row[0]
 
 
 def test_container_started_later_is_named_on_next_poll(dockerd, pair, daemon):

@@ -120,3 +120,15 @@ def test_cgroup2_mount_found_in_mountinfo(tmp_path):
     assert cgroup2_mount(str(tmp_path)) == "/sys/fs/cgroup/unified"
     (tmp_path / "self" / "mountinfo").write_text("30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n")
     assert cgroup2_mount(str(tmp_path)) == "/sys/fs/cgroup"
+
+
+def test_xtcp2client_table_shows_container_and_process():
+    from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+    from xtcp2.tools.xtcp2client import TABLE_HEADER, table_row
+    assert TABLE_HEADER.split()[-2:] == ["CONTAINER", "PROCESS"]
+    named = pb.XtcpFlatRecord(netns=ID, container_id=ID, container_name="web", pid=42, comm="nginx")
+    assert table_row(named).split()[-2:] == ["web", "nginx/42"]
+    unnamed = pb.XtcpFlatRecord(netns=ID, container_id=ID)    # the API has not answered yet
+    assert table_row(unnamed).split()[-2:] == [ID[:12], "-"]
+    host = pb.XtcpFlatRecord(netns="default")
+    assert table_row(host).split()[-2:] == ["-", "-"]

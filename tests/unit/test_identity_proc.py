@@ -140,8 +140,7 @@ def test_join_columns_encode_to_the_right_records(proc, tmp_path):
     # row 3: TIME_WAIT in the container's namespace (inode 0, no cgroup): the namespace owner
     cols = _cols([1, 2, 3, 4], [100, 200, 0, 101], [cont_cg, os.stat(cg).st_ino, 0, 0])
     consts = {"netns": CID, "netns_inode": 4026532380, "hostname": "h"}
-    out = j.join(cols, 4, consts)
-    cols.update(out)
+    consts = j.apply(cols, 4, consts)
     body, ends = encode_rows(cols, 4, consts)
     env = pb.Envelope()
     env.ParseFromString(body)   # encode_rows writes Envelope.row fields back to back
@@ -155,9 +154,9 @@ def test_join_caches_by_cookie_and_forgets_on_close(proc):
     j = IdentityJoin(resolve_process=True, proc_root=str(proc.root))
     j.owners.min_interval = 3600
     out = j.join(_cols([5], [100]), 1, {})
-    assert out["pid"].tolist() == [10]
+    assert out["pid"] == 10 and out["comm"] == "a"   # one process for the batch: constants
     proc.remove(10)                      # the cache answers, /proc is not read again
-    assert j.join(_cols([5], [100]), 1, {})["pid"].tolist() == [10]
+    assert j.join(_cols([5], [100]), 1, {})["pid"] == 10
     assert j.owners.walks == 1
     j.join(_cols([5], [100]), 1, {"trigger": 2})   # a close record: the socket leaves the cache
     assert len(j._keys) == 0
@@ -173,6 +172,17 @@ def test_join_sweep_drops_unseen_sockets_and_exited_processes(proc):
     assert j._keys.tolist() == [1] and [p.pid for p in j._procs] == [10]
     j.sweep(now=j._seen[0] + 61)
     assert len(j._keys) == 0
+
+
+def test_one_container_per_batch_travels_as_constants(proc, tmp_path):
+    proc.add(10, "a", sockets=[100], cgroup=f"0::/docker/{CID}\n")
+    proc.add(11, "b", sockets=[110], cgroup=f"0::/docker/{CID}\n")
+    j = IdentityJoin(resolve_process=True, resolve_container_id=True, proc_root=str(proc.root),
+                     cgroup_root=str(tmp_path / "none"))
+    cols = _cols([1, 2], [100, 110])
+    consts = j.apply(cols, 2, {"hostname": "h"})
+    assert consts == {"hostname": "h", "container_id": CID, "container_runtime": "docker"}
+    assert cols["pid"].tolist() == [10, 11] and "container_id" not in cols
 
 
 def test_join_off_adds_nothing(proc):

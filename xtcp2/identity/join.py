@@ -61,6 +61,14 @@ def _table(values: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return data, lens
 
 
+def _distinct(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(a, return_inverse=True), without the sort when every value is the same
+    (a batch of one namespace usually has one container, one cgroup)."""
+    if len(a) and a[0] == a.min() == a.max():
+        return a[:1], np.zeros(len(a), np.intp)
+    return np.unique(a, return_inverse=True)
+
+
 class IdentityJoin:
     """Owns the identity caches and answers one join per chunk of records."""
 
@@ -264,8 +272,20 @@ class IdentityJoin:
         return row
 
     # ---- the join --------------------------------------------------------------------------
+    def apply(self, cols: dict, n: int, consts: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Add identity to a batch about to be encoded: per-row columns go into `cols` (in
+        place), values shared by every row into the returned constants (`consts` itself when
+        there are none)."""
+        extra = self.join(cols, n, consts)
+        if not extra:
+            return consts
+        shared = {k: v for k, v in extra.items() if isinstance(v, (str, int))}
+        cols.update((k, v) for k, v in extra.items() if k not in shared)
+        return dict(consts, **shared) if shared else consts
+
     def join(self, cols: Mapping[str, Any], n: int, consts: Mapping[str, Any]) -> dict[str, Any]:
-        """Identity columns for n records (empty dict when there is nothing to add)."""
+        """Identity of n records: {field: per-row column, or a str/int the same for every row}
+        (empty when there is nothing to add)."""
         if n == 0 or not self.enabled:
             return {}
         now = time.monotonic()
@@ -296,16 +316,20 @@ class IdentityJoin:
             held = owner if inodes is None else np.where(np.asarray(inodes) != 0, owner, -1)
             has = held >= 0
             if has.any():
-                out["pid"] = np.where(has, self._proc_pid[held] if len(self._proc_pid) else 0, 0).astype(np.uint32)
-                data, lens = self._comm
-                out["comm"] = BytesColumn(data[held], lens[held])   # row -1 is the empty string
                 stats.RECORDS.labels("process").inc(int(has.sum()))
+                if held[0] >= 0 and held.min() == held.max():   # one process holds them all
+                    p = self._procs[int(held[0])]
+                    out["pid"], out["comm"] = p.pid, _clip(p.comm).decode()
+                else:
+                    out["pid"] = np.where(has, self._proc_pid[held], 0).astype(np.uint32)
+                    data, lens = self._comm
+                    out["comm"] = BytesColumn(data[held], lens[held])   # row -1 is the empty string
         if not self.resolve_container:
             return out
         cont = np.full(n, -1, np.int32)
         cg = cols.get("c_group")
         if cg is not None and self.cgroups.available:
-            uniq, inv = np.unique(np.asarray(cg), return_inverse=True)
+            uniq, inv = _distinct(np.asarray(cg))
             found = self.cgroups.lookup_many(uniq.tolist())
             per = np.array([self._container_row(found.get(i)) if i else -1 for i in uniq.tolist()], np.int32)
             cont = per[inv]
@@ -345,8 +369,8 @@ class IdentityJoin:
         per = np.array([self._ns_owner.get(int(i), -1) for i in uniq.tolist()], np.int32)
         cont[orphan] = per[inv][orphan]
 
-    def _container_columns(self, cont: np.ndarray) -> dict[str, BytesColumn]:
-        rows, inv = np.unique(cont, return_inverse=True)
+    def _container_columns(self, cont: np.ndarray) -> dict[str, Any]:
+        rows, inv = _distinct(cont)
         fields: list[list[bytes]] = [[] for _ in CONTAINER_COLUMNS]
         for r in rows.tolist():
             if r < 0:
@@ -361,9 +385,12 @@ class IdentityJoin:
                             info.pod_name, info.pod_namespace, info.pod_container)
             for f, v in zip(fields, vals):
                 f.append(_clip(v))
-        out = {}
+        out: dict[str, Any] = {}
         for name, vals in zip(CONTAINER_COLUMNS, fields):
-            if any(vals):
+            if len(vals) == 1:   # one container for the whole batch: a constant, encoded once
+                if vals[0]:
+                    out[name] = vals[0].decode()
+            elif any(vals):
                 data, lens = _table(vals)
                 out[name] = BytesColumn(data[inv], lens[inv])
         return out
