@@ -138,7 +138,11 @@ def poll_bench(args) -> int:
         if pop:
             pop.stdin.close()
             pop.terminate()
-            pop.wait(30)
+            try:
+                pop.wait(120)   # closing 100k sockets takes a while on a loaded host
+            except subprocess.TimeoutExpired:
+                pop.kill()
+                pop.wait(30)
         subprocess.run(["ip", "netns", "del", NS])
         for d in (cg, os.path.dirname(cg)):
             try:
