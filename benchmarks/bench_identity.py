@@ -167,10 +167,17 @@ def rss_bench(args) -> int:
         print(f"{args.containers} containers started in {time.perf_counter() - t0:.0f}s; load "
               f"{os.getloadavg()[0]:.1f}")
         time.sleep(3)
-        for label, flags in (("off", ["-resolveProcess=false"]),
-                             ("on", ["-resolveContainerId", "-enrichContainer", "-dockerSocket", d.sock])):
+        # only the containers' namespaces (named by container id) and the host's: other
+        # namespaces on a shared machine would weigh in the RSS
+        only = ["--netns", "default"]
+        for cid in d.docker("ps", "-q", "--no-trunc").split():
+            only += ["--netns", cid]
+        runs = (("on", ["-resolveContainerId", "-enrichContainer", "-dockerSocket", d.sock]),
+                ("off", ["-resolveProcess=false"]),
+                ("on", ["-resolveContainerId", "-enrichContainer", "-dockerSocket", d.sock]))
+        for label, flags in runs:
             cmd = [sys.executable, "-m", "xtcp2", "--mode", "poll", "-dest", "null", "-frequency", "2s",
-                   "-maxLoops", "4", "-d", "0", "-promListen", "127.0.0.1:0", "-grpcPort", "0", *flags]
+                   "-maxLoops", "4", "-d", "0", "-promListen", "127.0.0.1:0", "-grpcPort", "0", *only, *flags]
             t = time.perf_counter()
             p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
             _, status, ru = os.wait4(p.pid, 0)
