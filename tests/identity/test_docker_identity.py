@@ -210,3 +210,39 @@ def test_dockerd_down_records_flow_errors_counted_names_return(dockerd, pair, da
         assert any(r.container_name == "xtcp2-identity-d" for r in recs)
     finally:
         dockerd.docker("rm", "-f", d["Id"], check=False)
+
+
+def test_bpf_mode_names_a_connection_at_its_open_event(dockerd, pair):
+    """In bpf mode the OPEN record of a new container's first connection already names it."""
+    import threading
+
+    from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+    a, _ = pair
+    cfg = Config(mode="bpf", netns=[a["Id"]], dest="null", poll_frequency=10.0, poll_timeout=5.0,
+                 resolve_container_id=True, enrich_container_enable=True, docker_socket_path=dockerd.sock,
+                 debug_level=0)
+    d = Daemon(cfg, use_bpf=True)
+    recs = []
+    d.add_listener(lambda env: recs.extend(env.message().row))
+    t = threading.Thread(target=d.run, daemon=True)
+    t.start()
+    c = None
+    try:
+        assert d.bpf.ready.wait(60), "bpf start-up resync did not finish"
+        wait_for(lambda: d.identity.docker.connected, what="the docker API")
+        # the client connects a second after start: the start event has named it by then
+        c = run_container(dockerd, "xtcp2-identity-e", "--network", f"container:{a['Id']}", IMAGE,
+                          "sh", "-c", "sleep 1; sleep 100000 | nc 127.0.0.1 8080")
+        opened = wait_for(lambda: [r for r in list(recs) if r.trigger == pb.XtcpFlatRecord.TRIGGER_OPEN
+                                   and r.container_id == c["Id"]], timeout=30, what="OPEN record of E")
+        owners = ss_owners(c["State"]["Pid"])
+        r = opened[0]
+        assert (r.container_name, r.container_image, r.container_runtime, r.comm) == \
+            ("xtcp2-identity-e", IMAGE, "docker", "nc"), r
+        assert r.pid in owners[r.inet_diag_msg_inode]["pids"]
+    finally:
+        d.stop()
+        t.join(30)
+        d.close()
+        if c is not None:
+            dockerd.docker("rm", "-f", c["Id"], check=False)
