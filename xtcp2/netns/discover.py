@@ -17,8 +17,8 @@ from ..identity.cgroup import read_proc_cgroup
 NETNS_DIRS = ("/run/netns", "/run/docker/netns")
 HOST_NAME = "default"
 OWNER_PIDS = 8   # processes whose cgroup is read to find a namespace's container
-# namespace -> owning container id, once found (a namespace never changes owner)
-_owners: dict[tuple[int, int], str] = {}
+# namespace -> (owning container id, the pid it was read from), once found
+_owners: dict[tuple[int, int], tuple[str, int]] = {}
 
 
 @dataclass
@@ -82,7 +82,7 @@ def discover(include_proc: bool = True, dirs=NETNS_DIRS, proc: str = "/proc") ->
             ref = found.get(key)
             if ref is None or ref.source in ("proc", "self"):
                 pids = ref.pids if ref else []
-                aliases = [ref.name] if ref else []
+                aliases = [ref.name, *ref.aliases] if ref else []
                 mounts = ref.mounts if ref else []
                 ref = found[key] = NetnsRef(name, path, st.st_ino, st.st_dev, source, pids, aliases, mounts)
             else:
@@ -129,21 +129,25 @@ def container_owner(key: tuple[int, int], pids: list[int], proc: str = "/proc") 
 
     Containers that join another's namespace (a pod, `--network container:X`) start
     after its owner. Only the OWNER_PIDS lowest pids are read; a namespace found to have
-    no container is looked at again at the next discovery (it may be starting).
+    no container is looked at again at the next discovery (it may be starting). The
+    answer is kept while the process it came from is still in the namespace (an inode
+    can be reused by a new namespace).
     """
-    cid = _owners.get(key)
-    if cid is None:
-        best = None
-        for pid in sorted(pids)[:OWNER_PIDS]:
-            c, _ = read_proc_cgroup(pid, proc)
-            if c is not None:
-                t = _start_time(pid, proc)
-                if best is None or t < best[0]:
-                    best = (t, c.id)
-        if best is None:
-            return ""
-        cid = _owners[key] = best[1]
-    return cid
+    known = _owners.get(key)
+    if known is not None and known[1] in pids:
+        return known[0]
+    best = None
+    for pid in sorted(pids)[:OWNER_PIDS]:
+        c, _ = read_proc_cgroup(pid, proc)
+        if c is not None:
+            t = _start_time(pid, proc)
+            if best is None or t < best[0]:
+                best = (t, c.id, pid)
+    if best is None:
+        _owners.pop(key, None)
+        return ""
+    _owners[key] = (best[1], best[2])
+    return best[1]
 
 
 def select(found: dict[tuple[int, int], NetnsRef], names: list[str]) -> dict[tuple[int, int], NetnsRef]:
