@@ -251,13 +251,12 @@ class IdentityJoin:
             self._proc_row = {p.pid: i for i, p in enumerate(self._procs)}
             # containers: rebuilt from what processes and namespaces still name
             conts = {p.container.id: p.container for p in self._procs if p.container is not None}
-            old = self._conts
-            conts.update({old[r].id: old[r] for r in self._ns_owner.values() if r >= 0})
             self._conts, self._cont_row = [], {}
-            ns_ids = {ino: old[r].id for ino, r in self._ns_owner.items() if r >= 0}
             for c in conts.values():
                 self._container_row(c)
-            self._ns_owner = {ino: self._cont_row[cid] for ino, cid in ns_ids.items()}
+            # namespace owners are looked up again from the names records carry: entries of
+            # deleted namespaces must not pile up
+            self._ns_owner = {}
             self._rebuild_process_arrays()
 
     # ---- namespace owners -----------------------------------------------------------------
@@ -371,13 +370,14 @@ class IdentityJoin:
 
     def _container_columns(self, cont: np.ndarray) -> dict[str, Any]:
         rows, inv = _distinct(cont)
+        docker = self.docker   # configure() may swap it meanwhile
         fields: list[list[bytes]] = [[] for _ in CONTAINER_COLUMNS]
         for r in rows.tolist():
             if r < 0:
                 vals = ("",) * len(CONTAINER_COLUMNS)
             else:
                 c = self._conts[r]
-                info: ContainerInfo | None = self.docker.get(c.id) if self.docker is not None else None
+                info: ContainerInfo | None = docker.get(c.id) if docker is not None else None
                 if info is None:
                     vals = (c.id, c.runtime) + ("",) * (len(CONTAINER_COLUMNS) - 2)
                 else:
