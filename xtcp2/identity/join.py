@@ -249,7 +249,7 @@ class IdentityJoin:
                 self._drop(self._owner >= 0)
             self._procs = [self._procs[i] for i in keep_rows]
             self._proc_row = {p.pid: i for i, p in enumerate(self._procs)}
-            # containers: rebuilt from what processes and namespaces still name
+            # containers: those the remaining processes name (cgroup-id hits come back on use)
             conts = {p.container.id: p.container for p in self._procs if p.container is not None}
             self._conts, self._cont_row = [], {}
             for c in conts.values():
