@@ -185,6 +185,19 @@ def test_one_container_per_batch_travels_as_constants(proc, tmp_path):
     assert cols["pid"].tolist() == [10, 11] and "container_id" not in cols
 
 
+def test_sink_join_hook_fills_columns_and_constants_in_place(proc):
+    proc.add(10, "a", sockets=[100], cgroup=f"0::/docker/{CID}\n")
+    j = IdentityJoin(resolve_process=True, resolve_container_id=True, proc_root=str(proc.root),
+                     cgroup_root=str(proc.root / "none"))
+    cols, consts = _cols([1, 2], [100, 0]), {"trigger": 0}
+    j.sink_join(cols, consts)   # two rows, two owners: columns
+    assert cols["pid"].tolist() == [10, 0]
+    assert [cols["container_id"].value(i) for i in (0, 1)] == [CID.encode(), b""]
+    cols, consts = _cols([1], [100]), {"trigger": 0}
+    j.sink_join(cols, consts)   # one owner for the batch: constants
+    assert (consts["pid"], consts["comm"], consts["container_id"]) == (10, "a", CID) and "pid" not in cols
+
+
 def test_join_off_adds_nothing(proc):
     proc.add(10, "a", sockets=[100])
     j = IdentityJoin(resolve_process=False, proc_root=str(proc.root))

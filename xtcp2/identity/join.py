@@ -282,6 +282,20 @@ class IdentityJoin:
         cols.update((k, v) for k, v in extra.items() if k not in shared)
         return dict(consts, **shared) if shared else consts
 
+    def sink_join(self, cols, consts: dict) -> None:
+        """The same as apply(), in the shape of a record sink's join hook: per-row columns
+        into `cols`, batch-wide values into `consts`, both in place."""
+        n = getattr(cols, "n", None)
+        if n is None:
+            cookies = cols.get("inet_diag_msg_socket_cookie")
+            n = 0 if cookies is None else len(cookies)
+        extra = self.join(cols, n, consts)
+        for k, v in extra.items():
+            if isinstance(v, (str, int)):
+                consts[k] = v
+            else:
+                cols[k] = v
+
     def join(self, cols: Mapping[str, Any], n: int, consts: Mapping[str, Any]) -> dict[str, Any]:
         """Identity of n records: {field: per-row column, or a str/int the same for every row}
         (empty when there is nothing to add)."""
