@@ -228,7 +228,7 @@ def test_bpf_mode_names_a_connection_at_its_open_event(dockerd, pair):
     t.start()
     c = None
     try:
-        assert d.bpf.ready.wait(60), "bpf start-up resync did not finish"
+        assert d.mode.ready.wait(60), "bpf start-up resync did not finish"
         wait_for(lambda: d.identity.docker.connected, what="the docker API")
         # the client connects a second after start: the start event has named it by then
         c = run_container(dockerd, "xtcp2-identity-e", "--network", f"container:{a['Id']}", IMAGE,
