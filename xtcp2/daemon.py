@@ -23,11 +23,13 @@ class Daemon:
     def __init__(self, config: Config, use_bpf: bool = False) -> None:
         config.validate()
         self._config = config
+        from .identity.cgroup import namespace_owner
+        from .identity.join import IdentityJoin
+        # a namespace a container owns is named by the container's id
         self.table = NamespaceTable(config.netns, config.packet_size, config.nl_timeout_milliseconds,
-                                    config.populate_nsid)
+                                    config.populate_nsid, owner=namespace_owner)
         self.emitter = Emitter(config)
         self.sink = RecordSink(config, self.emitter)
-        from .identity.join import IdentityJoin
         self.identity = IdentityJoin.from_config(config)   # pid, comm, container of every record
         self.sink.add_join(self.identity.sink_join)
         self.collector = NetlinkCollector(config, self.table, self.sink)

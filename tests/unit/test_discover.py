@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from xtcp2.identity.cgroup import namespace_owner
 from xtcp2.netns.discover import discover, select
 
 
@@ -122,7 +123,11 @@ def test_a_namespace_is_named_after_the_container_of_its_oldest_process(tree):
         (proc / str(pid) / "ns" / "net").symlink_to(nsfs / "shared")
         (proc / str(pid) / "cgroup").write_text(cgroup)
         (proc / str(pid) / "stat").write_text(f"{pid} (sh) S 1 1 1 0 -1 0 " + "0 " * 12 + f"{start} 0\n")
-    found = by_inode(discover(dirs=tree["dirs"], proc=tree["proc"]))
+    found = by_inode(discover(dirs=tree["dirs"], proc=tree["proc"], owner=namespace_owner))
     shared = found[os.stat(nsfs / "shared").st_ino]
     assert shared.name == CID_X and shared.aliases == [f"netns:[{shared.inode}]"]
-    assert select(discover(dirs=tree["dirs"], proc=tree["proc"]), [CID_X]).keys() == {shared.key}
+    again = discover(dirs=tree["dirs"], proc=tree["proc"], owner=namespace_owner)
+    assert select(again, [CID_X]).keys() == {shared.key}
+    # without an owner function (this layer alone) the namespace keeps its anonymous name
+    plain = by_inode(discover(dirs=tree["dirs"], proc=tree["proc"]))
+    assert plain[shared.inode].name == f"netns:[{shared.inode}]"

@@ -224,3 +224,46 @@ class CgroupIndex:
 
 
 _MISSING = object()
+
+
+# ---- naming a network namespace after its container ------------------------------------
+OWNER_PIDS = 8   # processes whose cgroup is read to find a namespace's container
+# namespace -> (owning container id, the pid it was read from), once found
+_owners: dict[tuple[int, int], tuple[str, int]] = {}
+
+
+def _start_time(pid: int, proc: str = "/proc") -> int:
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rfind(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 1 << 62
+
+
+def namespace_owner(key: tuple[int, int], pids: list[int], proc: str = "/proc") -> str:
+    """Id of the container that owns the namespace: the container of its oldest process.
+
+    Containers that join another's namespace (a pod, `--network container:X`) start
+    after its owner. Only the OWNER_PIDS lowest pids are read; a namespace found to have
+    no container is looked at again at the next discovery (it may be starting). The
+    answer is kept while the process it came from is still in the namespace (an inode
+    can be reused by a new namespace).
+    """
+    if len(_owners) > 65536:   # namespaces come and go: never let the memo grow without end
+        _owners.clear()
+    known = _owners.get(key)
+    if known is not None and known[1] in pids:
+        return known[0]
+    best = None
+    for pid in sorted(pids)[:OWNER_PIDS]:
+        c, _ = read_proc_cgroup(pid, proc)
+        if c is not None:
+            t = _start_time(pid, proc)
+            if best is None or t < best[0]:
+                best = (t, c.id, pid)
+    if best is None:
+        _owners.pop(key, None)
+        return ""
+    _owners[key] = (best[1], best[2])
+    return best[1]

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
-from ..identity.cgroup import read_proc_cgroup
+# (namespace key, its pids, procfs root) -> id of the container owning it, "" if none
+Owner = Callable[[tuple[int, int], list[int], str], str]
 
 NETNS_DIRS = ("/run/netns", "/run/docker/netns")
 HOST_NAME = "default"
-OWNER_PIDS = 8   # processes whose cgroup is read to find a namespace's container
-# namespace -> (owning container id, the pid it was read from), once found
-_owners: dict[tuple[int, int], tuple[str, int]] = {}
 
 
 @dataclass
@@ -54,10 +53,13 @@ def _self_pid(proc: str) -> int:
         return os.getpid()
 
 
-def discover(include_proc: bool = True, dirs=NETNS_DIRS, proc: str = "/proc") -> dict[tuple[int, int], NetnsRef]:
+def discover(include_proc: bool = True, dirs=NETNS_DIRS, proc: str = "/proc",
+             owner: Owner | None = None) -> dict[tuple[int, int], NetnsRef]:
     """Every namespace reachable from `dirs` and, with include_proc, from the pids under `proc`.
 
-    `proc` is the procfs mount to read (a fixture tree in tests).
+    `proc` is the procfs mount to read (a fixture tree in tests). `owner` names a
+    namespace after the container that owns it (xtcp2.identity.cgroup.namespace_owner,
+    handed in by the daemon: this layer knows no container runtimes).
     """
     found: dict[tuple[int, int], NetnsRef] = {}
     self_path = os.path.join(proc, "self", "ns", "net")
@@ -104,50 +106,13 @@ def discover(include_proc: bool = True, dirs=NETNS_DIRS, proc: str = "/proc") ->
                 found[key] = NetnsRef(f"netns:[{st.st_ino}]", path, st.st_ino, st.st_dev, "proc", [pid])
             else:
                 ref.pids.append(pid)
-    for key in [k for k in _owners if k not in found]:
-        del _owners[key]
     for key, ref in found.items():
-        if ref.source in ("docker", "proc"):
-            cid = container_owner(key, ref.pids, proc)
+        if owner is not None and ref.source in ("docker", "proc"):
+            cid = owner(key, ref.pids, proc)
             if cid and cid != ref.name:
                 ref.aliases.append(ref.name)
                 ref.name = cid
     return found
-
-
-def _start_time(pid: int, proc: str = "/proc") -> int:
-    try:
-        with open(f"{proc}/{pid}/stat", "rb") as f:
-            data = f.read()
-        return int(data[data.rfind(b")") + 2:].split()[19])
-    except (OSError, ValueError, IndexError):
-        return 1 << 62
-
-
-def container_owner(key: tuple[int, int], pids: list[int], proc: str = "/proc") -> str:
-    """Id of the container that owns the namespace: the container of its oldest process.
-
-    Containers that join another's namespace (a pod, `--network container:X`) start
-    after its owner. Only the OWNER_PIDS lowest pids are read; a namespace found to have
-    no container is looked at again at the next discovery (it may be starting). The
-    answer is kept while the process it came from is still in the namespace (an inode
-    can be reused by a new namespace).
-    """
-    known = _owners.get(key)
-    if known is not None and known[1] in pids:
-        return known[0]
-    best = None
-    for pid in sorted(pids)[:OWNER_PIDS]:
-        c, _ = read_proc_cgroup(pid, proc)
-        if c is not None:
-            t = _start_time(pid, proc)
-            if best is None or t < best[0]:
-                best = (t, c.id, pid)
-    if best is None:
-        _owners.pop(key, None)
-        return ""
-    _owners[key] = (best[1], best[2])
-    return best[1]
 
 
 def select(found: dict[tuple[int, int], NetnsRef], names: list[str]) -> dict[tuple[int, int], NetnsRef]:

@@ -70,7 +70,9 @@ def discover() -> list[Namespace]:
     """The daemon's discovery (named mounts, docker's, /proc, self), as inspector rows."""
     out = []
     own = os.stat("/proc/self/ns/net")
-    for ref in daemon_discover(include_proc=True, dirs=tuple(d for _, d in NAMED_DIRS)).values():
+    from ..identity.cgroup import namespace_owner
+    for ref in daemon_discover(include_proc=True, dirs=tuple(d for _, d in NAMED_DIRS),
+                               owner=namespace_owner).values():
         ns = Namespace(dev=ref.dev, inode=ref.inode, pids=sorted(set(ref.pids)), path=ref.path,
                        names=[{"source": src, "path": p} for src, p in ref.mounts], name=ref.name)
         # the daemon names a namespace once; the inspector shows every path to it
