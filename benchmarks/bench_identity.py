@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -144,6 +145,14 @@ def poll_bench(args) -> int:
                 pop.kill()
                 pop.wait(30)
         subprocess.run(["ip", "netns", "del", NS])
+        # workers outlive a killed parent: the cgroup lists exactly the population's processes
+        try:
+            with open(os.path.join(cg, "cgroup.procs")) as f:
+                for pid in f.read().split():
+                    os.kill(int(pid), signal.SIGKILL)
+            time.sleep(1)
+        except OSError:
+            pass
         for d in (cg, os.path.dirname(cg)):
             try:
                 os.rmdir(d)
