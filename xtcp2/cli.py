@@ -107,6 +107,10 @@ FLAGS = [
     ("grpcTlsClientCa", "grpc_tls_client_ca", str, "PEM CA file: gRPC clients must present a certificate it signed (mTLS)"),
     ("livenessTimeout", "liveness_timeout", parse_duration, "/healthz fails when the collection loop has not run for this long; 0 = max(60s, 3 x -frequency)"),
     ("d", "debug_level", int, "debug level"),
+    ("dockerSocket", "docker_socket_path", str, "Docker Engine API unix socket for -enrichContainer (podman's compatible socket works too)"),
+    ("resolveProcess", "resolve_process", _bool, "pid and comm of the process holding each socket (from /proc, as ss -p)"),
+    ("resolveContainerId", "resolve_container_id", _bool, "container id and runtime of each socket, from its cgroup"),
+    ("enrichContainer", "enrich_container_enable", _bool, "container name, image and Kubernetes pod from the Docker Engine API (-dockerSocket); best-effort"),
 ]
 
 

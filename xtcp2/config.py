@@ -85,7 +85,8 @@ TEXT_FIELDS = {"hostname": MAX_TEXT, "location": MAX_TEXT, "label": MAX_TEXT, "t
                "kafka_schema_url": MAX_DEST, "xtcp_proto_file": 4096, "s3_endpoint": MAX_DEST,
                "s3_bucket": 63, "s3_prefix": 1024, "s3_region": 64, "csv_columns": 4096,
                "grpc_tls_cert": 4096, "grpc_tls_key": 4096, "grpc_tls_client_ca": 4096,
-               "lldpd_socket_path": MAX_TEXT, "lldpd_version_hint": 16}
+               "lldpd_socket_path": MAX_TEXT, "lldpd_version_hint": 16,
+               "docker_socket_path": 4096}
 
 
 def parse_deserializers(spec: str) -> tuple[str, ...]:
@@ -127,6 +128,11 @@ class Config:
     netns: list[str] = field(default_factory=list)
     enabled_deserializers: tuple[str, ...] = DEFAULT_DESERIALIZERS
     populate_nsid: bool = True
+    # socket identity (names as upstream's XtcpConfig; resolve_process is xtcp2's)
+    resolve_process: bool = True           # pid + comm of the process holding each socket
+    resolve_container_id: bool = False     # container id + runtime from the socket's cgroup
+    enrich_container_enable: bool = False  # container name/image/pod from the Docker Engine API
+    docker_socket_path: str = "/run/docker.sock"
     # output
     marshal_to: str = "protobufList"
     dest: str = "null"
@@ -234,6 +240,8 @@ class Config:
             except ValueError as e:
                 raise ConfigError("uplink_interfaces", str(e)) from None
         need(self.lldpd_socket_path.startswith("/"), "lldpd_socket_path", "must be an absolute path")
+        need(not self.docker_socket_path or self.docker_socket_path.startswith("/"), "docker_socket_path",
+             "must be an absolute path to a unix socket")
         return self
 
     def replace(self, **changes: object) -> "Config":

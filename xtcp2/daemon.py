@@ -25,10 +25,15 @@ class Daemon:
     def __init__(self, config: Config, use_bpf: bool = False) -> None:
         config.validate()
         self._config = config
+        from .identity.cgroup import namespace_owner
+        from .identity.join import IdentityJoin
+        # a namespace a container owns is named by the container's id
         self.table = NamespaceTable(config.netns, config.packet_size, config.nl_timeout_milliseconds,
-                                    config.populate_nsid)
+                                    config.populate_nsid, owner=namespace_owner)
         self.emitter = Emitter(config)
         self.sink = RecordSink(config, self.emitter)
+        self.identity = IdentityJoin.from_config(config)   # pid, comm, container of every record
+        self.sink.add_join(self.identity.sink_join)
         self.collector = NetlinkCollector(config, self.table, self.sink)
         self.uplinks = UplinkEnricher.started(config)
         self.sink.add_join(self.uplinks.stamp)  # uplink1_* / uplink2_* on every record
@@ -64,6 +69,7 @@ class Daemon:
         with self._lock:
             self.emitter.configure(new)
             self.sink.configure(new)
+            self.identity.configure(new)
             self.collector.configure(new)
             self.uplinks.configure(new)
             self.mode.configure(new)
@@ -105,5 +111,6 @@ class Daemon:
         self.uplinks.close()
         self.mode.close()
         self.collector.close()
+        self.identity.close()
         self.emitter.close()
         self.table.close()

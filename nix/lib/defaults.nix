@@ -13,6 +13,10 @@
   reconcileFrequency = "6h";
   reconcileBeforePoll = true;
   populateNsid = true;
+  resolveProcess = true;
+  resolveContainerId = false;
+  enrichContainer = false;
+  dockerSocket = "/run/docker.sock";
   marshal = "protobufList";
   dest = "null";
   topic = "xtcp";

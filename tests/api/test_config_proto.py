@@ -105,3 +105,20 @@ def test_nlmsg_seq_from_upstream_is_ignored():
     assert msg.nlmsg_seq == 0
     msg.nlmsg_seq = 666
     assert config_from_proto(msg, cur) == cur
+
+
+def test_container_enrichment_fields_map_to_upstreams_names():
+    cur = current()
+    msg = config_to_proto(cur)
+    assert (msg.resolve_container_id, msg.enrich_container_enable, msg.docker_socket_path) == \
+        (False, False, "/run/docker.sock")
+    msg.resolve_container_id = True
+    msg.enrich_container_enable = True
+    msg.docker_socket_path = "/run/podman/podman.sock"
+    new = config_from_proto(msg, cur)
+    assert (new.resolve_container_id, new.enrich_container_enable, new.docker_socket_path) == \
+        (True, True, "/run/podman/podman.sock")
+    assert new.resolve_process   # xtcp2's own flag, not in the proto: kept
+    msg.docker_socket_path = "relative/docker.sock"
+    with pytest.raises(ConfigError, match="docker_socket_path"):
+        config_from_proto(msg, cur)

@@ -171,7 +171,7 @@ def test_dashboard_clickhouse_queries_on_chdb(tmp_path):
                     assert sum(int(r[2]) for r in res["data"]) == 2000
                 if p["title"].startswith("Congestion control"):
                     assert {r[0]: int(r[1]) for r in res["data"]} == {"cubic": 1000, "bbr": 1000}
-        assert ran == 8
+        assert ran == 9
         # the Namespace variable narrows the ClickHouse panels too
         records = next(t["rawSql"] for p in dash["panels"] if p["title"].startswith("Records per interval")
                        for t in p["targets"])

@@ -213,7 +213,7 @@ def test_namespace_found_by_pid_then_mounted_is_renamed_and_logged(caplog):
         inode = os.stat(f"/proc/{proc.pid}/ns/net").st_ino
         table.reconcile()
         before = table.by_inode(inode)
-        assert before is not None and before.name.startswith("pid:")
+        assert before is not None and before.name == f"netns:[{inode}]"
         os.makedirs("/run/netns", exist_ok=True)
         open(target, "w").close()
         subprocess.run(["mount", "--bind", f"/proc/{proc.pid}/ns/net", target], check=True)
@@ -222,7 +222,7 @@ def test_namespace_found_by_pid_then_mounted_is_renamed_and_logged(caplog):
         after = table.by_inode(inode)
         assert after is before and (added, removed) == (0, 0)  # same socket, not reopened
         assert after.name == name and after.ref.path == target
-        assert re.search(rf"netns {name}: watching \(was pid:\d+", caplog.text), caplog.text
+        assert re.search(rf"netns {name}: watching \(was netns:\[{inode}\]", caplog.text), caplog.text
     finally:
         table.close()
         subprocess.run(["umount", target], capture_output=True)

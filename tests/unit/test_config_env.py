@@ -59,7 +59,9 @@ def test_every_flag_is_settable_from_the_environment():
            "S3_FLUSH_INTERVAL": "60s", "S3_FLUSH_JITTER_PCT": "5", "S3_FLUSH_THRESHOLD_JITTER_PCT": "5",
            "S3_UPLOAD_MAX_ATTEMPTS": "3", "S3_UPLOAD_BACKOFF_CAP": "30s", "XTCP_COLUMNS": "hostname,tcpInfoRtt",
            "XTCP_ENRICH_NIC": "true", "XTCP_ENRICH_LLDP": "false", "XTCP_LLDPD_SOCKET": "/run/l.sock",
-           "XTCP_LLDPD_VERSION_HINT": "1.0", "XTCP_UPLINK_COUNT": "1", "XTCP_UPLINK_INTERFACES": "eth0"}
+           "XTCP_LLDPD_VERSION_HINT": "1.0", "XTCP_UPLINK_COUNT": "1", "XTCP_UPLINK_INTERFACES": "eth0",
+           "XTCP_DOCKER_SOCKET": "/run/docker.sock", "XTCP_RESOLVE_PROCESS": "false",
+           "XTCP_RESOLVE_CONTAINER_ID": "true", "XTCP_ENRICH_CONTAINER": "true"}
     assert set(env) == {o.env for o in options()}, "a setting without a variable in this test"
     cfg, given = _resolve([], env)
     assert all(src.startswith("env ") for src in given.sources.values())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from xtcp2.identity.cgroup import namespace_owner
 from xtcp2.netns.discover import discover, select
 
 
@@ -61,14 +62,15 @@ def test_every_namespace_once_under_its_best_name(tree):
     ino = tree["ino"]
     assert set(found) == set(ino.values())
     host, a, b, c = (found[ino[n]] for n in ("host", "a", "b", "c"))
-    assert (host.name, host.source, host.path) == ("self", "self", os.path.join(tree["proc"], "self", "ns", "net"))
+    assert (host.name, host.source, host.path) == ("default", "self", os.path.join(tree["proc"], "self", "ns", "net"))
+    assert host.aliases == ["self"]
     assert sorted(host.pids) == [100, 101]  # our pid from <proc>/self, once
     assert (a.name, a.source, a.aliases, a.pids) == ("named_a", "netns", ["named_a2"], [200])
     assert a.mounts == [("netns", os.path.join(tree["netns"], "named_a")),
                         ("netns", os.path.join(tree["netns"], "named_a2"))]
     assert (b.name, b.source, b.pids) == ("cont_b", "docker", [])
-    assert (c.name, c.source, c.path, c.pids) == ("pid:500", "proc", os.path.join(tree["proc"], "500", "ns", "net"),
-                                                  [500])
+    assert (c.name, c.source, c.path, c.pids) == (f"netns:[{ino['c']}]", "proc",
+                                                  os.path.join(tree["proc"], "500", "ns", "net"), [500])
 
 
 def test_without_proc_scan_only_mounts_and_self(tree):
@@ -81,20 +83,23 @@ def test_without_proc_scan_only_mounts_and_self(tree):
 def test_mount_of_our_own_namespace_takes_its_name_and_keeps_pids(tree):
     os.link(Path(tree["proc"]).parent / "nsfs" / "host", Path(tree["netns"]) / "hostns")
     host = by_inode(discover(dirs=tree["dirs"], proc=tree["proc"]))[tree["ino"]["host"]]
-    assert (host.name, host.source, host.aliases) == ("hostns", "netns", ["self"])
+    assert (host.name, host.source, host.aliases) == ("hostns", "netns", ["default", "self"])
     assert sorted(host.pids) == [100, 101]
 
 
 def test_select_by_name_and_alias(tree):
     found = discover(dirs=tree["dirs"], proc=tree["proc"])
-    assert {r.name for r in select(found, ["named_a2", "pid:500"]).values()} == {"named_a", "pid:500"}
-    assert {r.name for r in select(found, ["self"]).values()} == {"self"}
+    c = f"netns:[{tree['ino']['c']}]"
+    assert {r.name for r in select(found, ["named_a2", c]).values()} == {"named_a", c}
+    assert {r.name for r in select(found, ["self"]).values()} == {"default"}
+    assert {r.name for r in select(found, ["default"]).values()} == {"default"}
     assert select(found, ["nosuch"]) == {}
 
 
 def test_missing_mount_dirs_are_not_an_error(tree, tmp_path):
     found = discover(dirs=(str(tmp_path / "absent"),), proc=tree["proc"])
-    assert {r.name for r in found.values()} == {"self", "pid:200", "pid:500"}
+    ino = tree["ino"]
+    assert {r.name for r in found.values()} == {"default", f"netns:[{ino['a']}]", f"netns:[{ino['c']}]"}
 
 
 def test_default_proc_is_the_real_one():
@@ -102,3 +107,27 @@ def test_default_proc_is_the_real_one():
     (ref,) = found.values()
     assert ref.path == "/proc/self/ns/net" and ref.pids == [os.getpid()]
     assert ref.inode == os.stat("/proc/self/ns/net").st_ino
+
+
+CID_X = "1" * 64
+CID_Y = "2" * 64
+
+
+def test_a_namespace_is_named_after_the_container_of_its_oldest_process(tree):
+    proc, nsfs = Path(tree["proc"]), Path(tree["proc"]).parent / "nsfs"
+    (nsfs / "shared").write_bytes(b"")
+    # Y joined X's namespace later (a pod, --network container:X); a host process too
+    for pid, cgroup, start in ((610, f"0::/docker/{CID_Y}\n", 900), (620, f"0::/system.slice/docker-{CID_X}.scope\n", 500),
+                               (630, "0::/user.slice\n", 100)):
+        (proc / str(pid) / "ns").mkdir(parents=True)
+        (proc / str(pid) / "ns" / "net").symlink_to(nsfs / "shared")
+        (proc / str(pid) / "cgroup").write_text(cgroup)
+        (proc / str(pid) / "stat").write_text(f"{pid} (sh) S 1 1 1 0 -1 0 " + "0 " * 12 + f"{start} 0\n")
+    found = by_inode(discover(dirs=tree["dirs"], proc=tree["proc"], owner=namespace_owner))
+    shared = found[os.stat(nsfs / "shared").st_ino]
+    assert shared.name == CID_X and shared.aliases == [f"netns:[{shared.inode}]"]
+    again = discover(dirs=tree["dirs"], proc=tree["proc"], owner=namespace_owner)
+    assert select(again, [CID_X]).keys() == {shared.key}
+    # without an owner function (this layer alone) the namespace keeps its anonymous name
+    plain = by_inode(discover(dirs=tree["dirs"], proc=tree["proc"]))
+    assert plain[shared.inode].name == f"netns:[{shared.inode}]"

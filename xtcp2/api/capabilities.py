@@ -132,7 +132,7 @@ def _bpf_requirements(eff: set[int], report: CapabilityReport, hard: bool) -> No
 def check(mode: str, *, own_netns_only: bool = False, status_path: str = "/proc/self/status") -> CapabilityReport:
     """What `mode` ("poll", "bpf", "auto") needs and lacks in this process.
 
-    own_netns_only: only the daemon's own namespace is polled (--netns self), so
+    own_netns_only: only the daemon's own namespace is polled (--netns default or self), so
     CAP_SYS_ADMIN is not required.
     """
     if mode not in ("poll", "bpf", "auto"):

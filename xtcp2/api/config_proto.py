@@ -44,7 +44,6 @@ IGNORED_TUNING = frozenset({
     "netlinkers_done_chan_size", "packet_size_mply",
     "io_uring_recv_batch_size", "io_uring_cqe_batch_size",
     "pyroscope_sample_hz", "pyroscope_upload_interval_sec", "pyroscope_app_name",
-    "docker_socket_path",
     "nlmsg_seq",   # each sock_diag socket numbers its own requests from 1
 })
 

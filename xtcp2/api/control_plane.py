@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def preflight(config: Config) -> CapabilityReport:
     """Capability check for config.mode; warnings are logged, a missing hard need raises."""
-    report = require(config.mode, own_netns_only=list(config.netns) == ["self"])
+    report = require(config.mode, own_netns_only=bool(config.netns) and set(config.netns) <= {"self", "default"})
     for w in report.warnings:
         log.warning("%s", w)
     return report

@@ -2,14 +2,22 @@
 
 Identity is (st_dev, st_ino) of the nsfs file; the same namespace reached through
 several paths (a bind mount and the processes inside it) is reported once, under the
-most descriptive name: a bind-mount file name beats "pid:<n>".
+name upstream gives it: "default" for the daemon's own (the host's; "self" is kept as
+an alias), the bind-mount name under /run/netns, the id of the container that owns it
+(the container of its oldest process, from /proc/PID/cgroup), the docker bind-mount
+name, else "netns:[<inode>]".
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Callable
+
+# (namespace key, its pids, procfs root) -> id of the container owning it, "" if none
+Owner = Callable[[tuple[int, int], list[int], str], str]
 
 NETNS_DIRS = ("/run/netns", "/run/docker/netns")
+HOST_NAME = "default"
 
 
 @dataclass
@@ -45,10 +53,13 @@ def _self_pid(proc: str) -> int:
         return os.getpid()
 
 
-def discover(include_proc: bool = True, dirs=NETNS_DIRS, proc: str = "/proc") -> dict[tuple[int, int], NetnsRef]:
+def discover(include_proc: bool = True, dirs=NETNS_DIRS, proc: str = "/proc",
+             owner: Owner | None = None) -> dict[tuple[int, int], NetnsRef]:
     """Every namespace reachable from `dirs` and, with include_proc, from the pids under `proc`.
 
-    `proc` is the procfs mount to read (a fixture tree in tests).
+    `proc` is the procfs mount to read (a fixture tree in tests). `owner` names a
+    namespace after the container that owns it (xtcp2.identity.cgroup.namespace_owner,
+    handed in by the daemon: this layer knows no container runtimes).
     """
     found: dict[tuple[int, int], NetnsRef] = {}
     self_path = os.path.join(proc, "self", "ns", "net")
@@ -56,7 +67,8 @@ def discover(include_proc: bool = True, dirs=NETNS_DIRS, proc: str = "/proc") ->
     nsfs_dev = st.st_dev if st else None  # every namespace file lives on the one nsfs
     self_pid = _self_pid(proc) if st else None
     if st:
-        found[(st.st_dev, st.st_ino)] = NetnsRef("self", self_path, st.st_ino, st.st_dev, "self", [self_pid])
+        found[(st.st_dev, st.st_ino)] = NetnsRef(HOST_NAME, self_path, st.st_ino, st.st_dev, "self", [self_pid],
+                                                 ["self"])
     for d in dirs:
         source = "docker" if "docker" in d else "netns"
         try:
@@ -72,7 +84,7 @@ def discover(include_proc: bool = True, dirs=NETNS_DIRS, proc: str = "/proc") ->
             ref = found.get(key)
             if ref is None or ref.source in ("proc", "self"):
                 pids = ref.pids if ref else []
-                aliases = [ref.name] if ref else []
+                aliases = [ref.name, *ref.aliases] if ref else []
                 mounts = ref.mounts if ref else []
                 ref = found[key] = NetnsRef(name, path, st.st_ino, st.st_dev, source, pids, aliases, mounts)
             else:
@@ -91,14 +103,20 @@ def discover(include_proc: bool = True, dirs=NETNS_DIRS, proc: str = "/proc") ->
             pid = int(name)
             ref = found.get(key)
             if ref is None:
-                found[key] = NetnsRef(f"pid:{pid}", path, st.st_ino, st.st_dev, "proc", [pid])
+                found[key] = NetnsRef(f"netns:[{st.st_ino}]", path, st.st_ino, st.st_dev, "proc", [pid])
             else:
                 ref.pids.append(pid)
+    for key, ref in found.items():
+        if owner is not None and ref.source in ("docker", "proc"):
+            cid = owner(key, ref.pids, proc)
+            if cid and cid != ref.name:
+                ref.aliases.append(ref.name)
+                ref.name = cid
     return found
 
 
 def select(found: dict[tuple[int, int], NetnsRef], names: list[str]) -> dict[tuple[int, int], NetnsRef]:
-    """Restrict to --netns NAME values ("self" = the daemon's own namespace)."""
+    """Restrict to --netns NAME values ("default" or "self" = the daemon's own namespace)."""
     if not names:
         return found
     wanted = set(names)

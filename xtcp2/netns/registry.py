@@ -49,12 +49,13 @@ class Namespace:
 
 class NamespaceTable:
     def __init__(self, names: list[str] | None = None, recv_size: int = 65536, timeout_ms: int = 1000,
-                 populate_nsid: bool = True, include_proc: bool = True) -> None:
+                 populate_nsid: bool = True, include_proc: bool = True, owner=None) -> None:
         self.names = list(names or [])
         self.recv_size = recv_size
         self.timeout_ms = timeout_ms
         self.populate_nsid = populate_nsid
         self.include_proc = include_proc
+        self.owner = owner   # names a namespace after its container (see discover())
         self.by_key: dict[tuple[int, int], Namespace] = {}
         self.unmatched: list[str] = []  # --netns names no discovery source lists (yet)
         self._enter = NetnsEnterer()
@@ -75,7 +76,7 @@ class NamespaceTable:
     def reconcile(self) -> tuple[int, int]:
         """Returns (added, removed)."""
         with self._lock:
-            everything = discover(self.include_proc)
+            everything = discover(self.include_proc, owner=self.owner)
             found = select(everything, self.names)
             self._note_unmatched(everything)
             added = removed = 0

@@ -41,7 +41,8 @@ PROTO_FILE = "xtcp_flat_record.proto"
 ROW_MESSAGE = "XtcpFlatRecord"
 # Strings with few distinct values: dictionary-encoded.
 LOW_CARDINALITY = {"daemon_version", "hostname", "location", "container_runtime", "container_name",
-                   "container_image", "label", "tag", "congestion_algorithm_string"}
+                   "container_image", "label", "tag", "congestion_algorithm_string", "comm",
+                   "k8s_pod_name", "k8s_pod_namespace", "k8s_container_name"}
 
 _SCALAR = {FD.TYPE_UINT32: "UInt32", FD.TYPE_UINT64: "UInt64", FD.TYPE_INT64: "Int64", FD.TYPE_INT32: "Int32",
            FD.TYPE_STRING: "String", FD.TYPE_BYTES: "String", FD.TYPE_BOOL: "Bool", FD.TYPE_DOUBLE: "Float64",

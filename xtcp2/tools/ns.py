@@ -7,7 +7,10 @@ Sources, as the daemon's discovery: named namespaces (/run/netns), docker's
 (/run/docker/netns), every process's /proc/PID/ns/net, and our own. Namespaces are
 grouped by (device, inode); each is entered from a worker thread (setns) to read its
 SO_NETNS_COOKIE and dump its TCP sockets over sock_diag. nsid is the id the *current*
-namespace assigned to it (RTM_GETNSID), -1 if none.
+namespace assigned to it (RTM_GETNSID), -1 if none. NAME is the name records carry
+("default", a /run/netns name, the owning container's id, "netns:[INODE]"); CONTAINERS
+are the containers of its processes (from /proc/PID/cgroup), named from the Docker Engine
+API when -dockerSocket answers; PROCESSES their distinct comm names.
 """
 from __future__ import annotations
 
@@ -45,6 +48,9 @@ class Namespace:
     total_sockets: int = 0
     error: str = ""
     path: str = ""                                     # what was opened to enter it
+    name: str = ""                                     # the netns name records carry
+    containers: list[dict] = field(default_factory=list)  # {"id", "runtime", "name", "image"}
+    processes: list[str] = field(default_factory=list)    # distinct comm of its processes
 
     @property
     def key(self) -> tuple[int, int]:
@@ -64,9 +70,11 @@ def discover() -> list[Namespace]:
     """The daemon's discovery (named mounts, docker's, /proc, self), as inspector rows."""
     out = []
     own = os.stat("/proc/self/ns/net")
-    for ref in daemon_discover(include_proc=True, dirs=tuple(d for _, d in NAMED_DIRS)).values():
+    from ..identity.cgroup import namespace_owner
+    for ref in daemon_discover(include_proc=True, dirs=tuple(d for _, d in NAMED_DIRS),
+                               owner=namespace_owner).values():
         ns = Namespace(dev=ref.dev, inode=ref.inode, pids=sorted(set(ref.pids)), path=ref.path,
-                       names=[{"source": src, "path": p} for src, p in ref.mounts])
+                       names=[{"source": src, "path": p} for src, p in ref.mounts], name=ref.name)
         # the daemon names a namespace once; the inspector shows every path to it
         ns.own = ns.key == (own.st_dev, own.st_ino)
         if ns.own and not ns.names:
@@ -126,8 +134,38 @@ def inspect(ns: Namespace) -> Namespace:
     return ns
 
 
-def collect() -> list[Namespace]:
-    return [inspect(ns) for ns in discover()]
+def identify(namespaces: list[Namespace], docker_socket: str = "") -> str:
+    """Fill containers and processes of each namespace; returns a docker error ("" if none)."""
+    from ..identity.docker import DockerError, DockerMetadata
+    from ..identity.proc import read_process
+    known, error = {}, ""
+    if docker_socket:
+        try:
+            known = DockerMetadata(docker_socket, timeout=2.0).refresh()
+        except (OSError, DockerError, ValueError) as e:
+            error = f"docker API at {docker_socket}: {e}"
+    for ns in namespaces:
+        comms, conts = [], {}
+        for pid in ns.pids:
+            p = read_process(pid)
+            if p is None:
+                continue
+            if p.comm not in comms:
+                comms.append(p.comm)
+            if p.container is not None and p.container.id not in conts:
+                info = known.get(p.container.id)
+                conts[p.container.id] = {"id": p.container.id, "runtime": info.runtime if info else p.container.runtime,
+                                         "name": info.name if info else "", "image": info.image if info else ""}
+        ns.processes, ns.containers = comms, list(conts.values())
+    return error
+
+
+def collect(docker_socket: str = "") -> list[Namespace]:
+    namespaces = [inspect(ns) for ns in discover()]
+    error = identify(namespaces, docker_socket)
+    if error:
+        print(f"ns: {error}; containers shown by id", file=sys.stderr)
+    return namespaces
 
 
 def to_json(namespaces: list[Namespace]) -> str:
@@ -141,18 +179,20 @@ def _pids_text(pids: list[int]) -> str:
 
 
 def to_table(namespaces: list[Namespace]) -> str:
-    rows = [("INODE", "COOKIE", "NSID", "NAME", "PIDS", "TCP4", "TCP6", "STATES")]
+    rows = [("INODE", "COOKIE", "NSID", "NAME", "MOUNTS", "CONTAINERS", "PROCESSES", "PIDS", "TCP4", "TCP6",
+             "STATES")]
     for n in namespaces:
-        name = ",".join(f"{x['source']}:{os.path.basename(x['path'])}" for x in n.names)
-        if n.own:
-            name = ("self," + name) if name else "self"
+        mounts = ",".join(f"{x['source']}:{os.path.basename(x['path'])}" for x in n.names)
+        conts = ",".join(f"{c['name'] or c['id'][:12]}({c['image'] or c['runtime']})" for c in n.containers)
+        procs = ",".join(n.processes[:4]) + (f",... ({len(n.processes)})" if len(n.processes) > 4 else "")
         states: dict[str, int] = {}
         for per in n.sockets.values():
             for k, v in per.items():
                 states[k] = states.get(k, 0) + v
         rows.append((
             str(n.inode), "-" if n.cookie is None else str(n.cookie),
-            "-" if n.nsid is None else str(n.nsid), name or "-", _pids_text(n.pids),
+            "-" if n.nsid is None else str(n.nsid), (n.name[:12] if len(n.name) == 64 else n.name) or "-",
+            mounts or "-", conts or "-", procs or "-", _pids_text(n.pids),
             str(sum(n.sockets.get("inet", {}).values())), str(sum(n.sockets.get("inet6", {}).values())),
             " ".join(f"{k}={v}" for k, v in sorted(states.items())) or ("error: " + n.error if n.error else "-"),
         ))
@@ -163,13 +203,15 @@ def to_table(namespaces: list[Namespace]) -> str:
 def build_parser() -> GoFlagParser:
     p = GoFlagParser("ns", __doc__.split("\n\n")[0])
     p.flag("json", action="store_true", help="print JSON instead of a table")
+    p.flag("dockerSocket", default="/run/docker.sock",
+           help="Docker Engine API socket used to name containers ('' = do not ask)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        namespaces = collect()
+        namespaces = collect(args.dockerSocket)
     except OSError as e:
         print(f"ns: error: {e}", file=sys.stderr)
         return 1

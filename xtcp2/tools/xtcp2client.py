@@ -103,7 +103,16 @@ def _addr(raw: bytes, port: int) -> str:
 
 
 TABLE_HEADER = f"{'NETNS':<16} {'STATE':<11} {'RECV-Q':>6} {'SEND-Q':>6} {'LOCAL':<24} {'PEER':<24} " \
-               f"{'RTT_MS':>8} {'CWND':>5} {'RETRANS':>7}"
+               f"{'RTT_MS':>8} {'CWND':>5} {'RETRANS':>7} {'CONTAINER':<20} PROCESS"
+
+
+def container_label(r: rec_pb.XtcpFlatRecord) -> str:
+    """Container name, else its short id (name not known yet), else "-" (a host socket)."""
+    return r.container_name or r.container_id[:12] or "-"
+
+
+def process_label(r: rec_pb.XtcpFlatRecord) -> str:
+    return f"{r.comm or '?'}/{r.pid}" if r.pid else "-"
 
 
 def table_row(r: rec_pb.XtcpFlatRecord) -> str:
@@ -112,7 +121,7 @@ def table_row(r: rec_pb.XtcpFlatRecord) -> str:
     peer = _addr(r.inet_diag_msg_socket_destination, r.inet_diag_msg_socket_destination_port)
     return (f"{r.netns[:16]:<16} {state:<11} {r.inet_diag_msg_rqueue:>6} {r.inet_diag_msg_wqueue:>6} "
             f"{local:<24} {peer:<24} {r.tcp_info_rtt / 1000:>8.3f} {r.tcp_info_snd_cwnd:>5} "
-            f"{r.tcp_info_total_retrans:>7}")
+            f"{r.tcp_info_total_retrans:>7} {container_label(r)[:20]:<20} {process_label(r)}")
 
 
 FORMATS = ("table", "json", "jsonl", "humanize", "csv", "tsv")
