@@ -317,6 +317,11 @@ class IterCollector:
                 if isinstance(item, tuple):
                     free.put(item[0])
             t.join()
+            # what the reader queued just before it ended is not drained by the loop above
+            while not full.empty():
+                item = full.get_nowait()
+                if isinstance(item, tuple):
+                    free.put(item[0])
 
     def close(self) -> None:
         self.program.close()

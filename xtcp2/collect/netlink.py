@@ -157,6 +157,11 @@ class NetlinkCollector:
                 if isinstance(item, Chunk):
                     free.put(item)
             t.join()
+            # what the reader queued just before it ended is not drained by the loop above
+            while not full.empty():
+                item = full.get_nowait()
+                if isinstance(item, Chunk):
+                    free.put(item)
 
     def poll(self, namespaces: list[Namespace] | None = None, trigger: int = pb.XtcpFlatRecord.TRIGGER_POLL) -> PollStats:
         t0 = time.perf_counter()
