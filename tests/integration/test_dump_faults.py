@@ -28,6 +28,8 @@ SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, SKNLGRP_INET_TCP_DESTROY = 270, 1, 1
 def daemon(ns: str, **kw):
     from xtcp2.config import Config
     from xtcp2.daemon import Daemon
+    # these faults are of the inet_diag dump: the netlink collector, whatever auto would pick
+    kw.setdefault("collector", "netlink")
     d = Daemon(Config(netns=[ns], dest="null", once=True, debug_level=0, **kw))
     d.reconcile()
     return d

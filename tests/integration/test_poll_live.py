@@ -141,7 +141,8 @@ def test_capture_path_writes_replayable_pcap(tmp_path, make_netns, populate):
     assert any(f'"inetDiagMsgSocketCookie":{s["cookie"]}' in "".join(decoded) for s in socks)
 
 
-def test_aborted_dumps_do_not_leak_buffers(make_netns):
+@pytest.mark.parametrize("collector", ["netlink", "iter"])
+def test_aborted_dumps_do_not_leak_buffers(make_netns, collector):
     """A dump cut short (here by -timeout on every chunk) must return its buffers:
     a leak would deadlock the reader thread after a few polls."""
     from xtcp2.collect import netlink as collect
@@ -154,14 +155,16 @@ def test_aborted_dumps_do_not_leak_buffers(make_netns):
                             "--connections", "6000", "--procs", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert pop.stdout.readline().startswith("READY")
-        d = Daemon(Config(netns=[ns], dest="null", once=True, debug_level=0, poll_timeout=1e-6, packet_size=4096))
+        d = Daemon(Config(netns=[ns], dest="null", once=True, debug_level=0, poll_timeout=1e-6, packet_size=4096,
+                          collector=collector))
         try:
             for _ in range(2 * collect.CHUNKS_PER_WORKER + 2):
                 d.reconcile()
                 st = d.collector.poll()
                 assert st.errors >= 1  # aborted by the timeout
             # with a leaked buffer the next full dump would wait forever for a free chunk
-            d.collector.configure(Config(netns=[ns], dest="null", once=True, debug_level=0, poll_timeout=30))
+            d.collector.configure(Config(netns=[ns], dest="null", once=True, debug_level=0, poll_timeout=30,
+                                         collector=collector))
             d.reconcile()
             result = []
             t = threading.Thread(target=lambda: result.append(d.collector.poll()), daemon=True)
