@@ -22,6 +22,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -248,13 +249,15 @@ if ! mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 @T
     echo "XTCP2_MICROVM_GUEST_FAIL cannot mount the host root over 9p"
     poweroff -f
 fi
+@KEEP_ASIDE@
 mount -t proc proc $R/proc
 mount -t sysfs sysfs $R/sys
 mount -t devtmpfs devtmpfs $R/dev
 mkdir -p $R/dev/pts $R/dev/shm 2>/dev/null
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs shm $R/dev/shm
-for d in run tmp var/tmp root/.cache; do [ -d $R/$d ] && mount -t tmpfs tmpfs $R/$d; done
+for d in @TMPFS_DIRS@; do [ -d $R/$d ] && mount -t tmpfs tmpfs $R/$d; done
+@KEEP_BACK@
 mount -t bpf bpf $R/sys/fs/bpf 2>/dev/null
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup 2>/dev/null
 mount -t tracefs tracefs $R/sys/kernel/tracing 2>/dev/null
@@ -269,6 +272,24 @@ echo "XTCP2_MICROVM_GUEST_EXIT rc=$?"
 sync
 poweroff -f
 """
+
+# Writable scratch in the guest over the read-only host root.
+TMPFS_DIRS = ("run", "tmp", "var/tmp", "root/.cache")
+
+
+def keep_visible(paths: Sequence[str]) -> tuple[str, str]:
+    """init lines that keep host paths lying under the guest's tmpfs mounts (a checkout or
+    venv under /tmp) visible: bound aside before the tmpfs mounts, bound back after."""
+    aside, back = [], []
+    wanted = sorted({os.path.abspath(p) for p in paths})
+    under = [p for p in wanted if any(p.startswith(f"/{d}/") for d in TMPFS_DIRS)]
+    under = [p for p in under if not any(p != q and p.startswith(q + "/") for q in under)]
+    for i, p in enumerate(under):
+        q = shlex.quote(p)
+        aside.append(f"mkdir -p /keep/{i} && mount -o bind $R{q} /keep/{i}")
+        back.append(f"mkdir -p $R{q} && mount -o bind /keep/{i} $R{q}")
+    return "\n".join(aside), "\n".join(back)
+
 
 PROBE_INIT = """#!/bin/sh
 export PATH=/bin
@@ -399,8 +420,12 @@ def host_main(args) -> int:
                       "-sockets", str(args.sockets), "-readyTimeout", f"{args.readyTimeout}s"]
         bindir = os.path.dirname(sys.executable)
         path = ":".join([bindir, "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        aside, back = keep_visible([repo, sys.prefix])
         init = (INIT_TEMPLATE.replace("@TAG@", MOUNT_TAG).replace("@PATH@", path)
-                .replace("@PYTHON@", sys.executable).replace("@ARGS@", " ".join(guest_args)))
+                .replace("@PYTHON@", sys.executable).replace("@ARGS@", " ".join(guest_args))
+                .replace("@TMPFS_DIRS@", " ".join(TMPFS_DIRS))
+                .replace("@KEEP_ASIDE@", aside).replace("@KEEP_BACK@", back))
         initrd = build_initramfs(cache, kernel, busybox, init, modules)
         accel = choose_accel(cache, kernel, busybox, args.accel)
     except MicroVMError as e:
