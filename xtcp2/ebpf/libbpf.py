@@ -122,3 +122,24 @@ def check_int(func: str, rc: int) -> int:
     if rc < 0:
         raise LibbpfError(func, -rc, recent_log())
     return rc
+
+
+class OpenOpts(ctypes.Structure):
+    """struct bpf_object_open_opts of libbpf 1.x, up to kconfig (sz says how far we fill it)."""
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("object_name", ctypes.c_char_p),
+        ("relaxed_maps", ctypes.c_bool),
+        ("pin_root_path", ctypes.c_char_p),
+        ("_attach_prog_fd", ctypes.c_uint32),  # removed in libbpf 1.0, its slot stays
+        ("kconfig", ctypes.c_char_p),
+    ]
+
+
+def open_object(path: str, kconfig: str | None = None) -> int:
+    """bpf_object__open_file with our kconfig override (None: libbpf reads the system's)."""
+    lib = load()
+    if kconfig is None:
+        return check_ptr("bpf_object__open_file", lib.bpf_object__open_file(path.encode(), None))
+    opts = OpenOpts(sz=ctypes.sizeof(OpenOpts), kconfig=kconfig.encode())
+    return check_ptr("bpf_object__open_file", lib.bpf_object__open_file(path.encode(), ctypes.byref(opts)))
