@@ -42,19 +42,28 @@ LIBBPF_DEBUG = 2
 def _print(level: int, fmt: bytes, va: int) -> int:
     if level >= LIBBPF_DEBUG:  # per-relocation chatter would push the real error out
         return 0
-    # va_list is an array type on x86_64: it arrives as a pointer vsnprintf accepts.
-    buf = ctypes.create_string_buffer(1024)
+    # va_list is an array type on x86_64: it arrives as a pointer vsnprintf accepts. It can
+    # be used once, so the buffer is sized for a verifier log (whose last lines say why).
+    buf = ctypes.create_string_buffer(_PRINT_BUF)
     _libc.vsnprintf(buf, len(buf), fmt, va)
-    line = buf.value.decode(errors="replace").rstrip()
-    if line:
-        _LOG.append(line)
+    for line in buf.value.decode(errors="replace").splitlines():
+        if line.strip():
+            _LOG.append(line.rstrip())
     return 0
+
+
+_PRINT_BUF = 1 << 18
 
 
 def recent_log(n: int = 3) -> str:
     """The last libbpf log lines that look like errors, joined on one line."""
     lines = [ln for ln in _LOG if "err" in ln.lower() or "fail" in ln.lower() or "invalid" in ln.lower()]
     return " | ".join((lines or list(_LOG))[-n:])
+
+
+def recent_lines(n: int = 40) -> list[str]:
+    """The last n libbpf log lines as they came (a verifier log ends with its reason)."""
+    return list(_LOG)[-n:]
 
 
 def clear_log() -> None:
