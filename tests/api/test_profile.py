@@ -7,6 +7,7 @@ import base64
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -212,3 +213,37 @@ def test_non_loopback_peers_are_refused_even_on_an_open_listener(py_spy, tmp_pat
             proc.terminate()
             proc.wait(30)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.mark.root
+def test_profile_with_only_the_capabilities_of_the_hardened_unit(py_spy, tmp_path):
+    """py-spy is the daemon's child with its uid: it needs no capability of its own. The
+    daemon here keeps only what deploy/systemd/xtcp2.service grants, minus CAP_SYS_PTRACE,
+    with no_new_privs set as the unit does."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv")
+    keep = "+net_admin,+sys_admin,+bpf,+perfmon"
+    port = free_port()
+    log = open(tmp_path / "daemon.log", "wb")
+    proc = subprocess.Popen(["setpriv", f"--bounding-set=-all,{keep}", f"--inh-caps=-all,{keep}",
+                             f"--ambient-caps=-all,{keep}", "--no-new-privs", sys.executable, "-m", "xtcp2",
+                             "--mode", "poll", "--netns", "self", "-dest", "null", "-promListen",
+                             f"127.0.0.1:{port}", "-grpcPort", "0"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=log, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "daemon.log").read_text()[-2000:]
+            try:
+                if get(port, "/healthz", timeout=5)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert "CapEff:\t000000c000201000" in open(f"/proc/{proc.pid}/status").read()   # the four, nothing else
+        status, _, body = get(port, "/debug/profile?seconds=1&format=raw&idle=1")
+        assert status == 200 and b"(xtcp2/" in body, body[:500]
+    finally:
+        proc.terminate()
+        proc.wait(30)
