@@ -270,3 +270,60 @@ def test_without_a_web_config_nothing_changes(serve):
     ms = serve(None)
     assert ms.url.startswith("http://") and get(ms.port)[0] == 200
     assert metrics_http.MAX_CONNECTIONS == 64
+
+
+@pytest.mark.slow
+def test_real_prometheus_scrapes_it_and_reads_the_same_web_config(serve, pki, hashed, tmp_path):
+    """Debian's Prometheus (exporter-toolkit inside) serves its own UI with the very web
+    config file the daemon uses, and scrapes the daemon over mTLS with basic auth; a job
+    with the wrong password is down."""
+    import json
+    import subprocess
+    import urllib.parse
+
+    from tests import need
+    from tests.daemon_process import free_port
+
+    prom = need.binary("prometheus", "Debian prometheus, scripts/apt-test.txt")
+    text = MTLS.format(p=pki) + f"basic_auth_users:\n  prometheus: '{hashed}'\n"
+    ms = serve(text)
+    web = tmp_path / "web.yml"
+    port = free_port()
+    job = ("  - job_name: {name}\n    scheme: https\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+           "    basic_auth: {{username: prometheus, password: '{pw}'}}\n"
+           "    tls_config: {{ca_file: {p}/ca.pem, cert_file: {p}/client.pem, key_file: {p}/client.key}}\n")
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"
+                   + job.format(name="xtcp2", port=ms.port, pw=PASSWORD, p=pki)
+                   + job.format(name="wrongpw", port=ms.port, pw="not-the-password", p=pki))
+    log = tmp_path / "prometheus.log"
+    proc = subprocess.Popen([prom, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}", f"--web.config.file={web}"],
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    try:
+        def query(q: str) -> list:
+            url = "/api/v1/query?" + urllib.parse.urlencode({"query": q})
+            status, _, body = get(port, url, ctx=client_context(pki, cert="client"), auth=("prometheus", PASSWORD))
+            assert status == 200, body
+            return json.loads(body)["data"]["result"]
+
+        deadline = time.monotonic() + 60
+        up: dict = {}
+        while time.monotonic() < deadline and set(up) != {"xtcp2", "wrongpw"}:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                up = {r["metric"]["job"]: float(r["value"][1]) for r in query("up")}
+            except (OSError, ssl.SSLError):
+                pass
+            time.sleep(0.5)
+        assert up == {"xtcp2": 1.0, "wrongpw": 0.0}, log.read_text()[-3000:]
+        assert query('xtcp2_build_info{job="xtcp2"}')
+        # and Prometheus' own listener refuses what ours refuses
+        assert get(port, "/api/v1/query?query=up", ctx=client_context(pki, cert="client"))[0] == 401
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -133,11 +133,13 @@ class _Conn:
 
 class _Deferred:
     """Work for a worker thread; its result (response bytes, or another _Deferred) is
-    handed back to the listener thread."""
-    __slots__ = ("fn", "timeout", "pool")
+    handed back to the listener thread. `cancel` undoes what creating it reserved (the
+    profiler) when it never runs: its connection went away, or the listener is stopping."""
+    __slots__ = ("fn", "timeout", "pool", "cancel")
 
-    def __init__(self, fn: Callable[[], "bytes | _Deferred"], timeout: float, pool: ThreadPoolExecutor) -> None:
-        self.fn, self.timeout, self.pool = fn, timeout, pool
+    def __init__(self, fn: Callable[[], "bytes | _Deferred"], timeout: float, pool: ThreadPoolExecutor,
+                 cancel: Callable[[], None] | None = None) -> None:
+        self.fn, self.timeout, self.pool, self.cancel = fn, timeout, pool, cancel
 
 
 def is_loopback_peer(host: str) -> bool:
@@ -279,6 +281,8 @@ class _SelectorServer:
         try:
             work.pool.submit(run)
         except RuntimeError:  # shutting down
+            if work.cancel is not None:
+                work.cancel()
             self._close(conn)
 
     def _deliver(self) -> None:
@@ -287,8 +291,10 @@ class _SelectorServer:
                 conn, result = self._done.get_nowait()
             except queue.Empty:
                 return
-            if self._conns.get(conn.fd) is not conn:
-                continue  # timed out or evicted meanwhile
+            if self._conns.get(conn.fd) is not conn:  # timed out or evicted meanwhile
+                if isinstance(result, _Deferred) and result.cancel is not None:
+                    result.cancel()
+                continue
             if isinstance(result, _Deferred):
                 self._defer(conn, result)
             else:
@@ -554,7 +560,7 @@ class _SelectorServer:
             PROFILES.labels("ok").inc()
             return response("200 OK", body, [("Content-Type", ctype), ("Cache-Control", "no-store")], method,
                             web.headers if web else ())
-        return _Deferred(run, seconds + 35, self._profile_pool)
+        return _Deferred(run, seconds + 35, self._profile_pool, cancel=self._profiler.release)
 
     def _call(self, environ: dict, method: str, web) -> bytes:
         status_headers: list = []

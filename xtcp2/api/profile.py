@@ -82,12 +82,17 @@ class Profiler:
 
     def __init__(self) -> None:
         self._busy = threading.Lock()
+        self._lock = threading.Lock()   # _proc and _stopping, between run() and stop()
         self._proc: subprocess.Popen | None = None
         self._stopping = False
 
     def claim(self) -> bool:
         """Reserve the profiler for one request (the listener thread); False if taken."""
         return self._busy.acquire(blocking=False)
+
+    def release(self) -> None:
+        """Give back a claim whose run() will not happen."""
+        self._busy.release()
 
     def run(self, seconds: int, fmt: str, idle: bool) -> tuple[bytes, str]:
         """(profile, content type); call after claim(), from a worker thread. Releases the claim."""
@@ -108,17 +113,22 @@ class Profiler:
                     "--format", fmt, "--output", f"/proc/self/fd/{out}", "--nonblocking"]
             if idle:
                 argv.append("--idle")
-            if self._stopping:
-                raise ProfileError("503 Service Unavailable", "the daemon is stopping", "error")
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE, pass_fds=(out,), env={"PATH": os.defpath})
+            with self._lock:
+                if self._stopping:
+                    raise ProfileError("503 Service Unavailable", "the daemon is stopping", "error")
+                proc = self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                     stderr=subprocess.PIPE, pass_fds=(out,),
+                                                     env={"PATH": os.defpath})
             try:
-                _, err = self._proc.communicate(timeout=seconds + 30)
+                _, err = proc.communicate(timeout=seconds + 30)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
-                _, err = self._proc.communicate()
+                proc.kill()
+                _, err = proc.communicate()
                 raise ProfileError("500 Internal Server Error", "py-spy did not finish", "error") from None
-            rc, self._proc = self._proc.returncode, None
+            finally:
+                with self._lock:
+                    self._proc = None
+            rc = proc.returncode
             if rc != 0:
                 last = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip()][-1:] or [f"exit {rc}"]
                 log.warning("profile: py-spy failed: %s", last[0])
@@ -131,8 +141,9 @@ class Profiler:
             os.close(out)
 
     def stop(self) -> None:
-        """The daemon is stopping: end a profile in progress now."""
-        self._stopping = True
-        proc = self._proc
+        """The daemon is stopping: end a profile in progress now (and refuse new ones)."""
+        with self._lock:
+            self._stopping = True
+            proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.kill()
