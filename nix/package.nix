@@ -33,6 +33,8 @@ python3Packages.buildPythonApplication {
     grpcio
     grpcio-health-checking
     grpcio-reflection
+    pyyaml
+    bcrypt
     pyroute2
     confluent-kafka
     nats-py

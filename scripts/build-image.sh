@@ -5,7 +5,7 @@
 # then `docker import`.
 #   scripts/build-image.sh WHEEL [TAG]          TAG defaults to xtcp2:<wheel version>
 #   scripts/build-image.sh --tar OUT WHEEL      only write the rootfs tarball (no docker)
-# Needs: mmdebstrap (apt), pip, and docker for the import. EXTRAS (default kafka,valkey,s3)
+# Needs: mmdebstrap (apt), pip, and docker for the import. EXTRAS (default kafka,valkey,s3,profile)
 # and MIRROR (default http://deb.debian.org/debian) can be set in the environment.
 set -euo pipefail
 out_tar=""
@@ -13,7 +13,7 @@ if [ "${1:-}" = "--tar" ]; then out_tar=$(realpath -m "${2:?--tar needs a file}"
 wheel=$(realpath "${1:?usage: build-image.sh WHEEL [TAG] | --tar OUT WHEEL}")
 version=$(basename "$wheel" | cut -d- -f2)
 tag=${2:-xtcp2:$version}
-extras=${EXTRAS:-kafka,valkey,s3}
+extras=${EXTRAS:-kafka,valkey,s3,profile}
 mirror=${MIRROR:-http://deb.debian.org/debian}
 pip=${PIP:-pip}
 case "$(uname -m)" in x86_64) arch=x86_64 ;; aarch64) arch=aarch64 ;; *) echo "build-image.sh: unsupported $(uname -m)" >&2; exit 2 ;; esac

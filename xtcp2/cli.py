@@ -106,6 +106,11 @@ FLAGS = [
     ("grpcTlsKey", "grpc_tls_key", str, "PEM private key file of -grpcTlsCert (mode 0600)"),
     ("grpcTlsClientCa", "grpc_tls_client_ca", str, "PEM CA file: gRPC clients must present a certificate it signed (mTLS)"),
     ("livenessTimeout", "liveness_timeout", parse_duration, "/healthz fails when the collection loop has not run for this long; 0 = max(60s, 3 x -frequency)"),
+    ("webConfigFile", "web_config_file", str, "metrics listener TLS, client certificates and basic auth: a Prometheus exporter-toolkit web config (YAML)"),
+    ("pyroscopeUrl", "pyroscope_url", str, "push CPU profiles to this Pyroscope server (needs the pyroscope-io extra); empty = off"),
+    ("pyroscopeAppName", "pyroscope_app_name", str, "application name registered with Pyroscope"),
+    ("pyroscopeSampleHz", "pyroscope_sample_hz", int, "Pyroscope CPU sampling rate in Hz, 0 = 100"),
+    ("pyroscopeUploadSec", "pyroscope_upload_interval_sec", int, "seconds between Pyroscope uploads, 0 = 15"),
     ("d", "debug_level", int, "debug level"),
     ("dockerSocket", "docker_socket_path", str, "Docker Engine API unix socket for -enrichContainer (podman's compatible socket works too)"),
     ("resolveProcess", "resolve_process", _bool, "pid and comm of the process holding each socket (from /proc, as ss -p)"),
@@ -279,7 +284,7 @@ def run_daemon(argv: Sequence[str]) -> int:
         return 0
     if args.healthcheck:
         from .api.health import healthcheck
-        ok, line = healthcheck(cfg.prom_listen)
+        ok, line = healthcheck(cfg.prom_listen, web_config_file=cfg.web_config_file)
         print(f"xtcp2: {line}", file=sys.stdout if ok else sys.stderr)
         return 0 if ok else 1
     setup_logging(cfg.debug_level, given.values.get("log_level"), given.values.get("log_format", "text"))
@@ -291,7 +296,14 @@ def run_daemon(argv: Sequence[str]) -> int:
     from .api.control_plane import preflight, start_control_plane
     from .daemon import Daemon
     preflight(cfg)  # exits 2 with what is missing and how to grant it
-    daemon = Daemon(cfg, use_bpf=use_bpf)
+    from .api.pyroscope_push import start_pyroscope
+    stop_pyroscope = start_pyroscope(cfg)  # before the daemon: start-up is profiled too
+    try:
+        daemon = Daemon(cfg, use_bpf=use_bpf)
+    except BaseException:
+        if stop_pyroscope is not None:
+            stop_pyroscope()
+        raise
     plane = notifier = losses = None
     try:
         if cfg.once:
@@ -324,6 +336,8 @@ def run_daemon(argv: Sequence[str]) -> int:
         if notifier is not None:
             notifier.stop()
         _shut_down(daemon, plane)
+        if stop_pyroscope is not None:
+            stop_pyroscope()
 
 
 def _loss_interval(text: str) -> float:

@@ -76,6 +76,8 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "debug_level": (0, 1000, True),
     "metrics_max_netns": (1, 100_000, True),
     "uplink_count": (0, 2, True),               # 0 = 2: the schema's two uplink slots
+    "pyroscope_sample_hz": (0, 1000, True),     # 0 = 100, as upstream
+    "pyroscope_upload_interval_sec": (0, 3600, True),  # 0 = 15, as upstream
 }
 TEXT_FIELDS = {"hostname": MAX_TEXT, "location": MAX_TEXT, "label": MAX_TEXT, "tag": MAX_TEXT,
                "dest": MAX_DEST, "topic": MAX_TEXT, "kafka_compression": 32, "capture_path": 4096,
@@ -86,7 +88,8 @@ TEXT_FIELDS = {"hostname": MAX_TEXT, "location": MAX_TEXT, "label": MAX_TEXT, "t
                "s3_bucket": 63, "s3_prefix": 1024, "s3_region": 64, "csv_columns": 4096,
                "grpc_tls_cert": 4096, "grpc_tls_key": 4096, "grpc_tls_client_ca": 4096,
                "lldpd_socket_path": MAX_TEXT, "lldpd_version_hint": 16,
-               "docker_socket_path": 4096}
+               "docker_socket_path": 4096, "web_config_file": 4096, "pyroscope_url": MAX_DEST,
+               "pyroscope_app_name": MAX_TEXT}
 
 
 def parse_deserializers(spec: str) -> tuple[str, ...]:
@@ -185,6 +188,12 @@ class Config:
     grpc_tls_key: str = ""                 # its private key (root-owned, not readable by others)
     grpc_tls_client_ca: str = ""           # PEM CA bundle: require client certificates (mTLS)
     liveness_timeout: float = 0.0          # /healthz: loop stuck after this long; 0 = max(60 s, 3 x frequency)
+    web_config_file: str = ""              # metrics listener TLS / basic auth (exporter-toolkit YAML)
+    # continuous profiling push (upstream's names; the pyroscope-io extra); "" = off
+    pyroscope_url: str = ""
+    pyroscope_app_name: str = "xtcp2"
+    pyroscope_sample_hz: int = 100
+    pyroscope_upload_interval_sec: int = 15
     debug_level: int = 111
 
     def __post_init__(self) -> None:
@@ -242,6 +251,11 @@ class Config:
         need(self.lldpd_socket_path.startswith("/"), "lldpd_socket_path", "must be an absolute path")
         need(not self.docker_socket_path or self.docker_socket_path.startswith("/"), "docker_socket_path",
              "must be an absolute path to a unix socket")
+        if self.pyroscope_url:
+            try:
+                values.http_url(self.pyroscope_url)
+            except ValueError as e:
+                raise ConfigError("pyroscope_url", str(e)) from None
         return self
 
     def replace(self, **changes: object) -> "Config":

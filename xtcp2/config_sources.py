@@ -62,6 +62,8 @@ UPSTREAM_ENV = {
     "s3_flush_threshold_jitter_pct": "S3_FLUSH_THRESHOLD_JITTER_PCT",
     "s3_upload_max_attempts": "S3_UPLOAD_MAX_ATTEMPTS",
     "s3_upload_backoff_cap": "S3_UPLOAD_BACKOFF_CAP",
+    "pyroscope_url": "PYROSCOPE_URL",            # named in upstream's -help
+    "pyroscope_app_name": "PYROSCOPE_APP_NAME",
 }
 
 

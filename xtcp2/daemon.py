@@ -105,6 +105,8 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+        self.collector.stop()  # a poll or resync in progress ends at its next chunk
+        self.identity.stop()   # and so does a /proc walk for socket owners
         self.mode.trigger(0)  # wakes a waiting mode to see the stop
 
     def close(self) -> None:

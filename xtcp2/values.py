@@ -110,3 +110,20 @@ def ifname(value: object) -> str:
     if not name.isprintable() or any(ch in "/:" or ch.isspace() for ch in name):
         raise ValueError(f"invalid interface name {name!r}: no '/', ':' or whitespace")
     return name
+
+
+def http_url(value: object) -> str:
+    """An http:// or https:// URL with a host (a server the daemon pushes to)."""
+    from urllib.parse import urlsplit
+
+    s = str(value)
+    try:
+        parts = urlsplit(s)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as e:
+        raise ValueError(f"not a URL: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected http://HOST[:PORT][/PATH] or https://..., not {s!r}")
+    if " " in s:
+        raise ValueError("contains a space")
+    return s

@@ -122,3 +122,17 @@ def test_container_enrichment_fields_map_to_upstreams_names():
     msg.docker_socket_path = "relative/docker.sock"
     with pytest.raises(ConfigError, match="docker_socket_path"):
         config_from_proto(msg, cur)
+
+
+def test_pyroscope_settings_are_shown_but_fixed_while_running():
+    cur = current().replace(pyroscope_url="http://127.0.0.1:4040", pyroscope_sample_hz=50)
+    msg = config_to_proto(cur)
+    assert (msg.pyroscope_url, msg.pyroscope_app_name, msg.pyroscope_sample_hz,
+            msg.pyroscope_upload_interval_sec) == ("http://127.0.0.1:4040", "xtcp2", 50, 15)
+    assert config_from_proto(msg, cur) == cur          # a Get-modify-Set round trip keeps them
+    for field, value in (("pyroscope_url", "http://elsewhere:4040"), ("pyroscope_sample_hz", 10),
+                         ("pyroscope_app_name", "other"), ("pyroscope_upload_interval_sec", 1)):
+        changed = config_to_proto(cur)
+        setattr(changed, field, value)
+        with pytest.raises(ConfigError, match=f"^{field}: cannot change while running"):
+            config_from_proto(changed, cur)

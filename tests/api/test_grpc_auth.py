@@ -207,6 +207,65 @@ def test_non_loopback_listener_needs_a_token(start_daemon, tmp_path):
         assert got.config.poll_frequency.seconds == 30
 
 
+TOKEN = "env-token-0123456789abcdef"
+
+
+def test_token_from_the_environment_guards_set_and_triggers(start_daemon, monkeypatch):
+    from google.protobuf import duration_pb2
+
+    from xtcp2.gen.xtcp_config.v1 import xtcp_config_pb2 as pb
+    from xtcp2.gen.xtcp_config.v1 import xtcp_config_pb2_grpc as pb_grpc
+
+    monkeypatch.setenv("XTCP2_GRPC_TOKEN", TOKEN)
+    rd = start_daemon(grpc_listen="0.0.0.0", poll_frequency=30.0)
+    good = (("authorization", f"Bearer {TOKEN}"),)
+    with grpc.insecure_channel(f"127.0.0.1:{rd.server.port}") as ch:
+        stub = pb_grpc.ConfigServiceStub(ch)
+        cfg = stub.Get(pb.GetRequest(), timeout=5, metadata=good).config
+        cfg.tag = "from-set"
+        calls = [("Set", lambda md: stub.Set(pb.SetRequest(config=cfg), timeout=5, metadata=md)),
+                 ("TriggerPoll", lambda md: stub.TriggerPoll(pb.TriggerPollRequest(), timeout=5, metadata=md)),
+                 ("TriggerPollBurst", lambda md: stub.TriggerPollBurst(
+                     pb.TriggerPollBurstRequest(count=1, interval=duration_pb2.Duration(seconds=1)),
+                     timeout=5, metadata=md))]
+        for name, call in calls:
+            for md in (None, (("authorization", "Bearer not-the-token-0123456789"),)):
+                with pytest.raises(grpc.RpcError) as e:
+                    call(md)
+                assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED, name   # root, but not loopback
+            call(good)
+    assert rd.daemon.config.tag == "from-set"
+
+
+@pytest.mark.parametrize("env,file,msg", [
+    ("short", False, "XTCP2_GRPC_TOKEN must be at least 16 printable characters"),
+    ("has a space in it 0123456789", False, "without spaces"),
+    (TOKEN, True, "both -grpcTokenFile and XTCP2_GRPC_TOKEN are set"),
+])
+def test_bad_token_setups_are_one_line(start_daemon, monkeypatch, tmp_path, env, file, msg):
+    from xtcp2.errors import Xtcp2Error
+
+    monkeypatch.setenv("XTCP2_GRPC_TOKEN", env)
+    extra = {"grpc_token_file": str(_token_file(tmp_path / "token"))} if file else {}
+    with pytest.raises(Xtcp2Error, match=msg):
+        start_daemon(grpc_listen="0.0.0.0", **extra)
+
+
+def test_xtcp2client_token_from_the_environment(start_daemon, monkeypatch):
+    import subprocess
+    import sys
+    monkeypatch.setenv("XTCP2_GRPC_TOKEN", TOKEN)
+    rd = start_daemon(grpc_listen="0.0.0.0")
+    base = [sys.executable, "-m", "xtcp2.tools.xtcp2client", "-port", str(rd.server.port)]
+    env = {k: v for k, v in os.environ.items() if k != "XTCP2_GRPC_TOKEN"}
+    res = subprocess.run(base + ["get"], capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 1 and "UNAUTHENTICATED" in res.stderr
+    res = subprocess.run(base + ["set", "tag=envtok"], capture_output=True, text=True, timeout=60,
+                         env={**env, "XTCP2_GRPC_TOKEN": TOKEN})
+    assert res.returncode == 0, res.stderr
+    assert rd.daemon.config.tag == "envtok"
+
+
 def test_xtcp2client_token_file(start_daemon, tmp_path):
     import subprocess
     import sys

@@ -14,38 +14,14 @@ import pytest
 
 from tests.daemon_process import ROOT, free_port
 
+from .pki import make_pki
+
 pytestmark = pytest.mark.root
-
-
-def _openssl(*args: str, cwd: pathlib.Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _ca(d: pathlib.Path, name: str) -> None:
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-             "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.pem", cwd=d)
-
-
-def _leaf(d: pathlib.Path, ca: str, name: str, san: str) -> None:
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={name}",
-             "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
-    (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
-             "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)
-    os.chmod(d / f"{name}.key", 0o600)
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.fail("openssl is needed to make the test certificates")
-    d = tmp_path_factory.mktemp("ops-pki")
-    _ca(d, "ca")
-    _ca(d, "otherca")
-    _leaf(d, "ca", "server", "DNS:localhost,IP:127.0.0.1")
-    _leaf(d, "ca", "client", "DNS:client")
-    _leaf(d, "otherca", "rogue", "DNS:client")
-    return d
+    return make_pki(tmp_path_factory.mktemp("ops-pki"))
 
 
 class Daemon:

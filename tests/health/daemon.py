@@ -48,9 +48,10 @@ class HealthDaemon:
             time.sleep(0.1)
         raise AssertionError(f"{path}: wanted {status}, last {got} after {timeout}s; log: {self.log()[-2000:]}")
 
-    def healthcheck(self) -> subprocess.CompletedProcess:
+    def healthcheck(self, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "xtcp2", "-healthcheck"], capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT), "PROM_LISTEN": self.listen}, timeout=30)
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "PROM_LISTEN": self.listen, **(env or {})},
+                              timeout=30)
 
     def log(self) -> str:
         return self.logfile.read_text(errors="replace")

@@ -98,3 +98,9 @@ def test_bpf_mode_sees_host_and_container_sockets(dockerd, image, tmp_path):  # 
         assert host_port in seen, logs[-3000:]
         assert ctr_port in seen, logs[-3000:]
         assert status == "healthy", logs[-3000:]
+        # the image carries py-spy (the profile extra): /debug/profile profiles the daemon
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{prom}/debug/profile?seconds=1&format=raw&idle=1",
+                                    timeout=60) as r:
+            body = r.read()
+        assert r.status == 200 and b"(xtcp2/" in body, body[:500]

@@ -35,6 +35,9 @@ def test_upstream_names():
     assert names["enabled_deserializers"] == "DESERIALIZERS"
     assert names["bpf_ringbuf_bytes"] == "XTCP_BPF_RINGBUF_BYTES"   # no upstream variable
     assert names["log_format"] == "XTCP_LOG_FORMAT"
+    assert names["pyroscope_url"] == "PYROSCOPE_URL"   # upstream's -help names these two
+    assert names["pyroscope_app_name"] == "PYROSCOPE_APP_NAME"
+    assert names["web_config_file"] == "XTCP_WEB_CONFIG_FILE"
     assert env_name("grpcListen", "grpc_listen") == "XTCP_GRPC_LISTEN"
     assert len(set(names.values())) == len(names), "two settings share a variable"
 
@@ -61,7 +64,9 @@ def test_every_flag_is_settable_from_the_environment():
            "XTCP_ENRICH_NIC": "true", "XTCP_ENRICH_LLDP": "false", "XTCP_LLDPD_SOCKET": "/run/l.sock",
            "XTCP_LLDPD_VERSION_HINT": "1.0", "XTCP_UPLINK_COUNT": "1", "XTCP_UPLINK_INTERFACES": "eth0",
            "XTCP_DOCKER_SOCKET": "/run/docker.sock", "XTCP_RESOLVE_PROCESS": "false",
-           "XTCP_RESOLVE_CONTAINER_ID": "true", "XTCP_ENRICH_CONTAINER": "true"}
+           "XTCP_RESOLVE_CONTAINER_ID": "true", "XTCP_ENRICH_CONTAINER": "true",
+           "XTCP_WEB_CONFIG_FILE": "/etc/xtcp2/web.yml", "PYROSCOPE_URL": "http://127.0.0.1:4040",
+           "PYROSCOPE_APP_NAME": "xtcp2-node", "XTCP_PYROSCOPE_SAMPLE_HZ": "50", "XTCP_PYROSCOPE_UPLOAD_SEC": "30"}
     assert set(env) == {o.env for o in options()}, "a setting without a variable in this test"
     cfg, given = _resolve([], env)
     assert all(src.startswith("env ") for src in given.sources.values())
@@ -72,6 +77,9 @@ def test_every_flag_is_settable_from_the_environment():
     assert given.values["log_level"] == "warning" and given.values["log_format"] == "json"
     assert (cfg.grpc_tls_cert, cfg.grpc_tls_key, cfg.grpc_tls_client_ca) == ("/c", "/k", "/ca")
     assert (cfg.collector, cfg.s3_bucket, cfg.s3_flush_interval, cfg.kafka_produce_timeout) == ("netlink", "bkt", 60.0, 7.0)
+    assert cfg.web_config_file == "/etc/xtcp2/web.yml"
+    assert (cfg.pyroscope_url, cfg.pyroscope_app_name, cfg.pyroscope_sample_hz, cfg.pyroscope_upload_interval_sec) == (
+        "http://127.0.0.1:4040", "xtcp2-node", 50, 30)
 
 
 def test_precedence_flags_over_env_over_json_over_defaults():
@@ -106,6 +114,10 @@ def test_conf_shows_sources():
     ({CONFIG_JSON: '{"bogus": 1}'}, "xtcp2: error: environment XTCP_CONFIG_JSON: Message type"),
     ({CONFIG_JSON: '{"ipv4Ttl": 64}'}, "xtcp2: error: environment XTCP_CONFIG_JSON: ipv4_ttl: not supported"),
     ({CONFIG_JSON: '{"pollFrequency": "0.001s"}'}, "xtcp2: poll_frequency (from XTCP_CONFIG_JSON): must be >= 0.01"),
+    ({"PYROSCOPE_URL": "pyroscope:4040"}, "xtcp2: pyroscope_url (from env PYROSCOPE_URL): expected http://HOST"),
+    ({"XTCP_PYROSCOPE_SAMPLE_HZ": "5000"}, "xtcp2: pyroscope_sample_hz (from env XTCP_PYROSCOPE_SAMPLE_HZ): must be"),
+    ({"XTCP_PYROSCOPE_UPLOAD_SEC": "x"}, "xtcp2: error: environment XTCP_PYROSCOPE_UPLOAD_SEC: invalid int value"),
+    ({CONFIG_JSON: '{"pyroscopeUrl": "ftp://x"}'}, "xtcp2: pyroscope_url (from XTCP_CONFIG_JSON): expected http://"),
 ])
 def test_bad_env_value_is_one_line_exit_2(env, expect):
     out = _run(["-conf"], env)

@@ -32,7 +32,9 @@ READ_ONLY_FIELDS = frozenset({"daemon_version"})
 # Fixed for the life of the process (the listener is already bound). 0 = keep.
 # lldpd_socket_path too: a Set must not make the root daemon (through lldpcli) connect to
 # any unix socket on the host; like other local paths, it is the operator's choice.
-FIXED_FIELDS = frozenset({"grpc_port", "lldpd_socket_path"})
+# The pyroscope agent starts once, and a Set must not send the daemon's profiles elsewhere.
+FIXED_FIELDS = frozenset({"grpc_port", "lldpd_socket_path", "pyroscope_url", "pyroscope_app_name",
+                          "pyroscope_sample_hz", "pyroscope_upload_interval_sec"})
 # 0 means "the built-in default", as upstream documents for these fields.
 ZERO_IS_DEFAULT = frozenset({"packet_size", "envelope_flush_threshold_bytes", "envelope_flush_threshold_rows"})
 # Must be present / non-empty, as upstream's `required = true`.
@@ -43,7 +45,6 @@ REQUIRED = frozenset({"poll_frequency", "poll_timeout", "marshal_to", "dest"})
 IGNORED_TUNING = frozenset({
     "netlinkers_done_chan_size", "packet_size_mply",
     "io_uring_recv_batch_size", "io_uring_cqe_batch_size",
-    "pyroscope_sample_hz", "pyroscope_upload_interval_sec", "pyroscope_app_name",
     "nlmsg_seq",   # each sock_diag socket numbers its own requests from 1
 })
 

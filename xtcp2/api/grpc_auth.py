@@ -15,9 +15,9 @@ How a caller is identified depends on the listener:
   address and port would hand root's answer to whoever reuses root's port next.
 - `unix:/PATH` (-grpcListen unix:/run/xtcp2/grpc.sock): the socket file is mode 0600
   in a directory only root can enter, so whoever connects is root.
-- any other address: refused at start unless -grpcTokenFile is given; then protected
-  calls need the metadata `authorization: Bearer <token>`. The token also works on the
-  other listeners.
+- any other address: refused at start unless a bearer token is configured
+  (-grpcTokenFile, or the variable XTCP2_GRPC_TOKEN); then protected calls need the
+  metadata `authorization: Bearer <token>`. The token also works on the other listeners.
 
 Refusals are PERMISSION_DENIED (UNAUTHENTICATED for a missing token) with one line,
 counted in xtcp2_grpc_denied_total{method}.
@@ -211,6 +211,25 @@ def read_token(path: str) -> bytes:
     return token
 
 
+TOKEN_ENV = "XTCP2_GRPC_TOKEN"
+
+
+def configured_token(config: Config, environ=None) -> bytes | None:
+    """The bearer token: -grpcTokenFile, or $XTCP2_GRPC_TOKEN (a Kubernetes secret as an
+    env var); both at once is a mistake worth a one-line error."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(TOKEN_ENV, "").strip()
+    if config.grpc_token_file and value:
+        raise Xtcp2Error(f"gRPC: both -grpcTokenFile and {TOKEN_ENV} are set; give the token one way")
+    if config.grpc_token_file:
+        return read_token(config.grpc_token_file)
+    if not value:
+        return None
+    if len(value) < TOKEN_MIN_CHARS or any(ord(c) < 33 or ord(c) > 126 for c in value):
+        raise Xtcp2Error(f"gRPC: {TOKEN_ENV} must be at least {TOKEN_MIN_CHARS} printable characters without spaces")
+    return value.encode()
+
+
 @dataclass
 class Decision:
     ok: bool
@@ -224,7 +243,7 @@ class Authorizer:
     def __init__(self, config: Config) -> None:
         listen = config.grpc_listen
         self.listen = listen
-        self.token = read_token(config.grpc_token_file) if config.grpc_token_file else None
+        self.token = configured_token(config)
         self.allow_uids = frozenset({0}) | _ids(config.grpc_allow_uid, "uid", lambda n: pwd.getpwnam(n).pw_uid)
         self.allow_gids = _ids(config.grpc_allow_gid, "gid", lambda n: grp.getgrnam(n).gr_gid)
         self.lookup: PeerUidLookup | None = None
@@ -237,7 +256,8 @@ class Authorizer:
             self.kind = "network"
             if self.token is None:
                 raise Xtcp2Error(f"gRPC: refusing to listen on non-loopback address {listen} without "
-                                 f"-grpcTokenFile (anyone who can reach it could reconfigure this root daemon)")
+                                 f"-grpcTokenFile or {TOKEN_ENV} (anyone who can reach it could reconfigure "
+                                 f"this root daemon)")
         self._groups: dict[int, tuple[float, frozenset[int]]] = {}
         self._last_log = 0.0
         self._unlogged = 0
@@ -297,7 +317,8 @@ class Authorizer:
             return Decision(True)  # only root can reach the socket
         if self.kind == "network":
             return Decision(False, grpc.StatusCode.UNAUTHENTICATED,
-                            f"{method}: this listener needs 'authorization: Bearer <token>' (-grpcTokenFile)")
+                            f"{method}: this listener needs 'authorization: Bearer <token>' "
+                            f"(-grpcTokenFile / {TOKEN_ENV})")
         uid = self.lookup.uid(peer)
         if uid is None:
             return Decision(False, grpc.StatusCode.PERMISSION_DENIED,

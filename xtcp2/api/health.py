@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -80,18 +81,21 @@ class Health:
         return Status(True, "ready")
 
     # ---- HTTP ----------------------------------------------------------------------------
-    def wsgi(self, path: str, start_response) -> list[bytes]:
+    def wsgi(self, path: str, start_response, detail: bool = True) -> list[bytes]:
+        """detail=False: only ok / failing (the listener's choice for unauthenticated remote
+        callers: the details name the destination)."""
         status = self.live() if path == "/healthz" else self.ready()
         start_response("200 OK" if status.ok else "503 Service Unavailable",
                        [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")])
-        return [status.detail.encode() + b"\n"]
+        text = status.detail if detail else ("ok" if status.ok else "failing")
+        return [text.encode() + b"\n"]
 
 
 HEALTH_PATHS = ("/healthz", "/readyz")
 
 
 # ---- xtcp2 -healthcheck --------------------------------------------------------------------
-def probe_base(prom_listen: str) -> str:
+def probe_base(prom_listen: str, tls: bool = False) -> str:
     """The URL base that reaches a listener bound to prom_listen from this host."""
     from .metrics_http import parse_listen
     host, port = parse_listen(prom_listen)
@@ -99,18 +103,42 @@ def probe_base(prom_listen: str) -> str:
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def healthcheck(prom_listen: str, timeout: float = 3.0) -> tuple[bool, str]:
-    """GET /healthz and /readyz: (both 200, one line naming each answer)."""
+def probe_context(cert_file: str) -> ssl.SSLContext:
+    """TLS for the local probe: the daemon must present the very certificate its web
+    config names (pinned: trusted as an anchor itself), whatever names it carries."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False   # 127.0.0.1 need not be among its names; the pin is the check
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    ctx.load_verify_locations(cafile=cert_file)
+    return ctx
+
+
+def healthcheck(prom_listen: str, timeout: float = 3.0, web_config_file: str = "") -> tuple[bool, str]:
+    """GET /healthz and /readyz: (both 200, one line naming each answer). With a web
+    config (-webConfigFile) the probe speaks TLS when the listener does; the health
+    paths need no password or client certificate."""
     if not prom_listen:
         return False, "healthcheck: -promListen is empty, so there is no health endpoint"
-    base = probe_base(prom_listen)
+    context = None
+    if web_config_file:
+        from ..errors import Xtcp2Error
+        from .web_config import parse
+        try:
+            web = parse(web_config_file)
+            if web.tls is not None:
+                context = probe_context(web.tls.cert_file)
+        except (Xtcp2Error, ssl.SSLError, OSError) as e:
+            return False, f"healthcheck: {e}"
+    base = probe_base(prom_listen, tls=context is not None)
     parts, ok = [], True
     for path in HEALTH_PATHS:
         try:
-            with urllib.request.urlopen(base + path, timeout=timeout) as r:
+            with urllib.request.urlopen(base + path, timeout=timeout, context=context) as r:
                 parts.append(f"{path} {r.status} {r.read(200).decode(errors='replace').strip()}")
         except urllib.error.HTTPError as e:
             ok = False

@@ -58,6 +58,9 @@ class NetlinkCollector:
         self._captured = 0
         self._pool: ThreadPoolExecutor | None = None
         self.iter = None  # xtcp2.ebpf.tcp_iter.IterCollector when -collector picks the BPF iterator
+        # set by stop(): a poll in progress gives up between chunks, queued namespaces are
+        # skipped, so SIGTERM does not wait for a full pass over hundreds of namespaces
+        self.stopping = threading.Event()
         # skip namespaces whose sockstat counts no TCP socket (benchmarks turn it off to compare)
         self.skip_empty = True
         self.config = None
@@ -82,6 +85,10 @@ class NetlinkCollector:
         if old is not None:
             old.close()
         log.info("%s", why)
+
+    def stop(self) -> None:
+        """From any thread: polls in progress end at their next chunk (the daemon is stopping)."""
+        self.stopping.set()
 
     def _in_ns(self, ns: Namespace, fn):
         """fn() run inside ns (directly for the daemon's own namespace)."""
@@ -129,6 +136,8 @@ class NetlinkCollector:
             try:
                 for ch in gen:
                     full.put(ch)
+                    if self.stopping.is_set() and not ch.final:
+                        raise DumpAborted("stopped", "the daemon is stopping")
             except BaseException as e:  # handed to the consumer, raised there
                 full.put(e)
             full.put(None)
@@ -192,6 +201,8 @@ class NetlinkCollector:
     def _poll_ns(self, ns: Namespace, trigger: int) -> tuple[int, int, int, int]:
         sockets = records = errors = interrupted = 0
         deadline = time.monotonic() + self.config.poll_timeout
+        if self.stopping.is_set():
+            return 0, 0, 0, 0
         with ns.lock:
             if ns.broken:
                 return 0, 0, 0, 0
@@ -216,7 +227,12 @@ class NetlinkCollector:
                             metrics.NETLINK_ERRORS.labels("interrupted").inc()
                         if not ch.final and time.monotonic() > deadline:
                             raise DumpAborted("poll_timeout", f"namespace took longer than -timeout {self.config.poll_timeout:g}s")
+                        if not ch.final and self.stopping.is_set():
+                            raise DumpAborted("stopped", "the daemon is stopping")
                 except DumpAborted as e:
+                    if e.kind == "stopped":
+                        ns.broken = True  # replies may still be in flight; the socket is closed next
+                        break
                     errors += 1
                     metrics.NETLINK_ERRORS.labels(e.kind).inc()
                     log.warning("netns %s %s dump aborted: %s", ns.name, fname, e)
@@ -264,6 +280,8 @@ class NetlinkCollector:
                 metrics.SOCKETS.labels("ipv6").inc(v6)
                 sockets += cols.n
                 records += self.sink.emit(cols, consts)
+                if self.stopping.is_set():
+                    break
                 if time.monotonic() > deadline:
                     metrics.ITER_ERRORS.inc()
                     log.warning("netns %s: BPF iterator read stopped after %d sockets: longer than -timeout %gs",
@@ -299,8 +317,9 @@ class NetlinkCollector:
             return None
 
     def close(self) -> None:
+        self.stopping.set()
         if self._pool:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
         if self.iter is not None:
             self.iter.close()
             self.iter = None

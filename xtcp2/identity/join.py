@@ -124,6 +124,10 @@ class IdentityJoin:
     def enabled(self) -> bool:
         return self.resolve_process or self.resolve_container
 
+    def stop(self) -> None:
+        """From any thread, at shutdown: /proc reads in progress end now."""
+        self.owners.stop()
+
     def close(self) -> None:
         if self.docker is not None:
             self.docker.close()

@@ -89,6 +89,12 @@ class SocketOwners:
         self._next_walk = 0.0
         self.walks = 0
         self.links_read = 0
+        # set by stop() (the daemon is shutting down): reads end at once, whatever the budget,
+        # so one process with 100,000 fds cannot hold SIGTERM up
+        self.stopping = False
+
+    def stop(self) -> None:
+        self.stopping = True
 
     # ---- processes --------------------------------------------------------------------
     def process(self, pid: int) -> Process | None:
@@ -141,7 +147,9 @@ class SocketOwners:
             return 0   # exited, or a kernel thread without fds
         links = self._links
         readlink = os.readlink
-        for name in names:
+        for i, name in enumerate(names):
+            if not i & 1023 and self.stopping:
+                break
             try:
                 target = readlink(f"{fd_dir}/{name}")
             except OSError:
@@ -184,7 +192,7 @@ class SocketOwners:
         links = 0
         for pid in todo:
             links += self._read(pid, want, found, now)
-            if not want or time.monotonic() > deadline:
+            if not want or time.monotonic() > deadline or self.stopping:
                 break
         self._spend(now)
         self.links_read += links
@@ -227,7 +235,7 @@ class SocketOwners:
             if self._read_at.get(pid, _NEVER) >= now - self.reread_after and not fresh:
                 continue
             links += self._read(pid, want, found, now)
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or self.stopping:
                 break
         self._spend(now)
         self.links_read += links

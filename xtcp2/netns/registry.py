@@ -126,7 +126,9 @@ class NamespaceTable:
             ns.diag.close()
         if why != "shutdown":
             NAMESPACES_REMOVED.inc()
-        log.info("netns %s: %s, socket closed (inode %d)", ns.name, why, ns.inode)
+        # at shutdown one line for all (close() says how many), not one per namespace
+        log.log(logging.DEBUG if why == "shutdown" else logging.INFO,
+                "netns %s: %s, socket closed (inode %d)", ns.name, why, ns.inode)
 
     def namespaces(self) -> list[Namespace]:
         with self._lock:
@@ -144,7 +146,10 @@ class NamespaceTable:
 
     def close(self) -> None:
         with self._lock:
+            count = len(self.by_key)
             for key in list(self.by_key):
                 self._close(key, "shutdown")
+        if count:
+            log.info("closed the sockets of %d namespace(s)", count)
         NAMESPACES.set(0)
         self._enter.close()

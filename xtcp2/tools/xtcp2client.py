@@ -24,6 +24,7 @@ import argparse
 import csv
 import ipaddress
 import json
+import os
 import signal
 import sys
 import threading
@@ -335,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="daemon host, or unix:/PATH for a unix socket listener (default 127.0.0.1)")
     p.add_argument("-port", "--port", type=int, default=8889, help="daemon -grpcPort (default 8889)")
     p.add_argument("-tokenFile", "--token-file", dest="tokenFile", default=None,
-                   help="send the bearer token in this file (daemons with -grpcTokenFile)")
+                   help="send the bearer token in this file (daemons with -grpcTokenFile); "
+                        "else $XTCP2_GRPC_TOKEN if set")
     p.add_argument("-tls", "--tls", action="store_true", help="connect with TLS (daemons with -grpcTlsCert)")
     p.add_argument("-tlsCa", "--tls-ca", dest="tlsCa", default=None,
                    help="with -tls: trust this PEM CA instead of the system's (implies -tls)")
@@ -391,10 +393,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             global TLS
             from ..api.grpc_tls import channel_credentials
             TLS = (channel_credentials(args.tlsCa, args.tlsCert, args.tlsKey), args.tlsServerName)
+        token = os.environ.get("XTCP2_GRPC_TOKEN", "").strip()
         if args.tokenFile:
-            global AUTH
             with open(args.tokenFile) as f:
-                AUTH = (("authorization", f"Bearer {f.read().strip()}"),)
+                token = f.read().strip()
+        if token:
+            global AUTH
+            AUTH = (("authorization", f"Bearer {token}"),)
         return COMMANDS[args.cmd](args, target)
     except (ClientError, Xtcp2Error) as e:
         print(f"xtcp2client: {e}", file=sys.stderr)
