@@ -113,7 +113,7 @@ def daemon(dockerd, pair):
     d.close()
 
 
-def check_container_records(recs, info: dict[str, dict], pid_in_ns: int) -> int:
+def check_container_records(recs, info: dict[str, dict], pid_in_ns: int, runtime: str = "docker") -> int:
     """Every record of the namespace says what ss and docker inspect say. Returns how many."""
     owners = ss_owners(pid_in_ns)
     mine = [r for r in recs if r.netns_inode == os.stat(f"/proc/{pid_in_ns}/ns/net").st_ino]
@@ -124,7 +124,7 @@ def check_container_records(recs, info: dict[str, dict], pid_in_ns: int) -> int:
             continue   # a socket that came or went between the poll and ss
         c = info[o["container"]]
         assert (r.container_id, r.container_name, r.container_image, r.container_runtime) == \
-            (c["Id"], c["Name"].lstrip("/"), c["Config"]["Image"], "docker"), r
+            (c["Id"], c["Name"].lstrip("/"), c["Config"]["Image"], runtime), r
         assert r.pid in o["pids"] and r.comm == o["pids"][r.pid], (r, o)
         checked += 1
     return checked
