@@ -48,7 +48,7 @@ def test_tcp_stress_microvm_with_docker_containers_or_the_fallback(docker):
             binary(tool)
     r = subprocess.run([sys.executable, "-m", "xtcp2.tools.microvm", "tcp-stress", "-cacheDir", CACHE,
                         "-namespaces", "3", "-sockets", "30", "-duration", "20s", "-mem", "2048",
-                        "-timeout", "700s", f"-docker={str(docker).lower()}"],
+                        "-timeout", "700s", "-readyTimeout", "240s", f"-docker={str(docker).lower()}"],
                        capture_output=True, text=True, timeout=800)
     out = r.stdout
     print(out[-6000:], r.stderr[-2000:], sep="\n")
