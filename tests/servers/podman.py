@@ -64,9 +64,14 @@ class Podman:
     def destroy(self) -> None:
         """Remove every container, stop the service and leave nothing of it behind."""
         try:
-            ids = self.podman("ps", "-aq", check=False, timeout=60).split()
-            if ids and all(len(i) >= 12 for i in ids):
-                self.podman("rm", "-f", "-t", "0", *ids, check=False, timeout=180)
+            # one at a time, a few passes: podman 4.3 refuses to remove a container another
+            # joined (--network container:X) before that one, even with --all
+            for _ in range(3):
+                ids = self.podman("ps", "-aq", check=False, timeout=60).split()
+                if not ids or not all(len(i) >= 12 for i in ids):
+                    break
+                for cid in ids:
+                    self.podman("rm", "--force", "--time", "0", cid, check=False, timeout=120)
         except subprocess.TimeoutExpired:
             pass
         if self.proc is not None:
@@ -77,11 +82,30 @@ class Podman:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
             self.proc = None
+        # conmon runs `podman ... container cleanup` after a container dies, which writes
+        # below our root again: wait for everything that names it to end
+        deadline = time.monotonic() + 20
+        while self._helpers() and time.monotonic() < deadline:
+            time.sleep(0.2)
         with open("/proc/self/mounts") as f:
             mounts = [line.split()[1] for line in f]
         for path in sorted((m for m in mounts if m.startswith(self.root + "/")), key=len, reverse=True):
             subprocess.run(["umount", "-l", path], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+    def _helpers(self) -> list[int]:
+        """Processes (conmon, podman cleanup) whose command line names our root."""
+        me = self.root.encode()
+        out = []
+        for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if me in f.read():
+                        out.append(pid)
+            except OSError:
+                continue
+        return out
 
 
 def start_podman(prefix: str) -> Podman:
