@@ -204,7 +204,7 @@ static __always_inline void xtcp2_ti_rest(struct xtcp2_tcp_info *ti, const struc
 
 	/* tcp_get_info_chrono_stats(): busy, rwnd-limited, sndbuf-limited (constant
 	 * indices: a variable offset into a BTF pointer would not verify) */
-	ctype = TI_RD(tp, chrono_type);
+	ctype = TI_BF(tp, chrono_type); /* a 2-bit field on 6.1, a whole u8 on 6.18 */
 	chrono_start = TI_RD(tp, chrono_start);
 	s1 = xtcp2_chrono(tp, TI_RD(tp, chrono_stat[0]), 1, ctype, now, chrono_start);
 	s2 = xtcp2_chrono(tp, TI_RD(tp, chrono_stat[1]), 2, ctype, now, chrono_start);

@@ -85,6 +85,32 @@ static __always_inline void fill_timer(struct xtcp2_iter_rec *r, const struct tc
 	}
 }
 
+/* before 6.6 the options inet_diag reports were bitfields of inet_sock */
+struct inet_sock___bits {
+	__u8 recverr: 1, is_icsk: 1, freebind: 1, hdrincl: 1, mc_loop: 1, transparent: 1, mc_all: 1, nodefrag: 1;
+	__u8 bind_address_no_port: 1, recverr_rfc4884: 1, defer_connect: 1;
+} __attribute__((preserve_access_index));
+
+/* inet_diag_msg_sockopt_fill() of kernels before 6.6: struct inet_diag_sockopt's bits */
+static __always_inline __u16 sockopt_bits(const struct inet_sock *inet)
+{
+	const struct inet_sock___bits *b = (const void *)inet;
+	__u16 o = 0;
+
+	o |= BPF_CORE_READ_BITFIELD(b, recverr) << 0;
+	o |= BPF_CORE_READ_BITFIELD(b, is_icsk) << 1;
+	o |= BPF_CORE_READ_BITFIELD(b, freebind) << 2;
+	o |= BPF_CORE_READ_BITFIELD(b, hdrincl) << 3;
+	o |= BPF_CORE_READ_BITFIELD(b, mc_loop) << 4;
+	o |= BPF_CORE_READ_BITFIELD(b, transparent) << 5;
+	o |= BPF_CORE_READ_BITFIELD(b, mc_all) << 6;
+	o |= BPF_CORE_READ_BITFIELD(b, nodefrag) << 7;
+	o |= BPF_CORE_READ_BITFIELD(b, bind_address_no_port) << 8;
+	o |= BPF_CORE_READ_BITFIELD(b, recverr_rfc4884) << 9;
+	o |= BPF_CORE_READ_BITFIELD(b, defer_connect) << 10;
+	return o;
+}
+
 /* inet_diag_msg_attrs_fill(): uid, inode, shutdown, tos, tclass, class id, cgroup, sockopt */
 static __always_inline void fill_attrs(struct xtcp2_iter_rec *r, const struct tcp_sock *tp, __u32 uid)
 {
@@ -133,6 +159,8 @@ static __always_inline void fill_attrs(struct xtcp2_iter_rec *r, const struct tc
 		o |= ((f >> 10) & 1) << 9;  /* RECVERR_RFC4884 */
 		o |= ((f >> 19) & 1) << 10; /* DEFER_CONNECT */
 		r->sockopt = o;
+	} else if (bpf_core_field_exists(((struct inet_sock___bits *)inet)->mc_loop)) {
+		r->sockopt = sockopt_bits(inet);
 	}
 }
 

@@ -53,7 +53,7 @@ struct xtcp2_iter_rec {
 	__u8  tos;              /* INET_DIAG_TOS */
 	__u8  tclass;           /* INET_DIAG_TCLASS (AF_INET6) */
 	__u8  _pad0;
-	__u16 sockopt;          /* INET_DIAG_SOCKOPT bits (6.6+ inet_flags; 0 before) */
+	__u16 sockopt;          /* INET_DIAG_SOCKOPT bits (inet_flags on 6.6+, bitfields before) */
 	__u32 class_id;         /* INET_DIAG_CLASS_ID */
 	__u32 meminfo[4];       /* INET_DIAG_MEMINFO: rmem, wmem, fmem, tmem */
 	__u32 skmeminfo[9];     /* INET_DIAG_SKMEMINFO, SK_MEMINFO_* order */

@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import queue
+import socket
 import threading
 from pathlib import Path
 from typing import Callable, Iterator
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 # record column -> the numpy dtype the inet_diag decoder gives it
 DIAG_DTYPE: dict[str, np.dtype] = {name: np.dtype(fmt) for name, _, fmt in L.TCP_INFO}
+DIAG_END: dict[str, int] = {name: off + np.dtype(fmt).itemsize for name, off, fmt in L.TCP_INFO}
 DIAG_DTYPE.update({name: np.dtype(np.uint8) for name, *_ in L.TCP_INFO_BITFIELDS})
 
 
@@ -144,6 +146,19 @@ class _Words:
         return ((self.t[w] >> shift) & mask).astype(np.uint8 if size == 1 else "<u2")
 
 
+_info_len: int | None = None
+
+
+def kernel_tcp_info_len() -> int:
+    """sizeof(struct tcp_info) of the running kernel (232 on 6.1, 248 on 6.8+): the
+    kernel copies no more than that into a larger getsockopt buffer."""
+    global _info_len
+    if _info_len is None:
+        with socket.socket() as s:
+            _info_len = len(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1024))
+    return _info_len
+
+
 def to_columns(recs: np.ndarray, wanted: frozenset[int] | None = None) -> Columns:
     """Columns from iterator records, as decode_messages gives them for the same
     sockets: same names, same dtypes, attribute columns only where inet_diag would
@@ -182,7 +197,10 @@ def to_columns(recs: np.ndarray, wanted: frozenset[int] | None = None) -> Column
     every = bool(full.all())
 
     if want(c.INET_DIAG_INFO):
+        info_len = kernel_tcp_info_len()
         for src, col in TO_RECORD.items():
+            if DIAG_END.get(col, 0) > info_len:
+                continue  # this kernel's struct tcp_info ends before it: inet_diag omits it too
             v = w.get("ti." + src)
             cols[col] = v if v.dtype == DIAG_DTYPE[col] else v.astype(DIAG_DTYPE[col])
         state = cols["inet_diag_msg_state"]

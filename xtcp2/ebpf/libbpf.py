@@ -42,19 +42,28 @@ LIBBPF_DEBUG = 2
 def _print(level: int, fmt: bytes, va: int) -> int:
     if level >= LIBBPF_DEBUG:  # per-relocation chatter would push the real error out
         return 0
-    # va_list is an array type on x86_64: it arrives as a pointer vsnprintf accepts.
-    buf = ctypes.create_string_buffer(1024)
+    # va_list is an array type on x86_64: it arrives as a pointer vsnprintf accepts. It can
+    # be used once, so the buffer is sized for a verifier log (whose last lines say why).
+    buf = ctypes.create_string_buffer(_PRINT_BUF)
     _libc.vsnprintf(buf, len(buf), fmt, va)
-    line = buf.value.decode(errors="replace").rstrip()
-    if line:
-        _LOG.append(line)
+    for line in buf.value.decode(errors="replace").splitlines():
+        if line.strip():
+            _LOG.append(line.rstrip())
     return 0
+
+
+_PRINT_BUF = 1 << 18
 
 
 def recent_log(n: int = 3) -> str:
     """The last libbpf log lines that look like errors, joined on one line."""
     lines = [ln for ln in _LOG if "err" in ln.lower() or "fail" in ln.lower() or "invalid" in ln.lower()]
     return " | ".join((lines or list(_LOG))[-n:])
+
+
+def recent_lines(n: int = 40) -> list[str]:
+    """The last n libbpf log lines as they came (a verifier log ends with its reason)."""
+    return list(_LOG)[-n:]
 
 
 def clear_log() -> None:
@@ -122,3 +131,24 @@ def check_int(func: str, rc: int) -> int:
     if rc < 0:
         raise LibbpfError(func, -rc, recent_log())
     return rc
+
+
+class OpenOpts(ctypes.Structure):
+    """struct bpf_object_open_opts of libbpf 1.x, up to kconfig (sz says how far we fill it)."""
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("object_name", ctypes.c_char_p),
+        ("relaxed_maps", ctypes.c_bool),
+        ("pin_root_path", ctypes.c_char_p),
+        ("_attach_prog_fd", ctypes.c_uint32),  # removed in libbpf 1.0, its slot stays
+        ("kconfig", ctypes.c_char_p),
+    ]
+
+
+def open_object(path: str, kconfig: str | None = None) -> int:
+    """bpf_object__open_file with our kconfig override (None: libbpf reads the system's)."""
+    lib = load()
+    if kconfig is None:
+        return check_ptr("bpf_object__open_file", lib.bpf_object__open_file(path.encode(), None))
+    opts = OpenOpts(sz=ctypes.sizeof(OpenOpts), kconfig=kconfig.encode())
+    return check_ptr("bpf_object__open_file", lib.bpf_object__open_file(path.encode(), ctypes.byref(opts)))

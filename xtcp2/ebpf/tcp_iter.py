@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import Xtcp2Error
 from . import libbpf
+from .kconfig import kconfig_override
 from .btf_check import rodata_u32
 from .tcp_info import TCP_INFO_DTYPE
 
@@ -67,7 +68,7 @@ class TcpIterProgram:
         if not os.path.exists("/sys/kernel/btf/vmlinux"):
             raise Xtcp2Error("kernel has no BTF (/sys/kernel/btf/vmlinux missing): the iterator cannot load")
         lib = libbpf.load()
-        obj = libbpf.check_ptr("bpf_object__open_file", lib.bpf_object__open_file(str(path).encode(), None))
+        obj = libbpf.open_object(str(path), kconfig_override())
         try:
             got = rodata_u32(obj, "xtcp2_iter_rec_size")
             if got is not None and got != REC_SIZE:

@@ -3,6 +3,7 @@
     xtcp2-microvm lifecycle                  # daemon + 10-check self-test
     xtcp2-microvm soak -duration 10m         # nsTest churn + TCP population, then a health summary
     xtcp2-microvm tcp-stress -namespaces 20 -sockets 100
+    xtcp2-microvm collectors                 # BPF iterator vs inet_diag, field by field, on 6.1
 
 The guest is assembled from Debian packages and this machine: the kernel comes from
 `apt-get download linux-image-6.1.0-N-amd64-unsigned` (the cloud flavour has no 9p),
@@ -37,15 +38,16 @@ from typing import Sequence
 
 from ..argparse_go import GoFlagParser, parse_duration, positive_int
 
-FLAVORS = ("lifecycle", "soak", "tcp-stress")
+FLAVORS = ("lifecycle", "soak", "tcp-stress", "collectors")
 RESULT_SENTINEL = {
     "lifecycle": re.compile(r"XTCP2_SELF_TEST_OVERALL_(PASS|FAIL)"),
     "soak": re.compile(r"XTCP2_SOAK_(PASS|FAIL)"),
     "tcp-stress": re.compile(r"XTCP2_TCP_STRESS_(PASS|FAIL)"),
+    "collectors": re.compile(r"XTCP2_MICROVM_ITER_COMPARE_(PASS|FAIL)"),
 }
 KERNEL_PKG_RE = re.compile(r"^linux-image-(6\.1\.0-(\d+))-amd64-unsigned$")
 # Loaded in this order by the guest's init (dependencies are added automatically).
-GUEST_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "inet_diag", "tcp_diag", "udp_diag", "veth")
+GUEST_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "inet_diag", "tcp_diag", "udp_diag", "veth", "tcp_bbr")
 MODULE_DIRS = ("kernel/drivers/virtio/", "kernel/fs/9p/", "kernel/fs/netfs/", "kernel/fs/fscache/",
                "kernel/net/9p/", "kernel/net/ipv4/", "kernel/drivers/net/veth.ko")
 MOUNT_TAG = "hostroot"
@@ -546,6 +548,35 @@ def guest_lifecycle(args, bindir: str, daemon: Daemon, probes=None) -> bool:
     return ok
 
 
+def guest_collectors_compare() -> bool:
+    """The iterator-vs-inet_diag field-by-field test, run on the guest's kernel: the BPF
+    object was built against the host's BTF, so this is where CO-RE has to prove itself."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    test = os.path.join(repo, "tests", "ebpf", "test_iter.py")
+    if not os.path.exists(test):  # an installed wheel has no tests
+        print("XTCP2_MICROVM_ITER_COMPARE_SKIP no tests/ in this install", flush=True)
+        return True
+    from ..ebpf.tcp_iter import TcpIterProgram
+    from ..errors import Xtcp2Error
+    try:
+        TcpIterProgram.load().close()
+        print("XTCP2_MICROVM_ITER_LOAD ok", flush=True)
+    except (Xtcp2Error, OSError) as e:  # the test below fails too; this says why in one line
+        print(f"XTCP2_MICROVM_ITER_LOAD error: {e}", flush=True)
+        from ..ebpf.libbpf import recent_lines
+        for line in recent_lines(40):
+            print(f"XTCP2_MICROVM_ITER_LOAD_LOG {line}", flush=True)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=short", test],
+                       cwd=repo, capture_output=True, text=True, timeout=600, env=dict(os.environ, COLUMNS="300"))
+    lines = (r.stdout.strip().splitlines() or ["(no output)"])
+    ok = r.returncode == 0
+    if not ok:
+        for line in (r.stdout + r.stderr).splitlines()[-40:]:
+            print(f"XTCP2_MICROVM_ITER_COMPARE_SAYS {line}", flush=True)
+    print(f"XTCP2_MICROVM_ITER_COMPARE_{'PASS' if ok else 'FAIL'} kernel={os.uname().release} {lines[-1]}", flush=True)
+    return ok
+
+
 def _sleep_watching(daemon: Daemon, seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -755,6 +786,8 @@ def guest_main(args) -> int:
     print(f"XTCP2_MICROVM_GUEST_START flavor={args.flavor} kernel={os.uname().release} "
           f"python={sys.version.split()[0]} uptime={_uptime():.1f}s", flush=True)
     socket.sethostname("xtcp2-microvm")
+    if args.flavor == "collectors":  # no daemon: the two collectors read one namespace
+        return 0 if guest_collectors_compare() else 1
     load = None
     if args.flavor == "tcp-stress":
         t = time.monotonic()
@@ -800,7 +833,7 @@ def guest_main(args) -> int:
 
 def build_parser() -> GoFlagParser:
     p = GoFlagParser("xtcp2-microvm", __doc__.split("\n\n")[0])
-    p.add_argument("flavor", choices=FLAVORS + ("guest",), help="lifecycle | soak | tcp-stress")
+    p.add_argument("flavor", choices=FLAVORS + ("guest",), help="lifecycle | soak | tcp-stress | collectors")
     p.add_argument("guest_flavor", nargs="?", choices=FLAVORS, help=argparse_suppress())
     p.flag("duration", type=parse_duration, default=60.0, help="soak / tcp-stress run time (default 60s)")
     p.flag("namespaces", type=positive_int, default=20, help="tcp-stress: docker-style namespaces (default 20)")
