@@ -405,13 +405,16 @@ class RecordStream:
     """`xtcp2client -netns NAME -format json` running in the background; a thread collects
     its records so a check can wait for exactly the sockets it made."""
 
-    def __init__(self, opts: Options, netns: str) -> None:
+    def __init__(self, opts: Options, netns: str, lifetime: float | None = None) -> None:
+        """lifetime: how long the client may stream (default -wait + 30 s); it is stopped
+        by close() anyway, this only bounds a forgotten one."""
         exe = find_tool(opts, "xtcp2client")
         self.netns = netns
         self.records: list[dict] = []
         self.changed = threading.Condition()
         self.proc = subprocess.Popen([exe, "-target", opts.grpc_target, "-port", str(opts.grpc_port),
-                                      "-netns", netns, "-format", "json", "-timeout", f"{opts.wait + 30:g}s"],
+                                      "-netns", netns, "-format", "json", "-timeout",
+                                      f"{lifetime or opts.wait + 30:g}s"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.thread = threading.Thread(target=self._read, name="selftest-stream", daemon=True)
         self.thread.start()
@@ -641,7 +644,8 @@ def _ns_docker_containers(opts: Options) -> str:
             ids["a"] = docker("create", "--name", names["a"], "--network", "none", IMAGE,
                               "/bin/nc", "-ll", "-p", str(DOCKER_PORT), "-e", "/bin/cat")
             # the namespace is named after the container owning it: subscribe before it exists
-            stream = RecordStream(opts, ids["a"])
+            # it waits for several steps (the listener, B, the namespace, the records)
+            stream = RecordStream(opts, ids["a"], lifetime=5 * opts.wait + 300)
             docker("start", ids["a"])
             pid_a = docker.pid(ids["a"])
             if not wait_for(lambda: any(s[0] == DOCKER_PORT and s[2] == TCP_LISTEN for s in tcp_sockets(pid_a)),
