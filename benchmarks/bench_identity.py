@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -58,18 +56,37 @@ def timed_poll(d: Daemon) -> tuple[float, float, int]:
 
 
 def time_joins(d: Daemon) -> list[float]:
-    """Wrap the daemon's identity join to add up its wall time (bench only)."""
+    """Wrap the daemon's identity join to add up its CPU time (thread_time: it runs on
+    the netlinker threads) (bench only)."""
     spent = [0.0]
     inner = d.identity.join
 
     def join(*a, **kw):
-        t = time.perf_counter()
+        t = time.thread_time()
         try:
             return inner(*a, **kw)
         finally:
-            spent[0] += time.perf_counter() - t
+            spent[0] += time.thread_time() - t
     d.identity.join = join
     return spent
+
+
+ENCODE = [0.0]
+
+
+def time_encoding() -> None:
+    """Add up the CPU time of the record sink's encode_rows calls (all daemons: they poll
+    one at a time) (bench only): what the identity fields cost the encoder."""
+    from xtcp2.records import sink
+    inner = sink.encode_rows
+
+    def encode_rows(*a, **kw):
+        t = time.thread_time()
+        try:
+            return inner(*a, **kw)
+        finally:
+            ENCODE[0] += time.thread_time() - t
+    sink.encode_rows = encode_rows
 
 
 def poll_bench(args) -> int:
@@ -94,6 +111,7 @@ def poll_bench(args) -> int:
         line = pop.stdout.readline()
         if not line.startswith("READY"):
             raise SystemExit(f"population failed: {line!r}")
+        time_encoding()
         # first poll of a fresh daemon: every socket is new
         first, first_join, joins = {}, {}, {}
         for mode in MODES:
@@ -107,26 +125,30 @@ def poll_bench(args) -> int:
         wall = {m: [] for m in MODES}
         cpu = {m: [] for m in MODES}
         join = {m: [] for m in MODES}
+        enc = {m: [] for m in MODES}
         records = {}
         order = list(daemons.items())
         for i in range(args.repeat):
             for mode, d in order[i % 3:] + order[:i % 3]:   # rotated: no mode always goes first
-                joins[mode][0] = 0.0
+                joins[mode][0] = ENCODE[0] = 0.0
                 w, c, records[mode] = timed_poll(d)
                 wall[mode].append(w)
                 cpu[mode].append(c)
                 join[mode].append(joins[mode][0])
+                enc[mode].append(ENCODE[0])
         ident = daemons["container"].identity
         mw = {m: statistics.median(v) for m, v in wall.items()}
         mc = {m: statistics.median(v) for m, v in cpu.items()}
         mj = {m: statistics.median(v) for m, v in join.items()}
+        me = {m: statistics.median(v) for m, v in enc.items()}
         print(f"population: {args.connections} connections in {NS}, {records['off']} records per poll; "
               f"load {os.getloadavg()[0]:.1f}; medians of {args.repeat} interleaved polls")
-        print(f"{'mode':<10} {'wall s':>7} {'vs off':>7} {'CPU s':>7} {'vs off':>7} {'join s':>7} {'join/off':>8} "
+        print("CPU seconds per poll; join and encode: CPU of the identity join and of encode_rows inside it")
+        print(f"{'mode':<10} {'wall s':>7} {'vs off':>7} {'CPU s':>7} {'vs off':>7} {'join s':>7} {'encode s':>8} "
               f"{'first poll s':>12} {'first join s':>12}")
         for m in MODES:
             print(f"{m:<10} {mw[m]:7.3f} {mw[m] / mw['off']:6.2f}x {mc[m]:7.3f} {mc[m] / mc['off']:6.2f}x "
-                  f"{mj[m]:7.3f} {100 * mj[m] / mw['off']:7.1f}% {first[m]:12.3f} {first_join[m]:12.3f}")
+                  f"{mj[m]:7.3f} {me[m]:8.3f} {first[m]:12.3f} {first_join[m]:12.3f}")
         print(f"identity caches: {len(ident._keys)} sockets, {len(ident._procs)} processes, "
               f"{len(ident._conts)} containers; /proc walks {ident.owners.walks}, "
               f"fd links read {ident.owners.links_read}")
@@ -163,9 +185,9 @@ def poll_bench(args) -> int:
 def rss_bench(args) -> int:
     """Peak RSS of `xtcp2` polling a host with N docker containers, enrichment on vs off."""
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-    from tests.identity.conftest import IMAGE, Dockerd, _build_image
-    root = tempfile.mkdtemp(prefix="xtcp2-bench-", dir="/tmp")
-    d = Dockerd(root)
+    from tests.identity.conftest import IMAGE, _build_image
+    from tests.servers.dockerd import Dockerd
+    d = Dockerd("xtcp2-bench-")
     try:
         d.start()
         _build_image(d)
@@ -196,13 +218,7 @@ def rss_bench(args) -> int:
                   + ("" if os.waitstatus_to_exitcode(status) == 0 else f"\n{err[-2000:]}"))
         return 0
     finally:
-        if d.ping():
-            ids = d.docker("ps", "-aq", check=False).split()
-            if ids:
-                d.docker("rm", "-f", *ids, check=False, timeout=600)
-        d.stop()
-        subprocess.run(["umount", "-R", os.path.join(root, "data")], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        d.destroy()
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 """TCP itself on /metrics: sockets by state, RTT, retransmits, bytes, opens and closes.
 
-Modelled on node_exporter's node_tcp_connection_states, per network namespace (and
-container, once records name one). Fed by ONE call, `TCP.observe(columns, constants)`,
+Modelled on node_exporter's node_tcp_connection_states, per network namespace and
+container (its name, else its short id; see CONTAINER_FIELD). Fed by ONE call, `TCP.observe(columns, constants)`,
 where decoded columns become records, and `TCP.poll_done(names)` at the end of every
 poll. Everything is columnar: np.unique / bincount / searchsorted over a chunk's
 columns, never a Python step per socket.
@@ -43,9 +43,12 @@ STATE_NAMES = {
 }
 NSTATES = 16
 OTHER = ("other", "")
-# Container label source: the record's container_name (filled by the identity joins;
-# empty for host sockets and until they run). Change here if the label should differ.
+# Container label: the record's container_name (from the runtime's API, -enrichContainer),
+# else the short id (12 characters, as `docker ps` shows it) of its container_id
+# (-resolveContainerId); empty for host sockets. Both come from the identity joins.
 CONTAINER_FIELD = "container_name"
+CONTAINER_ID_FIELD = "container_id"
+SHORT_ID = 12
 TRIGGER_POLL, TRIGGER_OPEN, TRIGGER_CLOSE, TRIGGER_REFRESH, TRIGGER_RESYNC = 0, 1, 2, 3, 4
 # seconds; tcpi_rtt is in microseconds
 RTT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -93,6 +96,22 @@ def _strings(cols, consts: Mapping, name: str, n: int) -> tuple[list[str], np.nd
     rows = keyed.view(np.dtype((np.void, keyed.shape[1]))).ravel()
     uniq, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
     return [col.value(int(i)).decode(errors="replace") for i in first], inverse.ravel()
+
+
+def _container_labels(cols, consts: Mapping, n: int) -> tuple[list[str], np.ndarray | None]:
+    """The container label of each row, as _strings(): its name, else its short id."""
+    names, ni = _strings(cols, consts, CONTAINER_FIELD, n)
+    if "" not in names or (cols.get(CONTAINER_ID_FIELD) is None and not consts.get(CONTAINER_ID_FIELD)):
+        return names, ni
+    ids, ii = _strings(cols, consts, CONTAINER_ID_FIELD, n)
+    if ni is None and ii is None:
+        return [names[0] or ids[0][:SHORT_ID]], None
+    pair = (np.zeros(n, np.int64) if ni is None else ni.astype(np.int64)) * len(ids)
+    if ii is not None:
+        pair += ii
+    upair, inv = np.unique(pair, return_inverse=True)
+    # two pairs may give one label (a name, with and without its id): _group_ids merges them
+    return [names[p // len(ids)] or ids[p % len(ids)][:SHORT_ID] for p in upair.tolist()], inv.ravel()
 
 
 class _CookieTable:
@@ -199,7 +218,7 @@ class TcpMetrics(Collector):
         if n == 0:
             return
         netns, ns_idx = _strings(cols, consts, "netns", n)
-        conts, ct_idx = _strings(cols, consts, CONTAINER_FIELD, n)
+        conts, ct_idx = _container_labels(cols, consts, n)
         trig = _ints(cols, consts, "trigger", n)
         state_col = cols.get("inet_diag_msg_state")  # absent: a producer without socket rows
         state = None if state_col is None else np.asarray(state_col).astype(np.intp) & (NSTATES - 1)

@@ -41,6 +41,9 @@ nixpkgs.lib.nixosSystem {
         flags = flavor.daemonFlags;
       };
       environment.systemPackages = [ xtcp2Package pkgs.iproute2 ];
+      # tcp-stress runs its load in docker containers, as upstream's (the guest driver
+      # falls back to docker-style namespaces when no dockerd answers on /run/docker.sock)
+      virtualisation.docker.enable = flavorName == "tcp-stress";
     })
   ];
 }

@@ -32,10 +32,12 @@ in
 {
   systemd.services.xtcp2-flavor-test = {
     description = "xtcp2 microVM ${flavorName} checks";
-    after = [ "xtcp2.service" ];
+    after = [ "xtcp2.service" ] ++ lib.optional (flavorName == "tcp-stress") "docker.service";
     requires = [ "xtcp2.service" ];
     wantedBy = [ "multi-user.target" ];
-    path = [ pkgs.iproute2 pkgs.util-linux pkgs.gnugrep pkgs.coreutils pkgs.systemd ];
+    # tcp-stress: the docker CLI and a static busybox (the containers' whole image)
+    path = [ pkgs.iproute2 pkgs.util-linux pkgs.gnugrep pkgs.coreutils pkgs.systemd ]
+      ++ lib.optionals (flavorName == "tcp-stress") [ pkgs.docker pkgs.pkgsStatic.busybox ];
     environment.XTCP2_DURATION = "60s";
     serviceConfig = {
       Type = "oneshot";

@@ -103,7 +103,8 @@ def host_sockets():
 @pytest.fixture(scope="module")
 def daemon(dockerd, pair):
     a, _ = pair
-    cfg = Config(netns=["self", a["Id"]], dest="null", poll_frequency=1.0, poll_timeout=1.0,
+    # a generous -timeout: on a loaded host a 1 s read can stop early and drop sockets
+    cfg = Config(netns=["self", a["Id"]], dest="null", poll_frequency=10.0, poll_timeout=10.0,
                  resolve_container_id=True, enrich_container_enable=True, docker_socket_path=dockerd.sock,
                  debug_level=0)
     d = Daemon(cfg)
@@ -112,7 +113,7 @@ def daemon(dockerd, pair):
     d.close()
 
 
-def check_container_records(recs, info: dict[str, dict], pid_in_ns: int) -> int:
+def check_container_records(recs, info: dict[str, dict], pid_in_ns: int, runtime: str = "docker") -> int:
     """Every record of the namespace says what ss and docker inspect say. Returns how many."""
     owners = ss_owners(pid_in_ns)
     mine = [r for r in recs if r.netns_inode == os.stat(f"/proc/{pid_in_ns}/ns/net").st_ino]
@@ -123,7 +124,7 @@ def check_container_records(recs, info: dict[str, dict], pid_in_ns: int) -> int:
             continue   # a socket that came or went between the poll and ss
         c = info[o["container"]]
         assert (r.container_id, r.container_name, r.container_image, r.container_runtime) == \
-            (c["Id"], c["Name"].lstrip("/"), c["Config"]["Image"], "docker"), r
+            (c["Id"], c["Name"].lstrip("/"), c["Config"]["Image"], runtime), r
         assert r.pid in o["pids"] and r.comm == o["pids"][r.pid], (r, o)
         checked += 1
     return checked
@@ -132,7 +133,17 @@ def check_container_records(recs, info: dict[str, dict], pid_in_ns: int) -> int:
 def test_records_name_container_and_process(dockerd, pair, host_sockets, daemon):
     a, b = pair
     cap = Capture(daemon)
-    recs = cap.poll()
+    with open("/proc/self/comm") as f:
+        comm = f.read().strip()
+
+    def mine_resolved():
+        # container sockets resolve at once (their cgroup's few processes are searched);
+        # host sockets wait for the walk of all of /proc, which a read budget spreads over
+        # polls on a host with many sockets (another test's 100k-socket population)
+        recs = cap.poll()
+        return recs if all(r.pid for r in recs if r.inet_diag_msg_inode in host_sockets) else None
+
+    recs = wait_for(mine_resolved, timeout=60, what="the owners of this test's host sockets")
     info = {a["Id"]: a, b["Id"]: b}
     # the namespace is named after the container that owns it (A; B only joined it)
     assert {r.netns for r in recs if r.netns_inode == os.stat(f"/proc/{a['State']['Pid']}/ns/net").st_ino} \
@@ -145,9 +156,33 @@ def test_records_name_container_and_process(dockerd, pair, host_sockets, daemon)
     assert host and all(not (r.container_id or r.container_name or r.container_image or r.container_runtime)
                         for r in host)
     me = [r for r in host if r.inet_diag_msg_inode in host_sockets]
-    with open("/proc/self/comm") as f:
-        comm = f.read().strip()
     assert len(me) == 3 and all((r.pid, r.comm) == (os.getpid(), comm) for r in me)
+
+
+def test_tcp_metrics_are_labelled_by_container(dockerd, pair, daemon):
+    """xtcp2_tcp_sockets counts each container's own sockets, although A and B share
+    one namespace: the metrics see the identity join's columns."""
+    a, b = pair
+    daemon.poll_once()
+    owners = ss_owners(a["State"]["Pid"])
+    states = {"ESTAB": "established", "LISTEN": "listen"}
+    want: dict[tuple[str, str], int] = {}
+    out = subprocess.run(["nsenter", "-t", str(a["State"]["Pid"]), "-n", "ss", "-tanpeH"], capture_output=True,
+                         text=True, check=True).stdout
+    for line in out.splitlines():
+        ino = re.search(r"\bino:(\d+)", line)
+        o = owners.get(int(ino.group(1))) if ino else None
+        if o and line.split()[0] in states:
+            name = {a["Id"]: "xtcp2-identity-a", b["Id"]: "xtcp2-identity-b"}[o["container"]]
+            key = (name, states[line.split()[0]])
+            want[key] = want.get(key, 0) + 1
+    assert want.get(("xtcp2-identity-a", "listen")) == 1 and want.get(("xtcp2-identity-b", "established"))
+    for (name, state), count in want.items():
+        got = REGISTRY.get_sample_value("xtcp2_tcp_sockets", {"netns": a["Id"], "container": name, "state": state})
+        assert got == count, (name, state, got, count)
+    # nothing of theirs is left without a label
+    assert not REGISTRY.get_sample_value("xtcp2_tcp_sockets", {"netns": a["Id"], "container": "",
+                                                               "state": "established"})
 
 
 def test_ns_tool_lists_containers_and_processes(dockerd, pair):

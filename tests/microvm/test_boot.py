@@ -39,6 +39,37 @@ def test_lifecycle_microvm_boots_and_runs_the_self_test():
     assert results["OVERALL"] == "PASS" and r.returncode == 0
 
 
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("docker", [True, False], ids=["containers", "bind_mount_fallback"])
+def test_tcp_stress_microvm_with_docker_containers_or_the_fallback(docker):
+    """tcp-stress: 3 containers x 30 sockets run by a dockerd started in the guest (each
+    container's sockets counted under its name in xtcp2_tcp_sockets), or, with
+    -docker=false, docker-style bind-mounted namespaces; the console says which."""
+    from tests.need import binary
+    if docker:
+        for tool in ("dockerd", "docker", "busybox"):
+            binary(tool)
+    r = subprocess.run([sys.executable, "-m", "xtcp2.tools.microvm", "tcp-stress", "-cacheDir", CACHE,
+                        "-namespaces", "3", "-sockets", "30", "-duration", "20s", "-mem", "2048",
+                        "-timeout", "700s", "-readyTimeout", "240s", f"-docker={str(docker).lower()}"],
+                       capture_output=True, text=True, timeout=800)
+    out = r.stdout
+    print(out[-6000:], r.stderr[-2000:], sep="\n")
+    mode = re.search(r"^XTCP2_TCP_STRESS_MODE (\S+): (.*)$", out, re.M)
+    assert mode, r.stderr
+    summary = re.search(r"^XTCP2_TCP_STRESS_SUMMARY (.*)$", out, re.M)
+    assert summary, r.stderr
+    fields = dict(kv.split("=", 1) for kv in summary.group(1).split())
+    if docker:
+        assert mode.group(1) == "docker", mode.group(0)
+        assert fields["mode"] == "docker" and fields["containers"] == "3" and fields["named_in_metrics"] == "3"
+    else:
+        assert mode.group(1) == "bind-mount" and mode.group(2).startswith("-docker=false"), mode.group(0)
+        assert fields["mode"] == "bind-mount" and "containers" not in fields
+    assert int(fields["watched"]) >= 4 and int(fields["sockets_per_poll"]) >= 3 * 3 * 30
+    assert "XTCP2_TCP_STRESS_PASS" in out and r.returncode == 0
+
+
 @pytest.mark.timeout(600)
 def test_collectors_microvm_iterator_matches_inet_diag_on_6_1():
     """tests/ebpf/test_iter.py run inside the guest: the iterator object, built against

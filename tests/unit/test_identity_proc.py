@@ -110,6 +110,19 @@ def test_cgroup_processes_are_read_once_per_poll(proc):
     assert owners.links_read == read + 3 and owners.walks == 0
 
 
+def test_a_budget_cut_read_resumes_with_the_processes_not_read_yet(proc):
+    """A container's processes when the budget allows one per call: each call reads one
+    not read before (re-reading the first ones every poll never reached the last)."""
+    for pid in (10, 20, 30):
+        proc.add(pid, f"p{pid}", sockets=[pid * 10])
+    owners = SocketOwners(str(proc.root), share=0.0, reread_after=0.0)
+    got = {}
+    for _ in range(3):
+        owners._tokens = 1e-9   # time for one process per call
+        got.update(owners.find_in([10, 20, 30], [i for i in (100, 200, 300) if i not in got]))
+    assert got == {100: 10, 200: 20, 300: 30}
+
+
 def test_forget_exited_and_reused_pids(proc):
     proc.add(10, "a")
     proc.add(11, "b", start=5)

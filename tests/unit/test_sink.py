@@ -105,3 +105,29 @@ def test_identity_join_adds_columns_and_a_failing_one_loses_nothing():
         assert sample("xtcp2_sink_join_errors_total") - errors == 1
     finally:
         out.close()
+
+
+def test_tcp_metrics_see_what_the_joins_added():
+    """The container label comes from the identity join: it must run before the metrics."""
+    out = Out(modulus=2)
+    ns = "sink-join-metrics"
+
+    def web(cols: Columns, consts) -> None:
+        consts["container_name"] = "web"
+
+    def opens(container: str) -> float:
+        return sample("xtcp2_tcp_opens_total", netns=ns, container=container)
+
+    try:
+        out.sink.add_join(web)
+        before = opens("web")
+        cols = ports(4)
+        cols["inet_diag_msg_socket_cookie"] = np.arange(1, 5, dtype=np.uint64)
+        cols["inet_diag_msg_state"] = np.full(4, 1, np.uint8)
+        assert out.sink.emit(cols, {"trigger": T.TRIGGER_OPEN, "netns": ns}) == 2
+        out.sink.flush()
+        # every socket counted (before -modulus), under the joined container
+        assert opens("web") - before == 4 and opens("") == 0
+        assert [r.container_name for r in out.rows] == ["web", "web"]
+    finally:
+        out.close()

@@ -93,3 +93,18 @@ def test_container_label_from_the_records():
     tm.poll_done(["n"], complete=True)
     assert read(tm, "xtcp2_tcp_sockets", netns="n", container="web", state="established") == 2
     assert read(tm, "xtcp2_tcp_sockets", netns="n", container="db", state="established") == 1
+
+
+def test_container_label_falls_back_to_the_short_id():
+    """-resolveContainerId without -enrichContainer: ids only; a name wins where known."""
+    a, b = "a" * 64, "b" * 64
+    tm = TcpMetrics()
+    tm.observe(cols([1, 2, 3, 4], [0] * 4, container_name=strings(["web", "", "", ""]),
+                    container_id=strings([a, a, b, ""])), {"netns": "n", "trigger": TRIGGER_POLL})
+    tm.observe(cols([5], [0]), {"netns": "m", "trigger": TRIGGER_POLL, "container_id": b})
+    tm.poll_done(["n", "m"], complete=True)
+    assert read(tm, "xtcp2_tcp_sockets", netns="n", container="web", state="established") == 1
+    assert read(tm, "xtcp2_tcp_sockets", netns="n", container="a" * 12, state="established") == 1
+    assert read(tm, "xtcp2_tcp_sockets", netns="n", container="b" * 12, state="established") == 1
+    assert read(tm, "xtcp2_tcp_sockets", netns="n", container="", state="established") == 1
+    assert read(tm, "xtcp2_tcp_sockets", netns="m", container="b" * 12, state="established") == 1

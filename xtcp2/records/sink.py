@@ -4,10 +4,10 @@ Every producer hands it Columns plus the constants it knows (namespace, trigger,
 netlinker...): poll dumps, bpf lookups, close records from bpf events or the destroy
 groups, refreshes and resyncs. The sink alone
 
-  1. keeps every -modulus'th socket, on one record_counter sequence for all producers,
-  2. stamps the base constants (versions, hostname, location, label, tag),
+  1. joins identity columns (see `_join`) and feeds the TCP metrics,
+  2. keeps every -modulus'th socket, on one record_counter sequence for all producers,
+  3. stamps the base constants (versions, hostname, location, label, tag),
      timestamp_ns and record_counter,
-  3. joins identity columns (see `_join`),
   4. encodes, queues the rows on the emitter and counts them.
 
 It is called from several threads at once (one per netlinker); only the counter
@@ -89,9 +89,11 @@ class RecordSink:
         n = cols.n
         if n == 0:
             return 0
-        # TCP metrics see every socket (before -modulus) and the producer's constants.
-        # A container label needs the container columns here: a join that provides
-        # them must run before this line to label the metrics by container.
+        cols = cols.copy()   # the producer's dict stays as it was handed over
+        consts = dict(consts or {})
+        # Identity first, on every socket: the TCP metrics are labelled by container, so
+        # they must see the joined columns, and they count every socket (before -modulus).
+        self._join(cols, consts)
         TCP.observe(cols, consts)
         with self._lock:
             start = self._counter
@@ -100,14 +102,13 @@ class RecordSink:
             keep = np.flatnonzero((start + np.arange(n, dtype=np.uint64)) % np.uint64(self.modulus) == 0)
             if not len(keep):
                 return 0
-            cols = cols.take(keep) if len(keep) != n else cols.copy()
+            if len(keep) != n:
+                cols = cols.take(keep)
             counter = keep.astype(np.uint64) + np.uint64(start + 1)
         else:
-            cols = cols.copy()  # the producer's dict stays as it was handed over
             counter = np.arange(start + 1, start + 1 + n, dtype=np.uint64)
         cols["record_counter"] = counter
-        consts = dict(consts or {}, **self.base, timestamp_ns=time.time_ns())
-        self._join(cols, consts)
+        consts.update(self.base, timestamp_ns=time.time_ns())
         body, ends = encode_rows(cols, cols.n, consts)
         self.out.add_rows(body, ends)
         self._count(cols, consts)
@@ -128,8 +129,9 @@ class RecordSink:
 
     # ---- steps ----------------------------------------------------------------------------
     def _join(self, cols: Columns, consts: Mapping) -> None:
-        """Identity joins add their columns here, after -modulus (fewer rows to join)
-        and before encoding. A failing join costs its columns, never the records."""
+        """Identity joins add their columns here, before the TCP metrics and -modulus (the
+        metrics see every socket with its container). A failing join costs its columns,
+        never the records."""
         for join in self._joins:
             try:
                 join(cols, consts)

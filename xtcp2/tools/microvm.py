@@ -419,13 +419,14 @@ def host_main(args) -> int:
         busybox = prepare_busybox(cache)
         modules = module_load_order(kernel, GUEST_MODULES)
         guest_args = ["guest", args.flavor, "-duration", f"{args.duration}s", "-namespaces", str(args.namespaces),
-                      "-sockets", str(args.sockets), "-readyTimeout", f"{args.readyTimeout}s"]
+                      "-sockets", str(args.sockets), "-readyTimeout", f"{args.readyTimeout}s",
+                      f"-docker={str(args.docker).lower()}"]
         bindir = os.path.dirname(sys.executable)
         path = ":".join([bindir, "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
         repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         aside, back = keep_visible([repo, sys.prefix])
-        init = (INIT_TEMPLATE.replace("@TAG@", MOUNT_TAG).replace("@PATH@", path)
-                .replace("@PYTHON@", sys.executable).replace("@REPO@", repo).replace("@ARGS@", " ".join(guest_args))
+        init = (INIT_TEMPLATE.replace("@TAG@", MOUNT_TAG).replace("@PATH@", path).replace("@REPO@", shlex.quote(repo))
+                .replace("@PYTHON@", sys.executable).replace("@ARGS@", " ".join(guest_args))
                 .replace("@TMPFS_DIRS@", " ".join(TMPFS_DIRS))
                 .replace("@KEEP_ASIDE@", aside).replace("@KEEP_BACK@", back))
         initrd = build_initramfs(cache, kernel, busybox, init, modules)
@@ -621,28 +622,127 @@ def _docker_style_namespace(path: str) -> None:
     _docker_style_netns(path)
 
 
-def guest_tcp_stress(args, bindir: str, daemon: Daemon) -> bool:
+class StressLoad:
+    """Where the tcp-stress load runs: real docker containers (upstream's tcp-stress: N
+    containers x M sockets) when a dockerd answers on /run/docker.sock or one of our own
+    can be started, else docker-style bind-mounted namespaces under /run/docker/netns
+    (the guest may have no dockerd, or a kernel it cannot run containers on)."""
+
+    ROOT = "/run/xtcp2-stress-docker"        # exec root and API socket of our own dockerd
+    DATA = "/tmp/xtcp2-stress-docker"        # its images and containers (tmpfs in the guest)
+
+    def __init__(self) -> None:
+        self.mode = "bind-mount"
+        self.why = ""
+        self.docker = None
+        self.dockerd = None
+
+    @classmethod
+    def prepare(cls, want_docker: bool = True) -> "StressLoad":
+        from .dockerload import DEFAULT_SOCKET, Docker, DockerError, PrivateDockerd, api_ping, static_busybox
+        load = cls()
+        if not want_docker:
+            load.why = "-docker=false"
+            return load
+        if shutil.which("docker") is None:
+            load.why = "no docker CLI"
+            return load
+        if static_busybox() is None:
+            load.why = "no static busybox for the image"
+            return load
+        try:
+            if api_ping(DEFAULT_SOCKET):
+                sock = DEFAULT_SOCKET
+            else:
+                load.dockerd = PrivateDockerd(cls.ROOT, cls.DATA)
+                load.dockerd.start(timeout=240)
+                sock = load.dockerd.sock
+            load.docker = Docker(sock)
+            load.docker.ensure_image()
+        except DockerError as e:
+            load.why = str(e)
+            load.close()
+            return load
+        load.mode = "docker"
+        load.why = f"dockerd at {load.docker.sock}" + (" (started for this run)" if load.dockerd else "")
+        return load
+
+    def daemon_flags(self) -> list[str]:
+        """With containers, the daemon under test names each socket's container too."""
+        if self.docker is None:
+            return []
+        return ["-resolveContainerId", "-enrichContainer", "-dockerSocket", self.docker.sock]
+
+    def close(self) -> None:
+        if self.docker is not None:
+            ids = []
+            try:
+                ids = self.docker("ps", "-aq", "--filter", "name=^xtcp2-stress-", timeout=120).split()
+            except Exception:  # noqa: BLE001 - cleanup goes on
+                pass
+            self.docker.remove(*ids)
+            self.docker.close()
+            self.docker = None
+        if self.dockerd is not None:
+            self.dockerd.stop()
+            subprocess.run(["umount", "-R", self.DATA], capture_output=True)
+            self.dockerd = None
+
+
+def _container_labels(url: str) -> dict[tuple[str, str], float]:
+    """xtcp2_tcp_sockets by (container label, state), summed over namespaces."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            text = resp.read().decode("utf-8", "replace")
+    except OSError:
+        return {}
+    out: dict[tuple[str, str], float] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "xtcp2_tcp_sockets":
+            for smp in fam.samples:
+                key = (smp.labels.get("container", ""), smp.labels.get("state", ""))
+                out[key] = out.get(key, 0.0) + smp.value
+    return out
+
+
+def guest_tcp_stress(args, bindir: str, daemon: Daemon, load: StressLoad | None = None) -> bool:
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
+    load = load or StressLoad()
     n, k = args.namespaces, args.sockets
-    paths, procs = [], []
+    paths, procs, names = [], [], []
     try:
-        for i in range(n):
-            path = f"/run/docker/netns/stress{i:04d}"
-            _docker_style_namespace(path)
-            paths.append(path)
-            enter = ["nsenter", f"--net={path}"]
-            subprocess.run(enter + ["ip", "link", "set", "lo", "up"], check=True)
-            procs.append(subprocess.Popen(enter + [os.path.join(bindir, "tcp_server"), "-count", str(k), "-quiet"]))
-        time.sleep(3)
-        for path in paths:
-            procs.append(subprocess.Popen(["nsenter", f"--net={path}", os.path.join(bindir, "tcp_client"),
-                                           "-count", str(k), "-sleep", "5s", "-pads", "1024", "-quiet"],
-                                          stdout=subprocess.DEVNULL))
+        if load.mode == "docker":
+            from .dockerload import DockerError, run_stress_container
+            env = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
+            for i in range(n):
+                name = f"xtcp2-stress-{i}"
+                try:
+                    run_stress_container(load.docker, name, bindir, k, env)
+                except DockerError as e:
+                    print(f"XTCP2_TCP_STRESS_CONTAINER_FAILED {name}: {e}", flush=True)
+                    continue
+                names.append(name)
+        else:
+            for i in range(n):
+                path = f"/run/docker/netns/stress{i:04d}"
+                _docker_style_namespace(path)
+                paths.append(path)
+                enter = ["nsenter", f"--net={path}"]
+                subprocess.run(enter + ["ip", "link", "set", "lo", "up"], check=True)
+                procs.append(subprocess.Popen(enter + [os.path.join(bindir, "tcp_server"), "-count", str(k), "-quiet"]))
+            time.sleep(3)
+            for path in paths:
+                procs.append(subprocess.Popen(["nsenter", f"--net={path}", os.path.join(bindir, "tcp_client"),
+                                               "-count", str(k), "-sleep", "5s", "-pads", "1024", "-quiet"],
+                                              stdout=subprocess.DEVNULL))
         _sleep_watching(daemon, args.duration)
         expect = n * 3 * k
         # Clients start slowly under emulation: measure poll windows until the full
-        # population is seen or a minute has passed.
+        # population is seen (and, with containers, named) or a minute has passed.
         give_up = time.monotonic() + 60
         while True:
             m0 = _metrics(daemon.url)
@@ -651,13 +751,19 @@ def guest_tcp_stress(args, bindir: str, daemon: Daemon) -> bool:
             polls = m1.get("xtcp2_polls_total", 0) - m0.get("xtcp2_polls_total", 0)
             per_poll = (m1.get("xtcp2_sockets_total", 0) - m0.get("xtcp2_sockets_total", 0)) / polls if polls else 0
             watched = m1.get("xtcp2_namespaces", 0)
-            if (watched >= n + 1 and per_poll >= expect) or time.monotonic() > give_up:
+            labels = _container_labels(daemon.url) if names else {}
+            # each container's own sockets under its name: k listeners, 2k established
+            named = [c for c in names if labels.get((c, "listen"), 0) >= k and labels.get((c, "established"), 0) >= 2 * k]
+            done = watched >= n + 1 and per_poll >= expect and len(named) == len(names)
+            if done or time.monotonic() > give_up:
                 break
         panics = daemon.panics()
-        print(f"XTCP2_TCP_STRESS_SUMMARY namespaces={n} sockets_each={3 * k} watched={watched:g} "
-              f"sockets_per_poll={per_poll:.0f} expected_at_least={expect} panics={panics} "
-              f"restarts={daemon.restarts}", flush=True)
-        return watched >= n + 1 and per_poll >= expect and panics == 0 and daemon.restarts == 0
+        print(f"XTCP2_TCP_STRESS_SUMMARY mode={load.mode} namespaces={n} sockets_each={3 * k} watched={watched:g} "
+              f"sockets_per_poll={per_poll:.0f} expected_at_least={expect} "
+              + (f"containers={len(names)} named_in_metrics={len(named)} " if load.mode == "docker" else "")
+              + f"panics={panics} restarts={daemon.restarts}", flush=True)
+        return (done and len(names) == (n if load.mode == "docker" else 0) and panics == 0
+                and daemon.restarts == 0)
     finally:
         for p in procs:
             p.terminate()
@@ -667,6 +773,7 @@ def guest_tcp_stress(args, bindir: str, daemon: Daemon) -> bool:
             libc.umount2(path.encode(), 2)
             os.unlink(path)
         daemon.stop()
+        load.close()
 
 
 def _uptime() -> float:
@@ -681,7 +788,12 @@ def guest_main(args) -> int:
     socket.sethostname("xtcp2-microvm")
     if args.flavor == "collectors":  # no daemon: the two collectors read one namespace
         return 0 if guest_collectors_compare() else 1
-    daemon = Daemon(bindir)
+    load = None
+    if args.flavor == "tcp-stress":
+        t = time.monotonic()
+        load = StressLoad.prepare(args.docker)
+        print(f"XTCP2_TCP_STRESS_MODE {load.mode}: {load.why} ({time.monotonic() - t:.1f} s)", flush=True)
+    daemon = Daemon(bindir, load.daemon_flags() if load else ())
     t0 = time.monotonic()
     daemon.start()
     probes = None
@@ -704,10 +816,13 @@ def guest_main(args) -> int:
         if args.flavor == "lifecycle":
             ok = guest_lifecycle(args, bindir, daemon, probes)
         else:
-            ok = {"soak": guest_soak, "tcp-stress": guest_tcp_stress}[args.flavor](args, bindir, daemon)
+            ok = guest_soak(args, bindir, daemon) if args.flavor == "soak" else \
+                guest_tcp_stress(args, bindir, daemon, load)
     if not ok:
         print("---- xtcp2 daemon log (tail) ----\n" + daemon.log_tail(), flush=True)
     daemon.stop()
+    if load is not None:
+        load.close()
     final = {"lifecycle": "XTCP2_SELF_TEST_OVERALL", "soak": "XTCP2_SOAK", "tcp-stress": "XTCP2_TCP_STRESS"}
     if args.flavor != "lifecycle" or not ready:  # a self-test that ran printed its own OVERALL line
         print(f"{final[args.flavor]}_{'PASS' if ok else 'FAIL'}", flush=True)
@@ -723,6 +838,9 @@ def build_parser() -> GoFlagParser:
     p.flag("duration", type=parse_duration, default=60.0, help="soak / tcp-stress run time (default 60s)")
     p.flag("namespaces", type=positive_int, default=20, help="tcp-stress: docker-style namespaces (default 20)")
     p.flag("sockets", type=positive_int, default=100, help="soak/tcp-stress: tcp_server/client count (default 100)")
+    p.flag("docker", type=_bool, nargs="?", const=True, default=True,
+           help="tcp-stress: run the load in docker containers when a dockerd runs or starts in the guest "
+                "(default true; else docker-style namespaces)")
     p.flag("cacheDir", default=default_cache_dir(), help="where kernel, busybox and initramfs are cached")
     p.flag("accel", choices=("auto", "kvm", "tcg"), default="auto", help="auto: KVM if a probe boot works, else TCG")
     p.flag("mem", type=positive_int, default=1024, help="guest memory in MiB (default 1024)")
@@ -732,6 +850,17 @@ def build_parser() -> GoFlagParser:
            help="how long the guest waits for the daemon's first poll on /metrics (default 60s)")
     p.flag("quiet", action="store_true", help="do not echo the guest console")
     return p
+
+
+def _bool(text: str) -> bool:
+    """A Go flag boolean (-docker, -docker=false)."""
+    import argparse
+    t = text.lower()
+    if t in ("1", "true", "t"):
+        return True
+    if t in ("0", "false", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
 
 
 def argparse_suppress() -> str:

@@ -54,6 +54,7 @@ class Options:
     wait: float
     bindir: str
     help_probes: "HelpProbes | None" = None
+    docker_socket: str = "/run/docker.sock"
 
 
 # ---------------------------------------------------------------- helpers
@@ -404,13 +405,16 @@ class RecordStream:
     """`xtcp2client -netns NAME -format json` running in the background; a thread collects
     its records so a check can wait for exactly the sockets it made."""
 
-    def __init__(self, opts: Options, netns: str) -> None:
+    def __init__(self, opts: Options, netns: str, lifetime: float | None = None) -> None:
+        """lifetime: how long the client may stream (default -wait + 30 s); it is stopped
+        by close() anyway, this only bounds a forgotten one."""
         exe = find_tool(opts, "xtcp2client")
         self.netns = netns
         self.records: list[dict] = []
         self.changed = threading.Condition()
         self.proc = subprocess.Popen([exe, "-target", opts.grpc_target, "-port", str(opts.grpc_port),
-                                      "-netns", netns, "-format", "json", "-timeout", f"{opts.wait + 30:g}s"],
+                                      "-netns", netns, "-format", "json", "-timeout",
+                                      f"{lifetime or opts.wait + 30:g}s"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.thread = threading.Thread(target=self._read, name="selftest-stream", daemon=True)
         self.thread.start()
@@ -549,6 +553,17 @@ def _docker_style_netns(path: str) -> None:
 
 
 def check_ns_docker(opts: Options) -> str:
+    """Real docker containers where a dockerd answers on -dockerSocket (and an image can
+    be made from a static busybox); otherwise what docker's libnetwork does, by hand (a
+    bind-mounted namespace under /run/docker/netns). The result line says which ran."""
+    from .dockerload import unusable
+    why = unusable(opts.docker_socket)
+    if why:
+        return f"bind-mount fallback ({why}): {_ns_docker_bind_mount(opts)}"
+    return f"real docker containers via {opts.docker_socket}: {_ns_docker_containers(opts)}"
+
+
+def _ns_docker_bind_mount(opts: Options) -> str:
     created_dir = not os.path.isdir(DOCKER_NETNS_DIR)
     os.makedirs(DOCKER_NETNS_DIR, exist_ok=True)
     path = os.path.join(DOCKER_NETNS_DIR, f"xtcp2st{uuid.uuid4().hex[:12]}")
@@ -573,6 +588,114 @@ def check_ns_docker(opts: Options) -> str:
                 pass
     removed1 = wait_counter_above(opts, "xtcp2_namespaces_removed_total", removed0, f"unmount {path}")
     return f"{path}: namespaces_added {added0:g}->{added1:g}, namespaces_removed {removed0:g}->{removed1:g}"
+
+
+def daemon_config(opts: Options) -> dict:
+    """The daemon's running config (xtcp2client get), {} when it cannot be read."""
+    try:
+        r = run([find_tool(opts, "xtcp2client"), "-target", opts.grpc_target, "-port", str(opts.grpc_port),
+                 "get"], timeout=opts.wait + 30)
+        return json.loads(r.stdout) if r.returncode == 0 else {}
+    except (CheckFailed, ValueError):
+        return {}
+
+
+DOCKER_PORT = 8080
+
+
+def _ns_docker_containers(opts: Options) -> str:
+    """Container A (its own namespace, --network none) listens; B joins A's namespace
+    (--network container:A) and connects. The daemon must find the namespace, name it
+    after A, stream the three sockets, and, when it resolves containers, name A as the
+    owner of the listener and the accepted socket and B as the owner of the client."""
+    from .dockerload import IMAGE, TCP_ESTABLISHED, TCP_LISTEN, Docker, DockerError, tcp_sockets
+    cfg = daemon_config(opts)
+    need_id = bool(cfg.get("resolve_container_id") or cfg.get("enrich_container_enable"))
+    need_name = bool(cfg.get("enrich_container_enable")) and \
+        os.path.realpath(cfg.get("docker_socket_path") or "/run/docker.sock") == os.path.realpath(opts.docker_socket)
+    docker = Docker(opts.docker_socket)
+    tag = f"xtcp2st-{uuid.uuid4().hex[:8]}"
+    names = {"a": f"{tag}-a", "b": f"{tag}-b"}
+    ids: dict[str, str] = {}
+    made_image = False
+    stream = None
+    failure = ""
+    want: dict[tuple[int, int], tuple[int, str]] = {}
+
+    def named(rec: dict, who: str) -> bool:
+        """Names no container but the right one, and every field the daemon resolves."""
+        return (rec.get("containerId", "") in ("", ids[who]) and rec.get("containerName", "") in ("", names[who])
+                and bool(rec.get("containerId") or not need_id) and bool(rec.get("containerName") or not need_name))
+
+    def latest(records: list[dict]) -> dict[tuple[int, int], dict]:
+        """The last record of each wanted socket (port pair) in its wanted state."""
+        out = {}
+        for r in records:
+            key = (r.get("inetDiagMsgSocketSourcePort", 0), r.get("inetDiagMsgSocketDestinationPort", 0))
+            if key in want and r.get("inetDiagMsgState", 0) == want[key][0]:
+                out[key] = r
+        return out
+
+    added0 = metric(opts, "xtcp2_namespaces_added_total")
+    removed0 = metric(opts, "xtcp2_namespaces_removed_total")
+    try:
+        try:
+            made_image = docker.ensure_image()
+            ids["a"] = docker("create", "--name", names["a"], "--network", "none", IMAGE,
+                              "/bin/nc", "-ll", "-p", str(DOCKER_PORT), "-e", "/bin/cat")
+            # the namespace is named after the container owning it: subscribe before it exists
+            # it waits for several steps (the listener, B, the namespace, the records)
+            stream = RecordStream(opts, ids["a"], lifetime=5 * opts.wait + 300)
+            docker("start", ids["a"])
+            pid_a = docker.pid(ids["a"])
+            if not wait_for(lambda: any(s[0] == DOCKER_PORT and s[2] == TCP_LISTEN for s in tcp_sockets(pid_a)),
+                            opts.wait):
+                raise CheckFailed(f"container {names['a']} never listened on {DOCKER_PORT}")
+            ids["b"] = docker("run", "-d", "--name", names["b"], "--network", f"container:{ids['a']}", IMAGE,
+                              "sh", "-c", f"sleep 100000 | nc 127.0.0.1 {DOCKER_PORT}")
+        except DockerError as e:
+            raise CheckFailed(f"docker: {e}") from None
+        added1 = wait_counter_above(opts, "xtcp2_namespaces_added_total", added0, f"container {names['a']}")
+        conns: list[tuple[int, int, int, int]] = []
+
+        def connected() -> bool:
+            conns[:] = [s for s in tcp_sockets(pid_a) if s[2] == TCP_ESTABLISHED and DOCKER_PORT in s[:2]]
+            return len(conns) >= 2
+
+        if not wait_for(connected, opts.wait):
+            raise CheckFailed(f"container {names['b']} never connected to {names['a']}")
+        want[(DOCKER_PORT, 0)] = (TCP_LISTEN, "a")
+        for lport, rport, _, _ in conns:
+            want[(lport, rport)] = (TCP_ESTABLISHED, "a" if lport == DOCKER_PORT else "b")
+        stream.wait_until(lambda recs: all(k in (got := latest(recs)) and named(got[k], want[k][1]) for k in want),
+                          opts.wait)
+    finally:
+        if stream is not None:
+            failure = stream.close()
+        docker.remove(*ids.values())
+        if made_image:
+            try:
+                docker("rmi", IMAGE, timeout=120)
+            except DockerError:
+                pass
+        docker.close()
+    got = latest(stream.snapshot())
+    missing = [k for k in want if k not in got]
+    if missing:
+        raise CheckFailed(f"namespace of {names['a']}: the daemon streamed {len(got)} of its {len(want)} sockets "
+                          f"under netns {ids['a'][:12]}... within {opts.wait:g} s (missing {missing[:3]})"
+                          + (f"; xtcp2client: {failure}" if failure else ""))
+    wrong = [(k, want[k][1], got[k].get("containerId", "")[:12], got[k].get("containerName", ""))
+             for k in want if not named(got[k], want[k][1])]
+    if wrong:
+        raise CheckFailed(f"sockets not named after their container (port pair, owner, id, name): {wrong[:3]}")
+    removed1 = wait_counter_above(opts, "xtcp2_namespaces_removed_total", removed0, f"docker rm {names['a']}")
+    fields = [f for f in ("containerId", "containerName") if all(r.get(f) for r in got.values())]
+    how = ("by " + " + ".join(fields)) if fields else \
+        "records carry no container fields (the daemon runs without -resolveContainerId / -enrichContainer)"
+    return (f"{names['a']} (own namespace, named {ids['a'][:12]}...) and {names['b']} (joined it): listener and "
+            f"accepted socket -> a, client -> b, {how}; namespaces_added {added0:g}->{added1:g}, "
+            f"namespaces_removed {removed0:g}->{removed1:g}")
 
 
 CHECKS: dict[str, Callable[[Options], str]] = {
@@ -616,6 +739,9 @@ def build_parser() -> GoFlagParser:
     p.flag("wait", type=parse_duration, default=20.0, help="how long a check waits for the daemon to react (default 20s)")
     p.flag("bindir", default=os.path.dirname(sys.executable), help="where the console scripts are (default: beside python)")
     p.flag("only", default="", help="comma-separated subset of checks to run")
+    p.flag("dockerSocket", default="/run/docker.sock",
+           help="NS_DOCKER: Docker Engine API socket; real containers when a dockerd answers there, "
+                "else a docker-style bind-mounted namespace (default /run/docker.sock)")
     return p
 
 
@@ -630,7 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"xtcp2-selftest: error: -metrics must be an http(s) URL, not {args.metrics!r}", file=sys.stderr)
         return 2
     opts = Options(pid=args.pid, unit=args.unit, metrics_url=args.metrics, grpc_target=args.grpcTarget,
-                   grpc_port=args.grpcPort, wait=args.wait, bindir=args.bindir)
+                   grpc_port=args.grpcPort, wait=args.wait, bindir=args.bindir, docker_socket=args.dockerSocket)
     return 0 if run_all(opts, only) else 1
 
 
