@@ -337,7 +337,7 @@ class Monitor:
         self.sink = sink
         self.interval = interval
         self.disk_path = disk_path
-        self.next_at = time.monotonic() + interval
+        self.next_at = time.monotonic()  # a first line as soon as the consumer runs
         self.kafka_exc = self.revocations = self.msgs = 0
 
     def due(self) -> bool:
