@@ -143,7 +143,7 @@ def test_kafka_destination_to_chdb_with_the_tool(tansu, tmp_path, capsys):
 
     db = tmp_path / "chdb"
     assert k2ch.main(["--brokers", tansu.bootstrap, "--chdb", str(db), "--max-messages", "20",
-                      "--idle-exit", "15", "--batch", "7"]) == 0
+                      "--idle-exit", "15", "--batch", "7", "--session-timeout", "6"]) == 0
     s = chs.Session(str(db))
     try:
         rows = rows_of(s.query(f"SELECT {select_list(True)} FROM xtcp.xtcp_flat_records SETTINGS {JSON_SETTINGS}",
@@ -166,7 +166,8 @@ def test_bridge_monitor_prints_growing_rows(tansu, tmp_path):
     import time
     tansu.create_topic("xtcp")
     bridge = subprocess.Popen([sys.executable, "-m", "xtcp2.tools.kafka_to_clickhouse", "--brokers", tansu.bootstrap,
-                               "--chdb", str(tmp_path / "chdb"), "--monitor-interval", "0.5"],
+                               "--chdb", str(tmp_path / "chdb"), "--monitor-interval", "0.5",
+                               "--session-timeout", "6"],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     readings: list[tuple[int, ...]] = []
 
@@ -229,6 +230,8 @@ def test_tools_fail_with_one_line_when_broker_is_down(tmp_path):
     (["--chdb", "/tmp/x", "--topic", "x'y"], "is not a valid topic name"),
     (["--chdb", "/tmp/x", "--database", "x;drop"], "is not a plain identifier"),
     (["--http", "ftp://h"], "must look like http://host:8123"),
+    (["--chdb", "/tmp/x", "--session-timeout", "0"], "--session-timeout must be"),
+    (["--chdb", "/tmp/x", "--monitor-interval", "-1"], "--monitor-interval must be"),
 ])
 def test_kafka_to_clickhouse_rejects_bad_arguments(args, msg, capsys):
     with pytest.raises(SystemExit) as e:

@@ -386,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=256, help="messages per insert (default 256)")
     ap.add_argument("--max-messages", type=int, default=0, help="stop after this many messages (0: never)")
     ap.add_argument("--idle-exit", type=float, default=0.0, help="stop after this many idle seconds (0: never)")
+    ap.add_argument("--session-timeout", type=float, default=45.0,
+                    help="consumer group session timeout in seconds (default 45, librdkafka's; Tansu "
+                         "takes about half of it to admit a consumer)")
     ap.add_argument("--monitor-interval", type=float, default=0.0,
                     help="print an XTCP2_CLICKPIPE_ROWS line every this many seconds (0: never)")
     ap.add_argument("--print-ddl", action="store_true", help="print the DDL and exit")
@@ -407,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--http {a.http!r} must look like http://host:8123")
     if not 0 <= a.monitor_interval <= 86400:
         ap.error("--monitor-interval must be 0..86400 seconds")
+    if not 1 <= a.session_timeout <= 3600:
+        ap.error("--session-timeout must be 1..3600 seconds")
     try:
         from confluent_kafka import Consumer, KafkaException
     except ImportError:
@@ -414,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sink = ChdbSink(a.chdb, a.database) if a.chdb else HttpSink(a.http, a.database, a.user, a.password)
     consumer = Consumer({"bootstrap.servers": a.brokers, "group.id": a.group, "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False, "session.timeout.ms": 6000})
+                         "enable.auto.commit": False, "session.timeout.ms": int(a.session_timeout * 1000)})
     try:
         md = consumer.list_topics(a.topic, timeout=5)
     except KafkaException as e:
@@ -446,7 +451,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             idle_since = time.monotonic()
             sink.insert([m.value() for m in msgs])
-            consumer.commit(asynchronous=False)  # commit only what is inserted
+            try:
+                consumer.commit(asynchronous=False)  # commit only what is inserted
+            except KafkaException as e:
+                # e.g. the group took the partition away while the insert ran: the rows are
+                # stored, and whoever owns the partition next reads them again (at least once)
+                log.warning("commit failed, %d inserted messages may be delivered again: %s", len(msgs),
+                            e.args[0].str())
+                if monitor:
+                    monitor.kafka_exc += 1
             done += len(msgs)
             if monitor:
                 monitor.msgs = done

@@ -139,7 +139,9 @@ class ClickPipe:
     def start_bridge(self, monitor_interval: float) -> None:
         cmd = [os.path.join(self.bindir, "xtcp2_kafka_to_clickhouse"), "--brokers", self.bootstrap,
                "--topic", TOPIC, "--chdb", os.path.join(self.workdir, "chdb"),
-               "--monitor-interval", f"{monitor_interval:g}"]
+               "--monitor-interval", f"{monitor_interval:g}",
+               # an emulated guest stalls for seconds under load; a 6 s session then expires
+               "--session-timeout", "30"]
         errlog = open(os.path.join(self.workdir, "bridge.log"), "ab")
         self._bridge_t0 = time.monotonic()
         self.bridge = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errlog, text=True)
