@@ -55,9 +55,13 @@ def test_clickhouse_pipeline_microvm_rows_grow_and_reconcile():
     out = r.stdout
     assert re.search(r"XTCP2_MICROVM_GUEST_START flavor=clickhouse-pipeline kernel=6\.1\.0-\d+-amd64", out), r.stderr
     assert "XTCP2_CLICKPIPE_BROKER_READY tansu 127.0.0.1:9092" in out
-    assert "XTCP2_CLICKPIPE_BRIDGE_READY" in out
-    rows = [int(x) for x in re.findall(r"^XTCP2_CLICKPIPE_ROWS \S+Z rows=(\d+) netns=\d+ .*disk=\d+\r?$", out, re.M)]
+    assert "XTCP2_CLICKPIPE_BRIDGE_READY first rows stored" in out
+    row_line = r"^XTCP2_CLICKPIPE_ROWS \S+Z rows=(\d+) netns=\d+ .*disk=\d+\r?$"
+    rows = [int(x) for x in re.findall(row_line, out, re.M)]
     assert len(rows) >= 3 and rows == sorted(rows) and rows[-1] > rows[0], rows
+    # while the daemon ran live (after the bridge had caught up), rows rose more than once
+    live = [int(x) for x in re.findall(row_line, out.split("XTCP2_CLICKPIPE_BRIDGE_READY", 1)[1], re.M)]
+    assert sum(b > a for a, b in zip(live, live[1:])) >= 2, live
     summary = re.search(r"^XTCP2_CLICKPIPE_SUMMARY .*daemon delivered=(\d+) dropped=(\d+) .*table rows=(\d+) "
                         r"netns=(\d+) kafka_exc=(\d+)", out, re.M)
     assert summary, out[-3000:]

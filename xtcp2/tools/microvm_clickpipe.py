@@ -155,17 +155,20 @@ class ClickPipe:
             print(line, flush=True)  # the console transcript the host runner reads
             got = parse_rows([line])
             if got:
-                if not self.readings:
-                    print(f"XTCP2_CLICKPIPE_BRIDGE_READY after {time.monotonic() - self._bridge_t0:.1f} s", flush=True)
+                if got[-1]["msgs"] > 0 and not any(r["msgs"] for r in self.readings):
+                    print(f"XTCP2_CLICKPIPE_BRIDGE_READY first rows stored {time.monotonic() - self._bridge_t0:.1f} s "
+                          f"after start", flush=True)
                 with self._cond:
                     self.readings.extend(got)
                     self._cond.notify_all()
 
     def wait_bridge(self, timeout: float) -> bool:
-        """Until the bridge consumes (its first heartbeat) or has exited."""
+        """Until the bridge has stored its first messages (chdb loaded, partition assigned,
+        the daemon's backlog inserted) or has exited."""
+        def stored() -> bool:
+            return any(r["msgs"] for r in self.readings)
         with self._cond:
-            return self._cond.wait_for(lambda: bool(self.readings) or self.bridge.poll() is not None, timeout) \
-                and bool(self.readings)
+            return self._cond.wait_for(lambda: stored() or self.bridge.poll() is not None, timeout) and stored()
 
     def wait_rows(self, at_least: int, timeout: float) -> bool:
         with self._cond:
@@ -235,20 +238,24 @@ def delivered_by_daemon(log_text: str, scheme: str = "kafka") -> tuple[int, int]
 def run_pipeline(args, bindir: str, daemon, pipe: ClickPipe, sleep_watching) -> bool:
     """Traffic in a second namespace for -duration while the monitor reports, then stop the
     daemon and reconcile: every record Kafka acknowledged is a row, no more, no fewer."""
-    # The duration counts from when the whole pipeline runs: chdb is slow to load under TCG.
-    if not pipe.wait_bridge(args.readyTimeout):
-        print(f"XTCP2_CLICKPIPE_BRIDGE_NOT_READY after {args.readyTimeout:g} s (rc {pipe.bridge.poll()})\n"
-              "---- bridge log (tail) ----\n" + pipe.bridge_log_tail(), flush=True)
-        return False
     enter = ["ip", "netns", "exec", TRAFFIC_NETNS]
     procs: list[subprocess.Popen] = []
     made_ns = subprocess.run(["ip", "netns", "add", TRAFFIC_NETNS], capture_output=True).returncode == 0
     try:
+        # Traffic first: its python tools start slowly under TCG, and are up long before
+        # the bridge is.
         subprocess.run(enter + ["ip", "link", "set", "lo", "up"], check=False)
         procs.append(subprocess.Popen(enter + [os.path.join(bindir, "tcp_server"), "-count", "10", "-quiet"]))
         sleep_watching(daemon, 2)
         procs.append(subprocess.Popen(enter + [os.path.join(bindir, "tcp_client"), "-count", "10", "-sleep", "2s",
                                                "-pads", "512", "-quiet"], stdout=subprocess.DEVNULL))
+        # The duration counts from when the whole pipeline runs, so that the rows seen to
+        # grow are the daemon's live output, not the backlog: chdb is slow to load under TCG.
+        wait = args.readyTimeout + 180
+        if not pipe.wait_bridge(wait):
+            print(f"XTCP2_CLICKPIPE_BRIDGE_NOT_READY after {wait:g} s (rc {pipe.bridge.poll()})\n"
+                  "---- bridge log (tail) ----\n" + pipe.bridge_log_tail(), flush=True)
+            return False
         sleep_watching(daemon, args.duration)
     finally:
         for p in procs:
