@@ -27,16 +27,27 @@ let
       ${pkg}/bin/xtcp2-microvm guest tcp-stress -namespaces ${toString flavor.namespaces} \
         -sockets ${toString flavor.socketsPerNamespace} -duration "$XTCP2_DURATION"
     '';
+    # Both drive their own daemon (drivesOwnDaemon: no xtcp2.service), with the broker
+    # or coverage around it.
+    clickhouse-pipeline = ''
+      ${pkg}/bin/xtcp2-microvm guest clickhouse-pipeline -duration "$XTCP2_DURATION"
+    '';
+    lifecycle-coverage = ''
+      ${pkg}/bin/xtcp2-microvm guest lifecycle-coverage -coverDir ${flavor.coverDir}
+    '';
   }.${flavorName};
 in
 {
   systemd.services.xtcp2-flavor-test = {
     description = "xtcp2 microVM ${flavorName} checks";
-    after = [ "xtcp2.service" ] ++ lib.optional (flavorName == "tcp-stress") "docker.service";
-    requires = [ "xtcp2.service" ];
+    after = lib.optionals config.services.xtcp2.enable [ "xtcp2.service" ]
+      ++ lib.optional (flavorName == "tcp-stress") "docker.service";
+    requires = lib.optionals config.services.xtcp2.enable [ "xtcp2.service" ];
     wantedBy = [ "multi-user.target" ];
-    # tcp-stress: the docker CLI and a static busybox (the containers' whole image)
+    # tansu for clickhouse-pipeline (the guest driver looks on PATH); tcp-stress: the
+    # docker CLI and a static busybox (the containers' whole image)
     path = [ pkgs.iproute2 pkgs.util-linux pkgs.gnugrep pkgs.coreutils pkgs.systemd ]
+      ++ map (n: pkgs.${n}) (flavor.packages or [ ])
       ++ lib.optionals (flavorName == "tcp-stress") [ pkgs.docker pkgs.pkgsStatic.busybox ];
     environment.XTCP2_DURATION = "60s";
     serviceConfig = {

@@ -143,7 +143,7 @@ def test_kafka_destination_to_chdb_with_the_tool(tansu, tmp_path, capsys):
 
     db = tmp_path / "chdb"
     assert k2ch.main(["--brokers", tansu.bootstrap, "--chdb", str(db), "--max-messages", "20",
-                      "--idle-exit", "15", "--batch", "7"]) == 0
+                      "--idle-exit", "15", "--batch", "7", "--session-timeout", "6"]) == 0
     s = chs.Session(str(db))
     try:
         rows = rows_of(s.query(f"SELECT {select_list(True)} FROM xtcp.xtcp_flat_records SETTINGS {JSON_SETTINGS}",
@@ -151,6 +151,56 @@ def test_kafka_destination_to_chdb_with_the_tool(tansu, tmp_path, capsys):
     finally:
         s.close()
     assert_rows_match(rows, 4000)
+
+
+MONITOR_LINE = re.compile(r"^XTCP2_CLICKPIPE_ROWS \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ rows=(\d+) netns=(\d+) "
+                          r"container_id=(\d+) kafka_exc=(\d+) reb=(\d+) msgs=(\d+) disk=(\d+)$")
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_bridge_monitor_prints_growing_rows(tansu, tmp_path):
+    """--monitor-interval prints upstream's XTCP2_CLICKPIPE_ROWS heartbeat from the database
+    the bridge fills: rows follow what is produced while the bridge runs."""
+    import select
+    import time
+    tansu.create_topic("xtcp")
+    bridge = subprocess.Popen([sys.executable, "-m", "xtcp2.tools.kafka_to_clickhouse", "--brokers", tansu.bootstrap,
+                               "--chdb", str(tmp_path / "chdb"), "--monitor-interval", "0.5",
+                               "--session-timeout", "6"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    readings: list[tuple[int, ...]] = []
+
+    def read_until(rows: int, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if select.select([bridge.stdout], [], [], 1)[0]:
+                m = MONITOR_LINE.match(bridge.stdout.readline().strip())
+                if m:
+                    readings.append(tuple(map(int, m.groups())))
+                    if readings[-1][0] >= rows:
+                        return
+        raise AssertionError(f"rows never reached {rows}: {readings[-3:]}")
+
+    try:
+        payloads = make_payloads(3000, 100)
+        for batch, upto in ((payloads[:10], 1000), (payloads[10:], 3000)):
+            d = open_destination(f"kafka:{tansu.bootstrap}", config())
+            for p, n in batch:
+                d.send(p, n)
+            d.close()
+            read_until(upto, 90)
+    finally:
+        bridge.send_signal(2)  # SIGINT: a clean stop prints the last heartbeat
+        out, err = bridge.communicate(timeout=60)
+    last = MONITOR_LINE.match(out.strip().splitlines()[-1])
+    assert bridge.returncode == 0, err
+    assert last and int(last.group(1)) == 3000, out[-500:]
+    rows = [r[0] for r in readings]
+    assert rows == sorted(rows) and rows[0] < 3000 and 1000 in rows, rows
+    rows_, netns, cids, exc, _reb, msgs, disk = readings[-1]
+    assert (netns, cids, exc, msgs) == (7, 0, 0, 30)  # make_record: 7 namespaces, no container ids
+    assert 0 < disk <= 100
 
 
 def test_kafka_client_table_and_json_format():
@@ -180,6 +230,8 @@ def test_tools_fail_with_one_line_when_broker_is_down(tmp_path):
     (["--chdb", "/tmp/x", "--topic", "x'y"], "is not a valid topic name"),
     (["--chdb", "/tmp/x", "--database", "x;drop"], "is not a plain identifier"),
     (["--http", "ftp://h"], "must look like http://host:8123"),
+    (["--chdb", "/tmp/x", "--session-timeout", "0"], "--session-timeout must be"),
+    (["--chdb", "/tmp/x", "--monitor-interval", "-1"], "--monitor-interval must be"),
 ])
 def test_kafka_to_clickhouse_rejects_bad_arguments(args, msg, capsys):
     with pytest.raises(SystemExit) as e:

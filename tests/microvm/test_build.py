@@ -55,6 +55,7 @@ def test_qemu_command_shares_root_read_only():
     cmd = m.qemu_command(k, "/k/initrd.gz", "tcg", 1024, 2, True)
     virtfs = cmd[cmd.index("-virtfs") + 1]
     assert "path=/," in virtfs and "readonly=on" in virtfs and f"mount_tag={m.MOUNT_TAG}" in virtfs
+    assert cmd.count("-virtfs") == 1
     assert cmd[cmd.index("-cpu") + 1] == "max"
     assert cmd[cmd.index("-accel") + 1].startswith("tcg")
 
@@ -65,8 +66,30 @@ def test_qemu_command_shares_root_read_only():
     (["guest"], "guest needs a flavor"),
     (["tcp-stress", "-namespaces", "5000"], "-namespaces"),
     (["soak", "-duration", "forever"], "invalid duration"),
+    (["lifecycle-coverage", "-coverDir", "/"], "-coverDir"),
+    (["lifecycle-coverage", "-coverDir", "/tmp/a,b"], "-coverDir"),
+    (["clickhouse-pipeline", "-mem", "-1"], "-mem"),
 ])
 def test_bad_arguments(args, msg):
     r = subprocess.run([sys.executable, "-m", "xtcp2.tools.microvm", *args], capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
     assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_only_the_coverage_directory_is_shared_writable():
+    k = m.Kernel("6.1.0-test", "/k/vmlinuz", {})
+    cmd = m.qemu_command(k, "/k/initrd.gz", "tcg", 1024, 2, True, writable_shares=[("/tmp/cov", m.COVER_TAG)])
+    shares = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-virtfs"]
+    assert len(shares) == 2 and "readonly=on" in shares[0]
+    assert shares[1].startswith("local,path=/tmp/cov,") and f"mount_tag={m.COVER_TAG}" in shares[1]
+    assert "readonly" not in shares[1]
+    with pytest.raises(m.MicroVMError, match="comma"):
+        m.qemu_command(k, "/k/initrd.gz", "tcg", 1024, 2, True, writable_shares=[("/tmp/a,b", "x")])
+    line = m.share_mount("/tmp/cov", m.COVER_TAG)
+    assert line.startswith(f"mkdir -p $R/tmp/cov && mount -t 9p -o trans=virtio") and "ro," not in line
+
+
+def test_flavor_memory_defaults():
+    assert set(m.FLAVOR_MEM) == set(m.FLAVORS) == set(m.RESULT_SENTINEL) == set(m.FINAL_SENTINEL)
+    assert m.FLAVOR_MEM["clickhouse-pipeline"] >= 2048  # chdb's 530 MiB library plus ClickHouse
+    assert m.build_parser().parse_args(["clickhouse-pipeline"]).mem == 0  # 0: the flavor's

@@ -73,6 +73,15 @@ def test_flavors_match_the_debian_runner():
         cli.config_from_args(cli.build_parser().parse_args(argv))  # valid daemon flags
 
 
+def test_flavor_details_match_the_debian_runner():
+    from xtcp2.tools.microvm_clickpipe import ClickPipe
+    flavors = nix_eval("import ./nix/flavors.nix")
+    assert {n: f["mem"] for n, f in flavors.items()} == microvm.FLAVOR_MEM
+    assert flavors["clickhouse-pipeline"]["daemonFlags"]["dest"] == ClickPipe("/bin").dest
+    assert flavors["lifecycle-coverage"]["coverDir"] == microvm.build_parser().parse_args(["lifecycle"]).coverDir \
+        or "XTCP2_COVERDIR" in os.environ
+
+
 def test_microvm_set_has_one_vm_per_flavor_built_by_mkvm():
     # nixpkgs cannot be fetched here: stand in for nixosSystem only, to evaluate our own wiring.
     got = nix_eval("""

@@ -3,6 +3,8 @@
     xtcp2-microvm lifecycle                  # daemon + 10-check self-test
     xtcp2-microvm soak -duration 10m         # nsTest churn + TCP population, then a health summary
     xtcp2-microvm tcp-stress -namespaces 20 -sockets 100
+    xtcp2-microvm clickhouse-pipeline -duration 60s  # xtcp2 -> Tansu -> kafka_to_clickhouse -> chdb
+    xtcp2-microvm lifecycle-coverage -coverDir /tmp/xtcp2cov  # self-test under coverage.py
     xtcp2-microvm collectors                 # BPF iterator vs inet_diag, field by field, on 6.1
 
 The guest is assembled from Debian packages and this machine: the kernel comes from
@@ -10,9 +12,11 @@ The guest is assembled from Debian packages and this machine: the kernel comes f
 busybox from busybox-static, and the host's root filesystem is shared read-only over
 9p, so the guest runs the very python, venv and xtcp2 tree the host has. A busybox
 init mounts proc/sys/dev/tmpfs, loads the 9p/virtio/diag modules, chroots into the
-shared root and runs `xtcp2-microvm guest FLAVOR`, which prints sentinels on the serial
-console. The runner greps them and exits 0 on PASS. Kernel, busybox and initramfs are
-cached under -cacheDir. KVM is used when a probe boot under it works, else TCG.
+shared root and runs `xtcp2-microvm guest FLAVOR` from the checkout the runner came
+from, which prints sentinels on the serial console. The runner greps them and exits 0
+on PASS. Kernel, busybox and initramfs are cached under -cacheDir. KVM is used when a
+probe boot under it works, else TCG. lifecycle-coverage also shares -coverDir, writable,
+for the coverage data the host then merges.
 """
 from __future__ import annotations
 
@@ -38,13 +42,21 @@ from typing import Sequence
 
 from ..argparse_go import GoFlagParser, parse_duration, positive_int
 
-FLAVORS = ("lifecycle", "soak", "tcp-stress", "collectors")
+FLAVORS = ("lifecycle", "soak", "tcp-stress", "clickhouse-pipeline", "lifecycle-coverage", "collectors")
 RESULT_SENTINEL = {
     "lifecycle": re.compile(r"XTCP2_SELF_TEST_OVERALL_(PASS|FAIL)"),
     "soak": re.compile(r"XTCP2_SOAK_(PASS|FAIL)"),
     "tcp-stress": re.compile(r"XTCP2_TCP_STRESS_(PASS|FAIL)"),
+    "clickhouse-pipeline": re.compile(r"XTCP2_CLICKPIPE_(PASS|FAIL)"),
+    "lifecycle-coverage": re.compile(r"XTCP2_LIFECYCLE_COVERAGE_(PASS|FAIL)"),
     "collectors": re.compile(r"XTCP2_MICROVM_ITER_COMPARE_(PASS|FAIL)"),
 }
+# Guest memory in MiB, as nix/flavors.nix has it (tests/tools/test_nix.py checks they agree).
+# clickhouse-pipeline: chdb's 530 MiB library sits in the guest's page cache next to
+# ClickHouse itself, the daemon, the bridge and Tansu.
+FLAVOR_MEM = {"lifecycle": 1024, "soak": 1024, "tcp-stress": 3072, "clickhouse-pipeline": 3072,
+              "lifecycle-coverage": 1024, "collectors": 1024}
+COVER_TAG = "xtcp2cov"
 KERNEL_PKG_RE = re.compile(r"^linux-image-(6\.1\.0-(\d+))-amd64-unsigned$")
 # Loaded in this order by the guest's init (dependencies are added automatically).
 GUEST_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "inet_diag", "tcp_diag", "udp_diag", "veth", "tcp_bbr")
@@ -260,6 +272,7 @@ mount -t devpts devpts $R/dev/pts
 mount -t tmpfs shm $R/dev/shm
 for d in @TMPFS_DIRS@; do [ -d $R/$d ] && mount -t tmpfs tmpfs $R/$d; done
 @KEEP_BACK@
+@EXTRA_MOUNTS@
 mount -t bpf bpf $R/sys/fs/bpf 2>/dev/null
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup 2>/dev/null
 mount -t tracefs tracefs $R/sys/kernel/tracing 2>/dev/null
@@ -269,7 +282,7 @@ ip link set lo up 2>/dev/null || chroot $R ip link set lo up
 echo "XTCP2_MICROVM_GUEST_BOOTED kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)s"
 cd $R
 chroot $R /usr/bin/env -i PATH=@PATH@ HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 PYTHONPATH=@REPO@ @PYTHON@ -m xtcp2.tools.microvm @ARGS@
+    PYTHONUNBUFFERED=1 PYTHONPATH=@PYTHONPATH@ @PYTHON@ -m xtcp2.tools.microvm @ARGS@
 echo "XTCP2_MICROVM_GUEST_EXIT rc=$?"
 sync
 poweroff -f
@@ -329,8 +342,15 @@ def build_initramfs(cache: str, kernel: Kernel, busybox: str, init: str, modules
 
 # ------------------------------------------------------------------ running QEMU
 
+def share_mount(path: str, tag: str) -> str:
+    """init lines mounting a writable 9p share at the same path inside the guest."""
+    q = shlex.quote(os.path.abspath(path))
+    return (f"mkdir -p $R{q} && mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 {tag} $R{q} "
+            f"|| echo \"XTCP2_MICROVM_GUEST_FAIL cannot mount the {tag} share\"")
+
+
 def qemu_command(kernel: Kernel, initrd: str, accel: str, mem: int, cpus: int, share_root: bool,
-                 extra_append: str = "") -> list[str]:
+                 extra_append: str = "", writable_shares: Sequence[tuple[str, str]] = ()) -> list[str]:
     cmd = ["qemu-system-x86_64", "-accel", accel if accel == "kvm" else "tcg,thread=multi",
            "-cpu", "host" if accel == "kvm" else "max",  # numpy wheels need x86-64-v2
            "-m", str(mem), "-smp", str(cpus), "-nodefaults", "-no-user-config", "-display", "none",
@@ -339,6 +359,10 @@ def qemu_command(kernel: Kernel, initrd: str, accel: str, mem: int, cpus: int, s
            "-append", f"console=ttyS0 panic=-1 quiet loglevel=3 rdinit=/init {extra_append}".strip()]
     if share_root:
         cmd += ["-virtfs", f"local,path=/,mount_tag={MOUNT_TAG},security_model=none,readonly=on,multidevs=remap"]
+    for path, tag in writable_shares:  # only these host directories are writable from the guest
+        if "," in path:
+            raise MicroVMError(f"cannot share {path!r} with QEMU: the path has a comma")
+        cmd += ["-virtfs", f"local,path={path},mount_tag={tag},security_model=none,multidevs=remap"]
     return cmd
 
 
@@ -421,34 +445,68 @@ def host_main(args) -> int:
         guest_args = ["guest", args.flavor, "-duration", f"{args.duration}s", "-namespaces", str(args.namespaces),
                       "-sockets", str(args.sockets), "-readyTimeout", f"{args.readyTimeout}s",
                       f"-docker={str(args.docker).lower()}"]
+        shares: list[tuple[str, str]] = []
+        if args.flavor == "lifecycle-coverage":
+            from .microvm_coverage import clear_share
+            cover = os.path.abspath(args.coverDir)
+            os.makedirs(cover, exist_ok=True)
+            if clear_share(cover):
+                log(f"removed an earlier run's coverage data from {cover}")
+            shares.append((cover, COVER_TAG))
+            guest_args += ["-coverDir", cover]
         bindir = os.path.dirname(sys.executable)
         path = ":".join([bindir, "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+        # The guest runs the checkout this runner came from, not whichever tree the
+        # venv's editable install points at.
         repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         aside, back = keep_visible([repo, sys.prefix])
-        init = (INIT_TEMPLATE.replace("@TAG@", MOUNT_TAG).replace("@PATH@", path).replace("@REPO@", shlex.quote(repo))
+        init = (INIT_TEMPLATE.replace("@TAG@", MOUNT_TAG).replace("@PATH@", path)
                 .replace("@PYTHON@", sys.executable).replace("@ARGS@", " ".join(guest_args))
+                .replace("@PYTHONPATH@", shlex.quote(repo))
                 .replace("@TMPFS_DIRS@", " ".join(TMPFS_DIRS))
-                .replace("@KEEP_ASIDE@", aside).replace("@KEEP_BACK@", back))
+                .replace("@KEEP_ASIDE@", aside).replace("@KEEP_BACK@", back)
+                .replace("@EXTRA_MOUNTS@", "\n".join(share_mount(p, t) for p, t in shares)))
         initrd = build_initramfs(cache, kernel, busybox, init, modules)
         accel = choose_accel(cache, kernel, busybox, args.accel)
     except MicroVMError as e:
         print(f"xtcp2-microvm: error: {e}", file=sys.stderr)
         return 1
-    cmd = qemu_command(kernel, initrd, accel, args.mem, args.cpus, True)
+    mem = args.mem or FLAVOR_MEM[args.flavor]
+    try:
+        cmd = qemu_command(kernel, initrd, accel, mem, args.cpus, True, writable_shares=shares)
+    except MicroVMError as e:
+        print(f"xtcp2-microvm: error: {e}", file=sys.stderr)
+        return 1
     logfile = os.path.join(cache, f"console-{args.flavor}.log")
-    log(f"booting {kernel.release} with {accel.upper()} ({args.mem} MiB, {args.cpus} cpus), "
+    log(f"booting {kernel.release} with {accel.upper()} ({mem} MiB, {args.cpus} cpus), "
         f"prepared in {time.monotonic() - t0:.1f} s; console log {logfile}")
     timeout = args.timeout or (args.duration + 300)
     result, tail = run_qemu(cmd, timeout, RESULT_SENTINEL[args.flavor], not args.quiet, logfile)
+    if result == "PASS":
+        result = host_checks(args, logfile, shares)
     took = time.monotonic() - t0
     if result == "PASS":
         log(f"{args.flavor}: PASS in {took:.1f} s")
         return 0
-    why = "reported FAIL" if result == "FAIL" else "no result sentinel"
+    why = {"FAIL": "reported FAIL", None: "no result sentinel"}.get(result, result)
     log(f"{args.flavor}: FAIL ({why}) after {took:.1f} s")
     if args.quiet:
         sys.stderr.write(tail + "\n")
     return 1
+
+
+def host_checks(args, logfile: str, shares: Sequence[tuple[str, str]]) -> str:
+    """What the runner checks itself after the guest said PASS: "PASS" or why not."""
+    if args.flavor == "clickhouse-pipeline":
+        from .microvm_clickpipe import parse_rows, rows_grew
+        with open(logfile, errors="replace") as f:
+            ok, summary = rows_grew([r["rows"] for r in parse_rows(f)])
+        log(f"clickhouse-pipeline: {summary}")
+        return "PASS" if ok else f"ClickHouse rows did not grow: {summary}"
+    if args.flavor == "lifecycle-coverage":
+        from .microvm_coverage import combine_and_report
+        return "PASS" if combine_and_report(shares[0][0]) else "coverage report failed"
+    return "PASS"
 
 
 # ------------------------------------------------------------------ inside the guest
@@ -464,8 +522,10 @@ def _metrics(url: str) -> dict[str, float]:
 class Daemon:
     """The xtcp2 daemon under test, started the way a unit file would (restarted if it dies)."""
 
-    def __init__(self, bindir: str, extra: Sequence[str] = ()) -> None:
-        self.cmd = [os.path.join(bindir, "xtcp2"), "-frequency", "1s", "-timeout", "1s", "-dest", "null",
+    def __init__(self, bindir: str, extra: Sequence[str] = (), dest: str = "null",
+                 env: dict[str, str] | None = None) -> None:
+        self.env = env
+        self.cmd = [os.path.join(bindir, "xtcp2"), "-frequency", "1s", "-timeout", "1s", "-dest", dest,
                     "-promListen", "127.0.0.1:9088", "-grpcPort", "8889", *extra]
         self.logpath = "/tmp/xtcp2.log"
         self.proc: subprocess.Popen | None = None
@@ -474,7 +534,7 @@ class Daemon:
 
     def start(self) -> None:
         logf = open(self.logpath, "a")
-        self.proc = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT, env=self.env)
         logf.close()
 
     def wait_ready(self, timeout: float = 120) -> bool:
@@ -540,8 +600,10 @@ class Daemon:
 def guest_lifecycle(args, bindir: str, daemon: Daemon, probes=None) -> bool:
     """The self-test, run in this process (one python start-up less under emulation)."""
     from .selftest import Options, run_all
+    # A traced daemon (lifecycle-coverage) answers about half as fast: give each check longer.
+    wait = 60.0 if args.flavor == "lifecycle-coverage" else 30.0
     opts = Options(pid=daemon.proc.pid, unit="xtcp2", metrics_url=daemon.url, grpc_target="127.0.0.1",
-                   grpc_port=8889, wait=30.0, bindir=bindir, help_probes=probes)
+                   grpc_port=8889, wait=wait, bindir=bindir, help_probes=probes)
     ok = run_all(opts)
     rc = daemon.stop()
     print(f"XTCP2_MICROVM_DAEMON_STOPPED rc={rc}", flush=True)
@@ -781,6 +843,12 @@ def _uptime() -> float:
         return float(f.read().split()[0])
 
 
+FINAL_SENTINEL = {"lifecycle": "XTCP2_SELF_TEST_OVERALL", "soak": "XTCP2_SOAK", "tcp-stress": "XTCP2_TCP_STRESS",
+                  "clickhouse-pipeline": "XTCP2_CLICKPIPE", "lifecycle-coverage": "XTCP2_LIFECYCLE_COVERAGE",
+                  "collectors": "XTCP2_MICROVM_ITER_COMPARE"}
+SELF_TEST_FLAVORS = ("lifecycle", "lifecycle-coverage")
+
+
 def guest_main(args) -> int:
     bindir = os.path.dirname(sys.executable)
     print(f"XTCP2_MICROVM_GUEST_START flavor={args.flavor} kernel={os.uname().release} "
@@ -788,16 +856,47 @@ def guest_main(args) -> int:
     socket.sethostname("xtcp2-microvm")
     if args.flavor == "collectors":  # no daemon: the two collectors read one namespace
         return 0 if guest_collectors_compare() else 1
-    load = None
-    if args.flavor == "tcp-stress":
-        t = time.monotonic()
-        load = StressLoad.prepare(args.docker)
-        print(f"XTCP2_TCP_STRESS_MODE {load.mode}: {load.why} ({time.monotonic() - t:.1f} s)", flush=True)
-    daemon = Daemon(bindir, load.daemon_flags() if load else ())
+    final = FINAL_SENTINEL[args.flavor]
+    pipe = cov = load = None
+    try:
+        if args.flavor == "clickhouse-pipeline":
+            from .microvm_clickpipe import ClickPipe, PipelineError
+            pipe = ClickPipe(bindir)
+            try:
+                pipe.start_broker()
+            except PipelineError as e:
+                print(f"XTCP2_CLICKPIPE_BROKER_FAIL {e}\n{final}_FAIL", flush=True)
+                return 1
+        if args.flavor == "lifecycle-coverage":
+            from .microvm_coverage import CoverageError, GuestCoverage
+            cov = GuestCoverage(args.coverDir)
+            try:
+                cov.start()  # before the daemon starts: it inherits COVERAGE_PROCESS_START
+            except CoverageError as e:
+                print(f"XTCP2_COVERAGE_DUMP_EMPTY ({e})\n{final}_FAIL", flush=True)
+                return 1
+        if args.flavor == "tcp-stress":
+            t = time.monotonic()
+            load = StressLoad.prepare(args.docker)
+            print(f"XTCP2_TCP_STRESS_MODE {load.mode}: {load.why} ({time.monotonic() - t:.1f} s)", flush=True)
+        return _guest_run(args, bindir, final, pipe, cov, load)
+    finally:
+        if pipe:
+            pipe.close()
+        if load is not None:
+            load.close()
+
+
+def _guest_run(args, bindir: str, final: str, pipe, cov, load) -> int:
+    daemon = Daemon(bindir, dest=pipe.dest if pipe else "null", env=cov.daemon_env if cov else None,
+                    extra=load.daemon_flags() if load else ())
     t0 = time.monotonic()
     daemon.start()
+    if pipe:
+        # chdb takes long to load under emulation: let it while the daemon starts.
+        pipe.start_bridge(max(2.0, min(30.0, args.duration / 6)))
     probes = None
-    if args.flavor == "lifecycle":
+    if args.flavor in SELF_TEST_FLAVORS:
         # The -help probes need no daemon: let them use the CPU while the daemon starts.
         from .selftest import HelpProbes, Options
         probes = HelpProbes(Options(pid=0, unit="", metrics_url=daemon.url, grpc_target="127.0.0.1",
@@ -805,7 +904,7 @@ def guest_main(args) -> int:
     ready = daemon.wait_ready(args.readyTimeout)
     if not ready:
         print(f"XTCP2_MICROVM_DAEMON_NOT_READY after {time.monotonic() - t0:.1f} s", flush=True)
-    if args.flavor == "lifecycle" and daemon.proc.poll() is None:
+    if args.flavor in SELF_TEST_FLAVORS and daemon.proc.poll() is None:
         ready = True  # the self-test itself says which checks an unready daemon fails
     if not ready:
         ok = False
@@ -813,19 +912,21 @@ def guest_main(args) -> int:
         print(f"XTCP2_MICROVM_DAEMON_READY after {time.monotonic() - t0:.1f} s (uptime {_uptime():.1f}s)", flush=True)
         for line in daemon.startup_lines():
             print(f"XTCP2_MICROVM_DAEMON_SAYS {line}", flush=True)
-        if args.flavor == "lifecycle":
+        if args.flavor in SELF_TEST_FLAVORS:
             ok = guest_lifecycle(args, bindir, daemon, probes)
+        elif args.flavor == "clickhouse-pipeline":
+            from .microvm_clickpipe import run_pipeline
+            ok = run_pipeline(args, bindir, daemon, pipe, _sleep_watching)
         else:
             ok = guest_soak(args, bindir, daemon) if args.flavor == "soak" else \
                 guest_tcp_stress(args, bindir, daemon, load)
     if not ok:
         print("---- xtcp2 daemon log (tail) ----\n" + daemon.log_tail(), flush=True)
     daemon.stop()
-    if load is not None:
-        load.close()
-    final = {"lifecycle": "XTCP2_SELF_TEST_OVERALL", "soak": "XTCP2_SOAK", "tcp-stress": "XTCP2_TCP_STRESS"}
+    if cov:
+        ok = cov.finish(daemon.proc.pid) and ok
     if args.flavor != "lifecycle" or not ready:  # a self-test that ran printed its own OVERALL line
-        print(f"{final[args.flavor]}_{'PASS' if ok else 'FAIL'}", flush=True)
+        print(f"{final}_{'PASS' if ok else 'FAIL'}", flush=True)
     return 0 if ok else 1
 
 
@@ -833,9 +934,9 @@ def guest_main(args) -> int:
 
 def build_parser() -> GoFlagParser:
     p = GoFlagParser("xtcp2-microvm", __doc__.split("\n\n")[0])
-    p.add_argument("flavor", choices=FLAVORS + ("guest",), help="lifecycle | soak | tcp-stress | collectors")
+    p.add_argument("flavor", choices=FLAVORS + ("guest",), help=" | ".join(FLAVORS))
     p.add_argument("guest_flavor", nargs="?", choices=FLAVORS, help=argparse_suppress())
-    p.flag("duration", type=parse_duration, default=60.0, help="soak / tcp-stress run time (default 60s)")
+    p.flag("duration", type=parse_duration, default=60.0, help="soak / tcp-stress / clickhouse-pipeline run time (default 60s)")
     p.flag("namespaces", type=positive_int, default=20, help="tcp-stress: docker-style namespaces (default 20)")
     p.flag("sockets", type=positive_int, default=100, help="soak/tcp-stress: tcp_server/client count (default 100)")
     p.flag("docker", type=_bool, nargs="?", const=True, default=True,
@@ -843,11 +944,16 @@ def build_parser() -> GoFlagParser:
                 "(default true; else docker-style namespaces)")
     p.flag("cacheDir", default=default_cache_dir(), help="where kernel, busybox and initramfs are cached")
     p.flag("accel", choices=("auto", "kvm", "tcg"), default="auto", help="auto: KVM if a probe boot works, else TCG")
-    p.flag("mem", type=positive_int, default=1024, help="guest memory in MiB (default 1024)")
+    p.flag("mem", type=int, default=0,
+           help="guest memory in MiB (default: the flavor's, as nix/flavors.nix: " +
+                ", ".join(f"{k} {v}" for k, v in FLAVOR_MEM.items()) + ")")
     p.flag("cpus", type=positive_int, default=2, help="guest vCPUs (default 2)")
     p.flag("timeout", type=parse_duration, default=0.0, help="give up after this long (default duration+300s)")
-    p.flag("readyTimeout", type=parse_duration, default=60.0,
-           help="how long the guest waits for the daemon's first poll on /metrics (default 60s)")
+    p.flag("readyTimeout", type=parse_duration, default=120.0,
+           help="how long the guest waits for the daemon's first poll on /metrics (default 120s)")
+    p.flag("coverDir", default=os.environ.get("XTCP2_COVERDIR", "/tmp/xtcp2cov"),
+           help="lifecycle-coverage: host directory (shared writable) for the data files and the merged "
+                "report (default $XTCP2_COVERDIR or /tmp/xtcp2cov, as upstream)")
     p.flag("quiet", action="store_true", help="do not echo the guest console")
     return p
 
@@ -879,8 +985,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.guest_flavor:
         print(f"xtcp2-microvm: error: unexpected argument {args.guest_flavor!r}", file=sys.stderr)
         return 2
-    if not 64 <= args.mem <= 65536 or not 1 <= args.cpus <= 64:
+    if not (args.mem == 0 or 64 <= args.mem <= 65536) or not 1 <= args.cpus <= 64:
         print("xtcp2-microvm: error: -mem must be 64..65536 MiB and -cpus 1..64", file=sys.stderr)
+        return 2
+    cover = os.path.abspath(args.coverDir)
+    if args.flavor == "lifecycle-coverage" and (cover == "/" or not re.fullmatch(r"[\w./+-]+", cover)):
+        # shared writable into the guest, and written into QEMU's comma-separated -virtfs
+        print(f"xtcp2-microvm: error: -coverDir {args.coverDir!r} must be a plain directory path other than /",
+              file=sys.stderr)
         return 2
     if args.flavor == "tcp-stress" and not 1 <= args.namespaces <= 1000:
         print("xtcp2-microvm: error: -namespaces must be 1..1000", file=sys.stderr)

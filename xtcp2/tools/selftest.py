@@ -59,11 +59,17 @@ class Options:
 
 # ---------------------------------------------------------------- helpers
 
-def fetch_metrics(url: str) -> dict[str, float]:
+def scrape_timeout(opts: Options) -> float:
+    """A slow scrape is not a failed one: an emulated or traced daemon can take several
+    seconds to render /metrics; a third of the check's wait, at least 5 s."""
+    return max(5.0, opts.wait / 3)
+
+
+def fetch_metrics(url: str, timeout: float = 5.0) -> dict[str, float]:
     """{sample name: value summed over label sets} of the daemon's xtcp2_* samples."""
     from prometheus_client.parser import text_string_to_metric_families
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             if resp.status != 200:
                 raise CheckFailed(f"GET {url}: HTTP {resp.status}")
             text = resp.read().decode("utf-8", "replace")
@@ -81,7 +87,7 @@ def fetch_metrics(url: str) -> dict[str, float]:
 
 
 def metric(opts: Options, name: str) -> float:
-    values = fetch_metrics(opts.metrics_url)
+    values = fetch_metrics(opts.metrics_url, scrape_timeout(opts))
     if name not in values:
         raise CheckFailed(f"metric {name} not exported by {opts.metrics_url}")
     return values[name]
@@ -204,7 +210,7 @@ def check_systemd(opts: Options) -> str:
 
 
 def check_metrics(opts: Options) -> str:
-    values = fetch_metrics(opts.metrics_url)
+    values = fetch_metrics(opts.metrics_url, scrape_timeout(opts))
     if not values:
         raise CheckFailed(f"{opts.metrics_url} has no xtcp2_* samples")
     missing = [m for m in ("xtcp2_polls_total", "xtcp2_namespaces_added_total") if m not in values]
@@ -464,7 +470,7 @@ class RecordStream:
 
 
 def _stream_clients(opts: Options) -> float:
-    return fetch_metrics(opts.metrics_url).get("xtcp2_grpc_stream_clients", 0.0)
+    return fetch_metrics(opts.metrics_url, scrape_timeout(opts)).get("xtcp2_grpc_stream_clients", 0.0)
 
 
 def check_ns_traffic(opts: Options) -> str:
