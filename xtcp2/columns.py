@@ -50,6 +50,18 @@ class Columns(dict):
     def copy(self) -> "Columns":
         return Columns(self.n, self)
 
+    def rows(self, start: int, stop: int) -> "Columns":
+        """Rows start..stop of every column, as views (no copy)."""
+        stop = min(stop, self.n)
+
+        def cut(v: Any) -> Any:
+            if isinstance(v, BytesColumn):
+                return BytesColumn(v.data[start:stop], v.lengths[start:stop])
+            if isinstance(v, np.ndarray) and v.ndim == 0:
+                return v
+            return v[start:stop] if hasattr(v, "__len__") and len(v) == self.n else v
+        return Columns(max(0, stop - start), {k: cut(v) for k, v in self.items()})
+
     def __repr__(self) -> str:
         return f"Columns(n={self.n}, fields={sorted(self)})"
 

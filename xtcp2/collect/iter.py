@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
 import queue
 import threading
@@ -328,17 +329,22 @@ class IterCollector:
 
 
 _local = threading.local()
-BUFFERS_PER_THREAD = 3  # one being filled, one being converted, one spare
+# one being filled, one being converted: to_columns() copies out, so a buffer is free
+# again before its columns are encoded, and a third would only let the reader run
+# further ahead (4 MiB more per netlinker thread)
+BUFFERS_PER_THREAD = 2
 
 
 def _buffers(size: int) -> queue.SimpleQueue:
-    """This thread's reused read buffers (the poll collector reads namespaces in parallel)."""
+    """This thread's reused read buffers (the poll collector reads namespaces in parallel).
+    Anonymous mappings: a page counts in RSS only once the kernel writes records into
+    it, so the threads that only ever read small namespaces stay small."""
     free = getattr(_local, "free", None)
     if free is None or getattr(_local, "size", 0) != size:
         free = _local.free = queue.SimpleQueue()
         _local.size = size
         for _ in range(BUFFERS_PER_THREAD):
-            free.put(bytearray(size))
+            free.put(mmap.mmap(-1, size))
     return free
 
 
