@@ -13,6 +13,14 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 
+def unique(a: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of a, as np.unique(a). numpy 2.3+'s np.unique(a)
+    first asks np.ma.is_masked(a), and the first touch of np.ma imports numpy.ma: 16 ms,
+    a tenth of a one-shot `xtcp2 --once`. With the counts asked for, np.unique sorts
+    instead and never looks at np.ma."""
+    return np.unique(a, return_counts=True)[0]
+
+
 @dataclass
 class BytesColumn:
     """Variable-length byte strings: row i is data[i, :lengths[i]]."""

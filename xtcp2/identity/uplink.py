@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 
-from prometheus_client import Counter, Gauge
+from ..prom_light import Counter, Gauge
 
 from .lldp import LldpError, Neighbor, fetch_neighbors
 from .nic import NicInfo, default_route_interfaces, lower_devices, read_nic

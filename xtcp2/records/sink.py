@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import SCHEMA_VERSION, __version__, metrics
 from ..columns import Columns, merge
-from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+from ..gen.xtcp_flat_record.v1.fields import TRIGGER
 from ..tcp_metrics import TCP
 from .encode import encode_rows
 
@@ -36,8 +36,7 @@ log = logging.getLogger(__name__)
 ENCODE_ROWS = 4096
 
 # Trigger enum value -> metric label ("poll", "open", "close", "refresh", "resync")
-TRIGGER_NAMES = {v.number: v.name.removeprefix("TRIGGER_").lower()
-                 for v in pb.XtcpFlatRecord.DESCRIPTOR.enum_types_by_name["Trigger"].values}
+TRIGGER_NAMES = {number: name.removeprefix("TRIGGER_").lower() for name, number in TRIGGER.items()}
 
 # A join adds columns to a batch in place (e.g. container id, pid, comm per socket).
 # It gets the batch and its constants (netns, netns_inode, trigger...) and must not
