@@ -10,10 +10,8 @@ variable names, and XTCP_CONFIG_JSON); flags win over variables, variables over 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import signal
 import sys
 import threading
 from typing import Sequence
@@ -280,6 +278,7 @@ def run_daemon(argv: Sequence[str]) -> int:
         return 0
     cfg, given = resolve(args)
     if args.conf:
+        import json
         print(json.dumps(describe(cfg, given), indent=2, default=list))
         return 0
     if args.healthcheck:
@@ -378,6 +377,7 @@ def _handle_signals(daemon, startup: Config) -> None:
         except Exception as e:  # noqa: BLE001 - a failed reload must not take the daemon down
             log.warning("SIGHUP: reload failed, configuration unchanged: %s", e)
 
+    import signal  # a one-shot run installs no handlers
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     # the handler runs on the main thread, possibly inside a lock reconfigure() needs
