@@ -311,7 +311,7 @@ class IterCollector:
 _local = threading.local()
 # one being filled, one being converted: to_columns() copies out, so a buffer is free
 # again before its columns are encoded, and a third would only let the reader run
-# further ahead (4 MiB more per netlinker thread)
+# further ahead (one more buffer per netlinker thread)
 BUFFERS_PER_THREAD = 2
 
 
