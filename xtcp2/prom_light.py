@@ -27,7 +27,8 @@ def _real_package(name: str):
     A submodule (`from . import values` inside metrics.py) just loads that submodule."""
     stand_in = sys.modules.get(_PKG)
     if getattr(stand_in, "__xtcp2_stand_in__", False) and any(
-            os.path.exists(os.path.join(d, name + ".py")) for d in stand_in.__path__):
+            os.path.exists(os.path.join(d, name + ".py")) or os.path.isdir(os.path.join(d, name))
+            for d in stand_in.__path__):
         return importlib.import_module(f"{_PKG}.{name}")
     if getattr(stand_in, "__xtcp2_stand_in__", False):
         del sys.modules[_PKG]
