@@ -352,8 +352,9 @@ def _once_collector(cfg: Config) -> Config:
         walked = ONCE_ITER_MIN_SOCKETS  # cannot tell: as a daemon would
     if walked >= ONCE_ITER_MIN_SOCKETS:
         return cfg
-    log.info("collector auto (--once): netlink; a walk visits %d TCP sockets, under the %d that pay for "
-             "loading the BPF iterator", walked, ONCE_ITER_MIN_SOCKETS)
+    # debug: the collector's own line (info) says which runs, after the destination opened
+    log.debug("collector auto (--once): netlink; a walk visits %d TCP sockets, under the %d that pay for "
+              "loading the BPF iterator", walked, ONCE_ITER_MIN_SOCKETS)
     return dataclasses.replace(cfg, collector="netlink")
 
 
