@@ -16,7 +16,6 @@ from . import values
 from .dest import known_schemes
 from .errors import ConfigError
 from .marshal import MARSHALLERS as _MARSHALLER_REGISTRY
-from .marshal.human import select_columns
 
 # Netlink attribute decoders, named as upstream's -deserializers keys.
 ALL_DESERIALIZERS = (
@@ -236,6 +235,7 @@ class Config:
         need(self.marshal_to in MARSHALLERS, "marshal_to",
              f"unknown marshaller {self.marshal_to!r}; valid: {', '.join(MARSHALLERS)}")
         if self.csv_columns:
+            from .marshal.human import select_columns
             select_columns(self.csv_columns)  # an unknown name is a ConfigError naming it
         unknown = [d for d in self.enabled_deserializers if d not in ALL_DESERIALIZERS]
         need(not unknown, "enabled_deserializers", f"unknown {', '.join(unknown)}")

@@ -12,7 +12,6 @@ from typing import Callable
 from .collect import NetlinkCollector, PollStats
 from .config import Config
 from .heartbeat import HeartbeatEvent
-from .identity.uplink import UplinkEnricher
 from .modes import Mode, Parts
 from .netns.registry import NamespaceTable
 from .pipeline import Emitter, Listener
@@ -35,6 +34,7 @@ class Daemon:
         self.identity = IdentityJoin.from_config(config)   # pid, comm, container of every record
         self.sink.add_join(self.identity.sink_join)
         self.collector = NetlinkCollector(config, self.table, self.sink)
+        from .identity.uplink import UplinkEnricher
         self.uplinks = UplinkEnricher.started(config)
         self.sink.add_join(self.uplinks.stamp)  # uplink1_* / uplink2_* on every record
         self._stop = HeartbeatEvent()  # the mode's run loop checks it every turn: its heartbeat
@@ -47,7 +47,7 @@ class Daemon:
             log.info("bpf programs attached (%s)", self.mode.start())
         else:
             from .modes.poll import PollMode
-            self.mode = PollMode(config, parts)
+            self.mode = PollMode(config, parts, close_records=not config.once)
 
     # ---- control surface -------------------------------------------------------
     @property

@@ -5,7 +5,7 @@ xtcp2_ prefix and their unit. Per-namespace labels are deliberately absent: a ho
 with thousands of namespaces must not produce thousands of series. Feature modules
 (grpc, bpf, destinations) define their own metrics next to their code, same rules.
 """
-from prometheus_client import Counter, Gauge, Histogram
+from .prom_light import Counter, Gauge, Histogram
 
 # defined next to the low-layer code that counts them (it must not import this module)
 from .netlink.decode import DECODE_ERRORS  # noqa: F401

@@ -32,9 +32,8 @@ import threading
 from typing import Iterable, Mapping
 
 import numpy as np
-from prometheus_client import REGISTRY
-from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
+from .prom_light import (REGISTRY, Collector, CounterMetricFamily, GaugeHistogramMetricFamily,
+                         GaugeMetricFamily)
 
 # node_exporter's state names (include/net/tcp_states.h order), label value "state".
 STATE_NAMES = {
@@ -241,7 +240,7 @@ class TcpMetrics(Collector):
             if state is not None and snap.any():
                 g, s = gid[snap], state[snap]
                 self._p_states += np.bincount(g * NSTATES + s, minlength=size * NSTATES).reshape(size, NSTATES)
-                self._p_seen[np.unique(g)] = True
+                self._p_seen[g] = True
                 if rtt is not None:
                     r = np.asarray(rtt)[snap].astype(np.float64)
                     has = r > 0   # listeners, time-wait and request sockets have no RTT

@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parents[2] / "xtcp2"
 LAYERS: dict[int, tuple[str, ...]] = {
     # low: columns, kernel interfaces, record encoding, formats
     0: ("xtcp2", "xtcp2.errors", "xtcp2.values", "xtcp2.columns", "xtcp2.gen", "xtcp2.memory",
-        "xtcp2.heartbeat", "xtcp2.logfmt"),
+        "xtcp2.heartbeat", "xtcp2.logfmt", "xtcp2.prom_light"),
     1: ("xtcp2.argparse_go", "xtcp2.config_sources", "xtcp2.netlink", "xtcp2.ebpf", "xtcp2.records"),
     2: ("xtcp2.netns", "xtcp2.marshal"),
     # collect / sink (and what they are configured and counted with)

@@ -131,3 +131,29 @@ def test_tcp_metrics_see_what_the_joins_added():
         assert [r.container_name for r in out.rows] == ["web", "web"]
     finally:
         out.close()
+
+
+def test_a_batch_larger_than_one_encode_keeps_every_row_in_order():
+    # the sink encodes at most ENCODE_ROWS rows per call (bounded memory): the records
+    # are the same as one call would give, bytes columns included
+    from xtcp2.records import sink as sink_mod
+    n = 2 * sink_mod.ENCODE_ROWS + 7
+    out = Out(envelope_flush_threshold_rows=10_000_000, envelope_flush_threshold_bytes=1 << 30)
+    try:
+        addr = np.zeros((n, 16), np.uint8)
+        addr[:, 0] = np.arange(n) % 251
+        cols = ports(n)
+        cols["inet_diag_msg_socket_source"] = BytesColumn(addr, np.where(np.arange(n) % 2, 16, 4).astype(np.uint8))
+        cols["tcp_info_rtt"] = np.arange(n, dtype=np.uint32) * 7
+        assert out.sink.emit(cols, {"netns": "big"}) == n
+        out.sink.flush()
+        assert len(out.rows) == n
+        assert [r.inet_diag_msg_socket_source_port for r in out.rows] == list(range(1, n + 1))
+        assert [r.tcp_info_rtt for r in out.rows] == [7 * i for i in range(n)]
+        assert [r.record_counter for r in out.rows] == [out.rows[0].record_counter + i for i in range(n)]
+        src = [r.inet_diag_msg_socket_source for r in out.rows]
+        assert [len(s) for s in src] == [16 if i % 2 else 4 for i in range(n)]
+        assert [s[0] for s in src] == [i % 251 for i in range(n)]
+        assert all(r.netns == "big" for r in out.rows)
+    finally:
+        out.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
 import queue
 import socket
@@ -21,13 +22,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..columns import BytesColumn, Columns
+from ..columns import BytesColumn, Columns, unique
 from ..ebpf.tcp_info import TO_RECORD
 from ..ebpf.tcp_iter import (CC_BBR, CC_DCTCP, CC_VEGAS, DEFAULT_BUFFER, ITER_DTYPE, KIND_FULL, REC_SIZE,
                              TcpIterProgram, object_path)
 from ..errors import Xtcp2Error
 from ..netlink import constants as c
 from ..netlink import layouts as L
+from ..netns.sockstat import has_tcp_sockets
 
 log = logging.getLogger(__name__)
 
@@ -35,27 +37,6 @@ log = logging.getLogger(__name__)
 DIAG_DTYPE: dict[str, np.dtype] = {name: np.dtype(fmt) for name, _, fmt in L.TCP_INFO}
 DIAG_END: dict[str, int] = {name: off + np.dtype(fmt).itemsize for name, off, fmt in L.TCP_INFO}
 DIAG_DTYPE.update({name: np.dtype(np.uint8) for name, *_ in L.TCP_INFO_BITFIELDS})
-
-
-def _sockstat_tcp(path: str) -> int:
-    """Sockets counted by one sockstat file: TCP[6] inuse (+ tw on the v4 line)."""
-    with open(path, "rb") as f:
-        for line in f.read().split(b"\n"):
-            if line.startswith(b"TCP:") or line.startswith(b"TCP6:"):
-                f = line.split()
-                total = int(f[f.index(b"inuse") + 1])
-                if b"tw" in f:
-                    total += int(f[f.index(b"tw") + 1])
-                return total
-    return 0
-
-
-def has_tcp_sockets() -> bool:
-    """Does the calling thread's namespace hold any TCP socket? Two small /proc reads:
-    `inuse` counts hashed (listening and connected) sockets, `tw` TIME_WAIT ones; a
-    request socket needs a listener, so 0 and 0 means there is nothing to report.
-    thread-self, not self: /proc/self/net is the main thread's namespace."""
-    return (_sockstat_tcp("/proc/thread-self/net/sockstat") + _sockstat_tcp("/proc/thread-self/net/sockstat6")) > 0
 
 
 def read_records(fd: int, buf: bytearray) -> Iterator[np.ndarray]:
@@ -92,7 +73,7 @@ def _cong(names: np.ndarray, has: np.ndarray) -> tuple[BytesColumn, np.ndarray]:
     # a handful of distinct names: one u64 key per row, then one lookup per key
     halves = data.view(np.uint64)
     key = halves[:, 0] ^ (halves[:, 1] * np.uint64(0x9E3779B97F4A7C15))
-    for k in np.unique(key[has]).tolist():
+    for k in unique(key[has]).tolist():
         rows = key == k
         name = data[int(np.argmax(rows))].tobytes().split(b"\0", 1)[0]
         enum[rows] = L.CONGESTION_ENUM.get(name, 0)
@@ -346,17 +327,22 @@ class IterCollector:
 
 
 _local = threading.local()
-BUFFERS_PER_THREAD = 3  # one being filled, one being converted, one spare
+# one being filled, one being converted: to_columns() copies out, so a buffer is free
+# again before its columns are encoded, and a third would only let the reader run
+# further ahead (one more buffer per netlinker thread)
+BUFFERS_PER_THREAD = 2
 
 
 def _buffers(size: int) -> queue.SimpleQueue:
-    """This thread's reused read buffers (the poll collector reads namespaces in parallel)."""
+    """This thread's reused read buffers (the poll collector reads namespaces in parallel).
+    Anonymous mappings: a page counts in RSS only once the kernel writes records into
+    it, so the threads that only ever read small namespaces stay small."""
     free = getattr(_local, "free", None)
     if free is None or getattr(_local, "size", 0) != size:
         free = _local.free = queue.SimpleQueue()
         _local.size = size
         for _ in range(BUFFERS_PER_THREAD):
-            free.put(bytearray(size))
+            free.put(mmap.mmap(-1, size))
     return free
 
 

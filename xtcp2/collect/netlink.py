@@ -22,7 +22,7 @@ from .. import metrics
 from ..columns import Columns
 from ..config import CHUNKS_PER_WORKER, Config, chunk_bytes
 from ..memory import tune_malloc
-from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+from ..gen.xtcp_flat_record.v1.fields import TRIGGER
 from ..netlink import constants as c
 from ..netlink.decode import decode_messages
 from ..netlink.diag import Chunk, DumpAborted, NetlinkError, new_chunk
@@ -80,8 +80,11 @@ class NetlinkCollector:
 
     def _select_backend(self, collector: str) -> None:
         """-collector: the BPF iterator (iter), inet_diag (netlink), or iter where it loads (auto)."""
-        from .iter import select_backend
-        old, (self.iter, why) = self.iter, select_backend(collector)
+        if collector == "netlink":  # the iterator's modules (libbpf, its dtypes) are not even imported
+            old, self.iter, why = self.iter, None, "collector netlink (inet_diag)"
+        else:
+            from .iter import select_backend
+            old, (self.iter, why) = self.iter, select_backend(collector)
         if old is not None:
             old.close()
         log.info("%s", why)
@@ -172,7 +175,7 @@ class NetlinkCollector:
                 if isinstance(item, Chunk):
                     free.put(item)
 
-    def poll(self, namespaces: list[Namespace] | None = None, trigger: int = pb.XtcpFlatRecord.TRIGGER_POLL) -> PollStats:
+    def poll(self, namespaces: list[Namespace] | None = None, trigger: int = TRIGGER["TRIGGER_POLL"]) -> PollStats:
         t0 = time.perf_counter()
         nss = self.table.namespaces() if namespaces is None else namespaces
         stats = PollStats(namespaces=len(nss))
@@ -258,7 +261,7 @@ class NetlinkCollector:
     def _has_sockets(self, ns: Namespace) -> bool:
         """False only when the namespace's sockstat counts no TCP socket: then a dump,
         which walks the host-wide hash table, would find nothing."""
-        from .iter import has_tcp_sockets
+        from ..netns.sockstat import has_tcp_sockets
         try:
             if self._in_ns(ns, has_tcp_sockets):
                 return True

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import ctypes.util
 import errno
 import os
 import threading

@@ -1,8 +1,8 @@
 """Batch reader of a BPF ring buffer map, straight from its mmap'ed pages into numpy.
 
 Layout (kernel/bpf/ringbuf.c): page 0 holds consumer_pos (read-write for us), page 1
-producer_pos (read-only), then the data area mapped twice back to back so a record
-that wraps is still contiguous. All our records have one size, so a batch is a
+producer_pos (read-only), then the data area (mapped once: a batch that wraps past its
+end is joined from two pieces). All our records have one size, so a batch is a
 strided numpy view: no Python work per event.
 
 Wakeup rule: the kernel only wakes the epoll waiter when a record is committed at
@@ -62,7 +62,11 @@ class RingBufferReader:
         self.size = size
         self.mask = size - 1
         self._cons_map = mmap.mmap(map_fd, _PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._data_map = mmap.mmap(map_fd, _PAGE + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=_PAGE)
+        # The kernel lets the data pages be mapped twice in a row, so that a record
+        # wrapping past the end reads as one piece; mapped pages count in our RSS, so
+        # they are mapped once (16 MiB less at the default size) and a read that wraps
+        # joins its two pieces (it is copied out anyway).
+        self._data_map = mmap.mmap(map_fd, _PAGE + size, mmap.MAP_SHARED, mmap.PROT_READ, offset=_PAGE)
         self._cons = ctypes.c_uint64.from_buffer(self._cons_map)
         # producer_pos is read-only memory: read through a numpy view, not from_buffer
         self._prod = np.frombuffer(self._data_map, dtype="<u8", count=1, offset=0)
@@ -90,7 +94,12 @@ class RingBufferReader:
             self.stalled = False
             return np.empty(0, RECORD_DTYPE)
         start = cons & self.mask
-        view = self._data[start:start + n * RECORD_STRIDE].view(RECORD_DTYPE)
+        end = start + n * RECORD_STRIDE
+        if end <= self.size:
+            raw = self._data[start:end]
+        else:
+            raw = np.concatenate((self._data[start:], self._data[:end - self.size]))
+        view = raw.view(RECORD_DTYPE)
         lens = view["rb_len"]
         busy = np.flatnonzero(lens & RB_BUSY)
         self.stalled = bool(len(busy))

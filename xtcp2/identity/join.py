@@ -23,15 +23,18 @@ import logging
 import re
 import threading
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from ..columns import unique
 from ..netlink.decode import BytesColumn
 from . import stats
 from .cgroup import CgroupIndex, Container
-from .docker import DEFAULT_SOCKET, ContainerInfo, DockerMetadata
 from .proc import Process, SocketOwners
+
+if TYPE_CHECKING:  # the Docker client (http.client, ssl, email) loads only for -enrichContainer
+    from .docker import ContainerInfo, DockerMetadata
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,7 @@ class IdentityJoin:
         self.owners = SocketOwners(proc_root, cgroups=self.cgroups)
         self.docker = docker
         if enrich_container and docker is None:
+            from .docker import DockerMetadata
             self.docker = DockerMetadata(docker_socket).start()
         self._lock = threading.Lock()
         # sockets: sorted cookies -> row of the process table, last time seen
@@ -111,8 +115,10 @@ class IdentityJoin:
         self.resolve_container = config.resolve_container_id or config.enrich_container_enable
         # a socket unseen for three polls (and at least a minute) is gone
         self.ttl = max(60.0, 3 * config.poll_frequency)
-        path = config.docker_socket_path or DEFAULT_SOCKET
         old = self.docker
+        if config.enrich_container_enable:
+            from .docker import DEFAULT_SOCKET, DockerMetadata
+            path = config.docker_socket_path or DEFAULT_SOCKET
         if config.enrich_container_enable and (old is None or old.socket_path != path):
             self.docker = DockerMetadata(path).start()
         elif not config.enrich_container_enable:
@@ -199,8 +205,8 @@ class IdentityJoin:
                     continue   # host cgroups: many processes, left to the walk
                 pids = self.cgroups.procs(cid)
                 if pids:
-                    found.update(self.owners.find_in(pids, np.unique(inodes[miss[inv == k]]).tolist()))
-        rest = np.unique(inodes[miss])
+                    found.update(self.owners.find_in(pids, unique(inodes[miss[inv == k]]).tolist()))
+        rest = unique(inodes[miss])
         if found:
             rest = rest[~np.isin(rest, np.fromiter(found.keys(), np.uint64, len(found)))]
         if len(rest):

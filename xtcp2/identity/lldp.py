@@ -16,9 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shutil
 import stat
-import subprocess
 from dataclasses import dataclass
 
 from .nic import MAX_TEXT, valid_ifname
@@ -48,6 +46,7 @@ class LldpError(Exception):
 
 def find_lldpcli() -> str | None:
     """The operator's PATH first (NixOS keeps it outside /usr), then Debian's places."""
+    import shutil  # here: only -enrichLldp needs it (start-up of everything else)
     return shutil.which("lldpcli") or shutil.which("lldpcli", path=_ENV["PATH"])
 
 
@@ -67,6 +66,7 @@ def fetch_neighbors(socket_path: str = DEFAULT_SOCKET, timeout: float = 2.0,
             raise LldpError("cli", f"{present[0]} is not executable by this process (needs group adm, or root "
                                    "with CAP_DAC_OVERRIDE)")
         raise LldpError("cli", "lldpcli not found (Debian package lldpd)")
+    import subprocess
     try:
         r = subprocess.run([cli, "-u", socket_path, "-f", "json0", "show", "neighbors"],
                            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, env=_ENV)

@@ -1,5 +1,5 @@
 """Prometheus metrics of socket identity (process and container enrichment)."""
-from prometheus_client import Counter, Gauge
+from ..prom_light import Counter, Gauge
 
 PROC_WALKS = Counter("xtcp2_identity_proc_walks_total", "Walks of /proc/*/fd started to find the owners of new sockets")
 PROC_LINKS = Counter("xtcp2_identity_proc_fd_links_read_total", "fd links read by those walks")

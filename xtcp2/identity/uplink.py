@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Gauge
+from ..prom_light import Counter, Gauge
 
-from .lldp import LldpError, Neighbor, fetch_neighbors
-from .nic import NicInfo, default_route_interfaces, lower_devices, read_nic
+if TYPE_CHECKING:  # sysfs, ethtool and lldpcli are read only with -enrichNic / -enrichLldp
+    from .lldp import Neighbor
+    from .nic import NicInfo
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +161,7 @@ class UplinkEnricher:
         interfaces (a bond, VLAN or macvlan replaced by the NICs below it: a bond of two
         ports to two switches fills both slots), else the physical NICs; at most
         -uplinkCount (0 = 2)."""
+        from .nic import default_route_interfaces, lower_devices
         cfg = self._config
         count = min(cfg.uplink_count or MAX_UPLINKS, MAX_UPLINKS)
         names = list(cfg.uplink_interfaces)
@@ -192,6 +195,7 @@ class UplinkEnricher:
             return consts
 
     def _refresh_nics(self, names: list[str]) -> None:
+        from .nic import NicInfo, read_nic
         # forget interfaces that are no longer uplinks (routes change, devices go)
         self._nics = {n: v for n, v in self._nics.items() if n in names}
         for key in [k for k in self._last_error if k.startswith("nic:") and k[4:] not in names]:
@@ -213,6 +217,7 @@ class UplinkEnricher:
         REFRESHES.labels("nic").inc()
 
     def _refresh_lldp(self, socket_path: str) -> None:
+        from .lldp import LldpError, fetch_neighbors
         try:
             self._neighbors = fetch_neighbors(socket_path, LLDP_TIMEOUT)
         except LldpError as e:

@@ -6,22 +6,25 @@ formats that take settings (csv/tsv: -columns) or keep state (the header line).
 """
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+from typing import TYPE_CHECKING, Callable
 
-from ..records.envelope import EncodedEnvelope
-from . import humanize, jsonl, msgpack_format, proto_json, proto_text, protobuf_list, table
+if TYPE_CHECKING:
+    from ..records.envelope import EncodedEnvelope
 
-Marshaller = Callable[[EncodedEnvelope], bytes]
+Marshaller = Callable[["EncodedEnvelope"], bytes]
 
-MARSHALLERS: dict[str, Marshaller] = {
-    "protobufList": protobuf_list.marshal,
-    "protoJson": proto_json.marshal,
-    "protoText": proto_text.marshal,
-    "msgpack": msgpack_format.marshal,
-    "jsonl": jsonl.marshal,
-    "csv": table.csv_marshal,
-    "tsv": table.tsv_marshal,
-    "humanize": humanize.marshal,
+# name -> (module, function): a format's module (and what it needs: the protobuf
+# runtime, msgpack) is imported when the format is used, not at start
+MARSHALLERS: dict[str, tuple[str, str]] = {
+    "protobufList": ("protobuf_list", "marshal"),
+    "protoJson": ("proto_json", "marshal"),
+    "protoText": ("proto_text", "marshal"),
+    "msgpack": ("msgpack_format", "marshal"),
+    "jsonl": ("jsonl", "marshal"),
+    "csv": ("table", "csv_marshal"),
+    "tsv": ("table", "tsv_marshal"),
+    "humanize": ("humanize", "marshal"),
 }
 # Not text: refused on a terminal (-dest stdout), see dest/stdout.py.
 BINARY = frozenset({"protobufList", "msgpack"})
@@ -29,8 +32,9 @@ BINARY = frozenset({"protobufList", "msgpack"})
 
 def get_marshaller(name: str, config=None) -> Marshaller:
     try:
-        m = MARSHALLERS[name]
+        module, attr = MARSHALLERS[name]
     except KeyError:
         raise KeyError(f"unknown marshaller {name!r}; valid: {', '.join(MARSHALLERS)}") from None
+    m = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
     make = getattr(m, "configured", None)
     return make(config) if make is not None and config is not None else m

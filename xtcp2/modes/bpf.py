@@ -31,8 +31,11 @@ from .tracker import Tracker
 log = logging.getLogger(__name__)
 T = pb.XtcpFlatRecord
 
-READ_MAX = 65536  # records per ring buffer read
-RING_READS = 8    # reads per step at most: timers and broadcasts must not starve under a flood
+# records per ring buffer read: each read is copied out, and the tracker copies the
+# state events once more, so a read of 65,536 records (232 bytes each) held ~45 MiB
+# at once after a backlog; 4,096 hold under 3 MiB
+READ_MAX = 4096
+RING_READS = 4    # reads per step at most: timers and broadcasts must not starve under a flood
 
 
 class BpfMode:

@@ -15,7 +15,6 @@ from typing import Hashable
 import numpy as np
 
 from ..columns import Columns
-from ..ebpf import tcp_events as E
 from ..ebpf.records import close_columns
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 from ..netlink.destroy import DestroyWatcher
@@ -50,8 +49,8 @@ class CloseReconciler:
         ev = self.tracker.due_closes(time.monotonic(), force)
         if len(ev):
             emitted += self._stage_bpf(ev, force)
-        if self._waiting:
-            emitted += self._stage_bpf(self._resolved(force), force=True)
+        for part in self._resolved(force):  # one namespace each: no concatenated copy
+            emitted += self._stage_bpf(part, force=True)
         # A broadcast is sent after its socket's TCP_CLOSE event was committed. One read
         # before this step's ring drain found no close record for these sockets: unless
         # the ring lost their events, the drain has reported them by now.
@@ -117,8 +116,10 @@ class CloseReconciler:
         """Close records from BPF close events; force: now, even for unknown namespaces."""
         emitted = 0
         now = time.monotonic()
-        for ino in np.unique(ev["netns_ino"]).tolist():
-            part = ev[ev["netns_ino"] == ino]
+        inos = ev["netns_ino"]
+        for ino in np.unique(inos).tolist():
+            mine = inos == ino
+            part = ev if mine.all() else ev[mine]  # one namespace (nearly always): no copy
             ns = self.resolver.namespace(ino)
             if ns is None and not force and (self.resolver.resolving(ino) or ino in self._waiting):
                 # a namespace created a moment ago (`ip netns add` mounts its name after
@@ -143,7 +144,7 @@ class CloseReconciler:
             emitted += self.stage.add(cols, ns_consts(ns, ino, T.TRIGGER_CLOSE), part["ktime_ns"], "close_bpf")
         return emitted
 
-    def _resolved(self, force: bool) -> np.ndarray:
+    def _resolved(self, force: bool) -> list[np.ndarray]:
         """Waiting closes whose namespace is known now or whose wait is over."""
         now = time.monotonic()
         ready = []
@@ -151,4 +152,4 @@ class CloseReconciler:
             if force or due <= now or self.table.by_inode(ino) is not None:
                 del self._waiting[ino]
                 ready.extend(parts)
-        return np.concatenate(ready) if ready else np.empty(0, E.EVENT_DTYPE)
+        return ready

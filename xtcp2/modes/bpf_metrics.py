@@ -1,5 +1,5 @@
 """Prometheus metrics of --mode bpf (defined at import, so they exist from the first scrape)."""
-from prometheus_client import Counter, Gauge, Histogram
+from ..prom_light import Counter, Gauge, Histogram
 
 BPF_EVENTS = Counter("xtcp2_bpf_events_total", "Events read from the BPF ring buffer", ["kind"])
 BPF_DROPS = Counter("xtcp2_bpf_ringbuf_drops_total", "BPF ring buffer reservation failures (events lost in the kernel)")

@@ -1,7 +1,7 @@
 """Poll mode's close records: destroy broadcasts of every watched namespace -> sink."""
 from __future__ import annotations
 
-from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+from ..gen.xtcp_flat_record.v1.fields import TRIGGER
 from ..netlink.destroy import DestroyWatcher
 from ..netns.registry import NamespaceTable
 from ..records.sink import RecordSink
@@ -30,7 +30,7 @@ class CloseRecordPump:
             if not cols.n:
                 continue
             ns = self.table.by_key.get(key)
-            consts = {"trigger": pb.XtcpFlatRecord.TRIGGER_CLOSE}
+            consts = {"trigger": TRIGGER["TRIGGER_CLOSE"]}
             if ns is not None:
                 consts.update(netns=ns.name, netns_inode=ns.inode, nsid=ns.nsid)
             emitted += self.sink.emit(cols, consts)

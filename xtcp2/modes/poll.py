@@ -19,7 +19,6 @@ from .. import metrics
 from ..collect import PollStats
 from ..config import Config
 from .base import Parts
-from .closes import CloseRecordPump
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,10 @@ class PollMode:
         self.table = parts.table
         self.collector = parts.collector
         # close records come from the sock_diag destroy groups
-        self.closes = CloseRecordPump(parts.table, parts.sink) if close_records else None
+        self.closes = None
+        if close_records:
+            from .closes import CloseRecordPump  # here: one-shot runs never watch closes
+            self.closes = CloseRecordPump(parts.table, parts.sink)
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._pending = 0

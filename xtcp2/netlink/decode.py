@@ -13,9 +13,9 @@ are BytesColumn.
 from __future__ import annotations
 
 import numpy as np
-from prometheus_client import Counter
+from ..prom_light import Counter
 
-from ..columns import BytesColumn, Columns
+from ..columns import BytesColumn, Columns, unique
 from . import constants as c
 from . import layouts as L
 
@@ -91,7 +91,7 @@ def _group_by_length(lengths: np.ndarray):
     if (lengths == first).all():
         yield int(first), slice(None)
         return
-    for ln in np.unique(lengths):
+    for ln in np.flatnonzero(np.bincount(lengths)):  # attribute lengths: small integers
         yield int(ln), np.flatnonzero(lengths == ln)
 
 
@@ -159,7 +159,7 @@ def decode_messages(buf, offsets, wanted: frozenset[int] | None = None, used: in
     a_offs = np.concatenate(a_offs)
     a_lens = np.concatenate(a_lens)
 
-    for atype in np.unique(a_types).tolist():
+    for atype in np.flatnonzero(np.bincount(a_types)).tolist():  # attribute types: small integers
         if wanted is not None and atype not in wanted:
             continue
         sel = np.flatnonzero(a_types == atype)
@@ -220,7 +220,7 @@ def _decode_cong(cols: Columns, n: int, words, rows, poffs, plens) -> None:
         padded[:, :w] = raw
         halves = padded.view(np.uint64)
         key = halves[:, 0] ^ (halves[:, 1] * np.uint64(0x9E3779B97F4A7C15))
-        for k in np.unique(key):
+        for k in unique(key):
             m = key == k
             name = bytes(padded[int(np.argmax(m))]).split(b"\0", 1)[0]
             enum[r[m] if not isinstance(r, slice) else np.flatnonzero(m)] = L.CONGESTION_ENUM.get(name, 0)

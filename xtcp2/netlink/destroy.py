@@ -18,7 +18,7 @@ import select
 import socket
 from typing import Callable, Hashable
 
-from prometheus_client import Counter, Gauge
+from ..prom_light import Counter, Gauge
 
 import numpy as np
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import errno
+import mmap
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ class Chunk:
     segments at once, by index_messages().
     """
 
-    buf: bytearray
+    buf: bytearray | mmap.mmap
     offsets: array.array = field(default_factory=lambda: array.array("I"))
     used: int = 0
     interrupted: bool = False   # a message carried NLM_F_DUMP_INTR
@@ -296,4 +297,7 @@ def walk_batch(buf, words, start: int, end: int, chunk: Chunk, single: bool = Fa
 
 
 def new_chunk(size: int = 4 << 20) -> Chunk:
-    return Chunk(bytearray(size))
+    """An anonymous mapping, not a bytearray: its pages count in RSS only once a reply
+    lands in them, so a chunk that only ever holds exact lookups or small dumps costs
+    a few pages, not 4 MiB."""
+    return Chunk(mmap.mmap(-1, size))

@@ -12,7 +12,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from prometheus_client import Counter, Gauge
+from ..prom_light import Counter, Gauge
 
 from ..netlink.diag import DiagSocket
 from .discover import NetnsRef, discover, select

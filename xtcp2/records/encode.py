@@ -25,14 +25,11 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
-from google.protobuf.descriptor import FieldDescriptor as FD
 
-from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+from ..gen.xtcp_flat_record.v1.fields import FIELDS as _PROTO_FIELDS
 from ..columns import BytesColumn
 
 ROW_TAG = 0x52  # Envelope.row: field 10, wire type 2
-_VARINT_TYPES = {FD.TYPE_UINT32, FD.TYPE_UINT64, FD.TYPE_INT64, FD.TYPE_INT32, FD.TYPE_ENUM, FD.TYPE_BOOL}
-_LEN_TYPES = {FD.TYPE_STRING, FD.TYPE_BYTES}
 
 
 def varint(n: int) -> bytes:
@@ -54,15 +51,8 @@ class FieldSpec:
 
 
 def _field_specs() -> list[FieldSpec]:
-    specs = []
-    for f in sorted(pb.XtcpFlatRecord.DESCRIPTOR.fields, key=lambda f: f.number):
-        if f.type in _VARINT_TYPES:
-            specs.append(FieldSpec(f.name, f.number, varint(f.number << 3), True))
-        elif f.type in _LEN_TYPES:
-            specs.append(FieldSpec(f.name, f.number, varint(f.number << 3 | 2), False))
-        else:
-            raise TypeError(f"field {f.name}: type {f.type} not supported by the columnar encoder")
-    return specs
+    """From the generated field table (no protobuf runtime needed to encode)."""
+    return [FieldSpec(name, number, varint(number << 3 | wire), wire == 0) for name, number, wire in _PROTO_FIELDS]
 
 
 FIELDS = _field_specs()

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+if TYPE_CHECKING:  # the protobuf runtime loads when a message is built, not before
+    from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 
 
 @dataclass
@@ -20,10 +22,12 @@ class EncodedEnvelope:
 
     def message(self) -> pb.Envelope:
         if self._msg is None:
+            from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
             self._msg = pb.Envelope.FromString(self.body)
         return self._msg
 
     @classmethod
     def from_records(cls, records: list[pb.XtcpFlatRecord]) -> "EncodedEnvelope":
+        from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
         env = pb.Envelope(row=records)
         return cls(env.SerializeToString(), len(records), env)
