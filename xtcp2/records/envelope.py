@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 
 
@@ -17,6 +19,9 @@ class EncodedEnvelope:
     body: bytes
     rows: int
     _msg: pb.Envelope | None = field(default=None, repr=False, compare=False)
+    # end offset of each row in body, when the producer knows them (the Emitter does):
+    # the gRPC stream then cuts its per-record responses without parsing varints
+    row_ends: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def message(self) -> pb.Envelope:
         if self._msg is None:
