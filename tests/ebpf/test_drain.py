@@ -16,11 +16,11 @@ RING = 1 << 18       # 256 KiB: ~720 events
 CONNECTIONS = 400    # 4 ring events each (2 ESTABLISHED, 2 CLOSE): 1,600 events, over 2x the ring
 
 
-def _burst(ns, drain: RingDrain | None, bp) -> tuple[np.ndarray, int]:
+def _burst(ns, drain: RingDrain | None, bp, force: bool = True) -> tuple[np.ndarray, int]:
     """CONNECTIONS connections in ns while the loop is 'busy'; then read as the loop does."""
     d0 = bp.drop_counts()[0]
     if drain is not None:
-        with drain.busy():
+        with drain.busy(force):
             ns.generate(CONNECTIONS)
     else:
         ns.generate(CONNECTIONS)
@@ -87,6 +87,22 @@ def test_a_full_backlog_leaves_the_loss_to_the_kernel_counter(bpf_object, netns)
         assert drain.peak <= RING // E.RECORD_STRIDE
         assert drops > 0  # counted by the kernel program, as xtcp2_bpf_ringbuf_drops_total reports
         assert _established(ev) < 2 * CONNECTIONS
+    finally:
+        drain.close()
+        bp.close()
+
+
+def test_a_plain_step_is_drained_only_when_armed(bpf_object, netns):
+    ns = netns()
+    bp = loader.load(loader.LoadOptions(ringbuf_bytes=RING, watch_netns=False), bpf_object)
+    drain = RingDrain(bp.reader, max_bytes=16 * RING, interval=0.002)
+    try:
+        ev, drops = _burst(ns, drain, bp, force=False)  # a step of a loop that kept up: no helper
+        assert drain.copied == 0 and drops > 0
+        drain.arm(60.0)  # what the loop does after a long step
+        ev, drops = _burst(ns, drain, bp, force=False)
+        assert drain.copied > 0 and drops == 0
+        assert _established(ev) == 2 * CONNECTIONS
     finally:
         drain.close()
         bp.close()

@@ -35,6 +35,8 @@ T = pb.XtcpFlatRecord
 
 READ_MAX = 65536  # records per ring buffer read
 RING_READS = 8    # reads per step at most: timers and broadcasts must not starve under a flood
+ARM_STEP_S = 0.05  # a step this long (or an eighth of the ring waiting) arms the drain during steps
+ARM_FOR_S = 2.0
 
 
 class BpfMode:
@@ -138,8 +140,11 @@ class BpfMode:
                     ep.poll(max(0.0, min(self._next_deadline(now) - now, 0.25)))
                 started = time.monotonic()
                 try:
-                    worked = self.step()
-                    self._timers()
+                    with self.drain.busy(force=False):
+                        worked = self.step()
+                        self._timers()
+                    if time.monotonic() - started > ARM_STEP_S or reader.pending_bytes() > reader.size // 8:
+                        self.drain.arm(ARM_FOR_S)  # under load: keep the ring drained during steps too
                 except Exception as e:  # a bug or a surprise from the kernel must not stop collection
                     BPF_ERRORS.inc()
                     self._errors += 1

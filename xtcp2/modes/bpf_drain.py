@@ -1,16 +1,19 @@
 """Keeps the BPF ring buffer drained while the bpf loop is held by a long job.
 
 The loop reads the ring between its other jobs. A dump (refresh, resync), a namespace
-reconcile or a coalesced lookup dump can hold it for seconds on a loaded host, and at
-20,000 events/s (5,000 connections/s) a 16 MiB ring is full in ~2 s: the kernel then
-loses events, each loss costs a full resync, and the resync holds the loop longer still.
+reconcile, a coalesced lookup dump, or under load a step with a big batch of events to
+encode, can hold it for seconds on a loaded host, and at 20,000 events/s (5,000
+connections/s) a 16 MiB ring is full in ~2 s: the kernel then loses events, each loss
+costs a full resync, and the resync holds the loop longer still.
 
-Inside `busy()` a helper thread copies committed records out of the ring every few
-milliseconds into a backlog; the loop's next `read()` returns the backlog first, then
-the ring, in order. Outside `busy()` the thread sleeps on an Event, so a loop that keeps
-up pays no extra wakeups. The backlog is bounded (default: the ring's own size); when it
-is full the thread stops copying and the ring fills up, so a loss is still a kernel
-reservation failure, counted where it always was.
+While the loop is inside `busy()` a helper thread copies committed records out of the
+ring every few milliseconds into a backlog; the loop's next `read()` returns the backlog
+first, then the ring, in order. The named long jobs wake the thread at once
+(`busy(force=True)`); a plain step only when the drain is armed, which the loop does
+after a long step or with the ring filling up (`arm()`), for a while. So a loop that
+keeps up pays no extra wakeups. The backlog is bounded (default: the ring's own size);
+when it is full the thread stops copying and the ring fills up, so a loss is still a
+kernel reservation failure, counted where it always was.
 """
 from __future__ import annotations
 
@@ -35,8 +38,10 @@ class RingDrain:
         self._lock = threading.Lock()  # one reader of the ring at a time; guards the backlog
         self._backlog: collections.deque[np.ndarray] = collections.deque()
         self._backlog_n = 0
-        self._depth = 0
-        self._busy = threading.Event()
+        self._depth = 0       # busy() nesting: the loop is inside a step or a long job
+        self._forced = 0      # ... of which long jobs
+        self._armed_until = 0.0
+        self._wake = threading.Event()
         self._closed = False
         self.copied = 0      # records that went through the backlog
         self.peak = 0        # largest backlog seen, records
@@ -44,17 +49,22 @@ class RingDrain:
         self._thread.start()
 
     @contextmanager
-    def busy(self) -> Iterator[None]:
-        """The caller (the loop's thread) is about to do something that may take long."""
+    def busy(self, force: bool = True) -> Iterator[None]:
+        """The loop's thread is about to do something that may take long (force), or a
+        step that does only while armed (force=False). Nests."""
         self._depth += 1
-        if self._depth == 1:
-            self._busy.set()
+        self._forced += force
+        if force or time.monotonic() < self._armed_until:
+            self._wake.set()
         try:
             yield
         finally:
             self._depth -= 1
-            if self._depth == 0:
-                self._busy.clear()
+            self._forced -= force
+
+    def arm(self, seconds: float) -> None:
+        """Drain during the loop's plain steps too, for the next `seconds`."""
+        self._armed_until = time.monotonic() + seconds
 
     def backlog(self) -> int:
         return self._backlog_n
@@ -80,29 +90,39 @@ class RingDrain:
                 parts.append(self.reader.read(max_records - n))
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
+    def _active(self) -> bool:
+        return self._forced > 0 or time.monotonic() < self._armed_until
+
     def _run(self) -> None:
         while not self._closed:
-            self._busy.wait()
-            while self._busy.is_set() and not self._closed:
-                time.sleep(self.interval)
-                if self.reader.pending_bytes() <= 0 or self._backlog_n >= self.max_records:
-                    continue
-                with self._lock:
-                    if not self._busy.is_set():
-                        break  # the loop reads the ring itself again
-                    rec = self.reader.read(self.max_records - self._backlog_n)
-                    if len(rec):
-                        self._backlog.append(rec)
-                        self._backlog_n += len(rec)
-                        self.copied += len(rec)
-                        self.peak = max(self.peak, self._backlog_n)
-                if len(rec):
-                    BPF_DRAINED.inc(len(rec))
+            if not self._active():
+                self._wake.clear()
+                if not self._active() and not self._closed:  # re-checked: a set() in between stays set
+                    self._wake.wait()
+                continue
+            time.sleep(self.interval)
+            if self._depth > 0:  # between steps the loop reads the ring itself
+                self._drain_once()
+
+    def _drain_once(self) -> None:
+        if self.reader.pending_bytes() <= 0 or self._backlog_n >= self.max_records:
+            return
+        with self._lock:
+            if self._depth <= 0:
+                return
+            rec = self.reader.read(self.max_records - self._backlog_n)
+            if len(rec):
+                self._backlog.append(rec)
+                self._backlog_n += len(rec)
+                self.copied += len(rec)
+                self.peak = max(self.peak, self._backlog_n)
+        if len(rec):
+            BPF_DRAINED.inc(len(rec))
 
     def close(self) -> None:
         """Stop the thread; records still in the backlog are dropped with the reader."""
         self._closed = True
-        self._busy.set()
+        self._wake.set()
         self._thread.join(5)
         with self._lock:
             self._backlog.clear()
