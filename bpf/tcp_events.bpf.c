@@ -3,8 +3,9 @@
  *
  * inet_sock_set_state -> one ring buffer event per interesting TCP transition
  * (ESTABLISHED, LISTEN, CLOSE). The CLOSE event carries the final tcp_sock
- * counters, read with CO-RE, so a connection that lived a millisecond still
- * leaves a final record when the sock_diag destroy broadcast is lost.
+ * counters (plain loads through the BTF pointer on tp_btf, CO-RE probe reads on the
+ * classic tracepoint), so a connection that lived a millisecond still leaves a final
+ * record when the sock_diag destroy broadcast is lost.
  * sched_process_fork / syscalls:sys_exit_{unshare,setns} -> an event the first time a
  * network namespace is seen, so the daemon reconciles at once.
  *
