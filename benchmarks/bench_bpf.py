@@ -20,6 +20,14 @@ python uses an in-line Python one). It runs at nice 10 so that on a small host i
 does not starve the collector it measures.
 
 A rate of 0 means "as fast as the churn processes go".
+
+Load mode (`--hogs N --rate R`): the bpf collector as the daemon runs it (events +
+refresh of live namespaces), churn at R connections/s for --churn-seconds, alternately
+without and with N CPU hogs (`sh -c 'while :; do :; done'` at nice 0, so the collector
+gets no priority over them). Reports ring buffer drops, destroy overruns, latency and
+the collector's CPU in each, and the CPU ratio hogs / no hogs from the same run:
+
+    python benchmarks/bench_bpf.py --connections 10000 --hogs 2 --rate 5000 [--repeat 2]
 """
 from __future__ import annotations
 
@@ -202,15 +210,50 @@ def _pct(lat: np.ndarray, q: float):
     return round(float(np.percentile(lat, q)) * 1e3, 2) if len(lat) else None
 
 
-def churn(run: BpfRun, cmd: list[str], rate: float, secs: float, procs: int) -> dict:
+class FillSampler:
+    """Peak ring buffer occupancy (bytes written, not yet consumed), sampled every 5 ms:
+    how close the consumer came to losing events."""
+
+    def __init__(self, reader) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, args=(reader,), daemon=True)
+        self._t.start()
+
+    def _run(self, reader) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, reader.pending_bytes())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def start_hogs(n: int) -> list[subprocess.Popen]:
+    """n busy loops at nice 0 (the collector's own priority): the scheduler shares
+    every core between them and the collector."""
+    return [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(n)]
+
+
+def stop_hogs(hogs: list[subprocess.Popen]) -> None:
+    for h in hogs:
+        h.kill()
+    for h in hogs:
+        h.wait()
+
+
+def churn(run: BpfRun, cmd: list[str], rate: float, secs: float, procs: int, nice: int = 10) -> dict:
     d0, o0 = counter("xtcp2_bpf_ringbuf_drops_total"), counter("xtcp2_destroy_overruns_total")
+    r0 = counter("xtcp2_bpf_resyncs_total", reason="ringbuf_drops")
     lat0, c0, t0 = run.col.stage.latency_count, cpu(), time.monotonic()
+    fill = FillSampler(run.col.bp.reader)
     # churn at nice 10: on a 2-core host the generator (clients, servers and their
     # loopback softirqs) would otherwise starve the collector it is measuring
-    out = subprocess.run(["nice", "-n", "10", "ip", "netns", "exec", CHURN, *cmd,
+    out = subprocess.run(["nice", "-n", str(nice), "ip", "netns", "exec", CHURN, *cmd,
                           str(rate), str(secs), str(procs)], capture_output=True, text=True, check=True)
     gen_el = time.monotonic() - t0
     time.sleep(1.0)  # let the collector finish the tail
+    fill.stop()
     el, used = time.monotonic() - t0, cpu() - c0
     n = int(out.stdout.strip() or 0)
     lat, src = run.latencies_since(lat0)
@@ -220,6 +263,8 @@ def churn(run: BpfRun, cmd: list[str], rate: float, secs: float, procs: int) -> 
         "target_per_s": rate or "max", "achieved_per_s": round(n / gen_el), "connections": n,
         "ringbuf_drops": int(counter("xtcp2_bpf_ringbuf_drops_total") - d0),
         "destroy_overruns": int(counter("xtcp2_destroy_overruns_total") - o0),
+        "ring_fill_max": round(fill.peak / run.col.bp.reader.size, 3),
+        "drop_resyncs": int(counter("xtcp2_bpf_resyncs_total", reason="ringbuf_drops") - r0),
         "latency_p50_ms": _pct(lat, 50), "latency_p99_ms": _pct(lat, 99), "latency_samples": int(len(lat)),
         "latency_by_source": by_source,
         "collector_cpu_share": round(used / el, 3), "rss_mb": round(rss_mb(), 1),
@@ -236,6 +281,10 @@ def main() -> int:
     ap.add_argument("--churn-seconds", type=float, default=8.0)
     ap.add_argument("--churn-procs", type=int, default=2)
     ap.add_argument("--churn-impl", choices=("c", "python"), default="c")
+    ap.add_argument("--churn-nice", type=int, default=10, help="nice of the churn generator")
+    ap.add_argument("--hogs", type=int, default=0, help="load mode: CPU hogs at nice 0 (see above)")
+    ap.add_argument("--rate", type=float, default=5000.0, help="load mode: churn connections/s")
+    ap.add_argument("--repeat", type=int, default=2, help="load mode: no-hog / hog pairs")
     a = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_bpf: needs root (BPF, namespaces)", file=sys.stderr)
@@ -255,6 +304,8 @@ def main() -> int:
         print(f"population: {line.split()[1]} connections ({2 * int(line.split()[1])} sockets) "
               f"in {time.monotonic() - t0:.1f}s", flush=True)
 
+        if a.hogs:
+            return load_mode(a)
         results = {}
         results["poll"] = run_poll(a.frequency, a.window)
         print("poll      ", results["poll"], flush=True)
@@ -295,6 +346,44 @@ def main() -> int:
                 pop.kill()
         for n in (POP, CHURN):
             netns("del", n)
+
+
+def load_mode(a) -> int:
+    """Churn at a.rate without and with a.hogs CPU hogs, alternately, one collector."""
+    run = BpfRun(a.frequency, refresh=True)
+    cmd = churn_command(a.churn_impl)
+    rows: dict[int, list[dict]] = {0: [], a.hogs: []}
+    try:
+        for _ in range(a.repeat):
+            for hogs in (0, a.hogs):
+                procs = start_hogs(hogs)
+                try:
+                    time.sleep(0.5 if hogs else 0)
+                    row = churn(run, cmd, a.rate, a.churn_seconds, a.churn_procs, a.churn_nice)
+                finally:
+                    stop_hogs(procs)
+                row["hogs"] = hogs
+                row["loadavg"] = os.getloadavg()[0]
+                rows[hogs].append(row)
+                print("churn     ", row, flush=True)
+                time.sleep(1.0)
+    finally:
+        run.close()
+
+    def total(h: int, k: str) -> float:
+        return sum(r[k] for r in rows[h])
+
+    cpu0 = total(0, "collector_cpu_share") / a.repeat
+    cpu1 = total(a.hogs, "collector_cpu_share") / a.repeat
+    print(f"\nsummary: churn {a.rate:g}/s target, {a.repeat} x {a.churn_seconds:g} s each, "
+          f"{a.connections} idle connections, -frequency {a.frequency:g}s")
+    for h in (0, a.hogs):
+        print(f"  hogs={h}: achieved {total(h, 'achieved_per_s') / a.repeat:.0f}/s, ring drops {int(total(h, 'ringbuf_drops'))}, "
+              f"destroy overruns {int(total(h, 'destroy_overruns'))}, "
+              f"peak ring fill {max(r['ring_fill_max'] for r in rows[h]):.1%}, collector CPU {total(h, 'collector_cpu_share') / a.repeat:.1%} "
+              f"of a core, p99 {max((r['latency_p99_ms'] or 0) for r in rows[h])} ms")
+    print(f"  collector CPU with hogs / without = {cpu1 / cpu0:.2f}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
  *
  * inet_sock_set_state -> one ring buffer event per interesting TCP transition
  * (ESTABLISHED, LISTEN, CLOSE). The CLOSE event carries the final tcp_sock
- * counters, read with CO-RE, so a connection that lived a millisecond still
- * leaves a final record when the sock_diag destroy broadcast is lost.
+ * counters (plain loads through the BTF pointer on tp_btf, CO-RE probe reads on the
+ * classic tracepoint), so a connection that lived a millisecond still leaves a final
+ * record when the sock_diag destroy broadcast is lost.
  * sched_process_fork / syscalls:sys_exit_{unshare,setns} -> an event the first time a
  * network namespace is seen, so the daemon reconciles at once.
  *
@@ -15,6 +16,13 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "tcp_events.h"
+/* the tcp_get_info() port twice: plain loads for tp_btf (xtcp2_ti_*_btf), probe reads
+ * for the classic tracepoint */
+#define XTCP2_TI_DIRECT
+#define XTCP2_TI_SUFFIX _btf
+#include "tcp_info.bpf.h"
+#undef XTCP2_TI_DIRECT
+#undef XTCP2_TI_SUFFIX
 #include "tcp_info.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -42,7 +50,9 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-/* sock pointer -> ktime of the first state seen (SYN_SENT / SYN_RECV / ESTABLISHED) */
+/* sock pointer -> ktime of the first state seen (SYN_SENT / SYN_RECV / ESTABLISHED).
+ * An LRU hash, for both state programs: on tp_btf, socket storage (sk_storage) was
+ * measured slower (its creation per socket costs more than the LRU update). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -59,13 +69,17 @@ struct {
 } netns_seen SEC(".maps");
 
 /* cookies of sockets whose close event is in the ring buffer: their destroy
- * broadcast is a duplicate and xtcp2_destroy_filter drops it in the kernel. LRU:
- * sockets of namespaces nobody subscribed to never get a broadcast to clear them. */
+ * broadcast is a duplicate and xtcp2_destroy_filter drops it in the kernel. A
+ * direct-mapped table (slot = cookie's low bits), not a hash: an inlined array store
+ * costs a few ns where an LRU hash update cost hundreds. A newer cookie overwriting
+ * an older one in its slot, or a slot never cleared (sockets of namespaces nobody
+ * subscribed to), only lets a broadcast through, which user space dedupes by cookie. */
+#define REPORTED_SLOTS 65536
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, __u8);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, REPORTED_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
 } reported SEC(".maps");
 
 static __always_inline void count(enum xtcp2_stat idx)
@@ -92,27 +106,17 @@ static __always_inline void submit(struct xtcp2_event *e)
 	count(XTCP2_STAT_SUBMITTED);
 }
 
-static __always_inline int on_state(const struct sock *sk, int oldstate, int newstate, __u64 cookie,
-				    __u16 cookie_flags)
+/* The states that get an event (SYN_SENT / SYN_RECV only start the clock). */
+static __always_inline int wanted(int newstate)
 {
-	struct xtcp2_event *e;
-	__u64 key = (__u64)sk;
-	__u64 now, *start;
-	struct net *net;
+	return newstate == TCP_ESTABLISHED || newstate == TCP_CLOSE || newstate == TCP_LISTEN;
+}
 
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
-	now = bpf_ktime_get_ns();
-	if (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV) {
-		bpf_map_update_elem(&opened, &key, &now, BPF_ANY);
-		return 0;
-	}
-	if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE && newstate != TCP_LISTEN)
-		return 0;
-	if (newstate == TCP_ESTABLISHED)
-		bpf_map_update_elem(&opened, &key, &now, BPF_NOEXIST);
+static __always_inline struct xtcp2_event *begin(int oldstate, int newstate, __u64 now, __u64 cookie,
+						  __u16 cookie_flags)
+{
+	struct xtcp2_event *e = reserve();
 
-	e = reserve();
 	if (!e)
 		return 0;
 	e->kind = XTCP2_EV_STATE;
@@ -122,11 +126,117 @@ static __always_inline int on_state(const struct sock *sk, int oldstate, int new
 	e->oldstate = oldstate;
 	e->newstate = newstate;
 	e->pid = bpf_get_current_pid_tgid() >> 32;
-	net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	return e;
+}
+
+/* Starts the clock of a socket; true if the transition needs nothing more
+ * (SYN_SENT / SYN_RECV, or a state we do not report). */
+static __always_inline int opened_at(int newstate, __u64 key, __u64 now)
+{
+	if (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV) {
+		bpf_map_update_elem(&opened, &key, &now, BPF_ANY);
+		return 1;
+	}
+	if (!wanted(newstate))
+		return 1;
+	/* an update with BPF_NOEXIST would take an LRU node first, even for a present key */
+	if (newstate == TCP_ESTABLISHED && !bpf_map_lookup_elem(&opened, &key))
+		bpf_map_update_elem(&opened, &key, &now, BPF_NOEXIST);
+	return 0;
+}
+
+/* The socket's lifetime, at TCP_CLOSE. */
+static __always_inline void closed_at(struct xtcp2_event *e, __u64 key, __u64 now)
+{
+	__u64 *start = bpf_map_lookup_elem(&opened, &key);
+
+	if (start) {
+		e->duration_ns = now - *start;
+		e->flags |= XTCP2_F_DURATION;
+		bpf_map_delete_elem(&opened, &key);
+	}
+}
+
+static __always_inline void mark_reported(__u64 cookie)
+{
+	__u32 slot = cookie & (REPORTED_SLOTS - 1);
+	__u64 *v;
+
+	if (!cookie)
+		return;
+	v = bpf_map_lookup_elem(&reported, &slot);
+	if (v)
+		*v = cookie;
+}
+
+/* ---- tp_btf: the socket is a BTF pointer, every field a plain load ---- */
+
+static __always_inline void head_btf(struct xtcp2_event *e, const struct tcp_sock *tp)
+{
+	const struct sock_common *skc = &tp->inet_conn.icsk_inet.sk.__sk_common;
+	const struct net *net = skc->skc_net.net;
+
+	e->netns_ino = net->ns.inum;
+	e->net_cookie = net->net_cookie;
+	e->family = skc->skc_family;
+	/* inet_sport, not skc_num: inet_put_port() has zeroed skc_num by TCP_CLOSE */
+	e->sport = __builtin_bswap16(tp->inet_conn.icsk_inet.inet_sport);
+	e->dport = __builtin_bswap16(skc->skc_dport);
+	if (e->family == AF_INET6) {
+		__builtin_memcpy(e->saddr, &skc->skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(e->daddr, &skc->skc_v6_daddr, 16);
+	} else {
+		*(__u32 *)e->saddr = skc->skc_rcv_saddr;
+		*(__u32 *)e->daddr = skc->skc_daddr;
+	}
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(xtcp2_state_btf, struct sock *sk, const int oldstate, const int newstate)
+{
+	struct xtcp2_event *e;
+	struct tcp_sock *tp;
+	__u64 now, cookie;
+
+	if (newstate != TCP_SYN_SENT && newstate != TCP_SYN_RECV && !wanted(newstate))
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk); /* NULL unless a full TCP socket: DCCP, SCTP... */
+	if (!tp)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (opened_at(newstate, (__u64)sk, now))
+		return 0;
+	/* most sockets have one by now (an earlier event, an inet_diag lookup): a plain
+	 * load; the helper only to generate it */
+	cookie = sk->__sk_common.skc_cookie.counter;
+	if (!cookie)
+		cookie = bpf_get_socket_cookie(sk);
+	e = begin(oldstate, newstate, now, cookie, 0);
+	if (!e)
+		return 0;
+	head_btf(e, tp);
+	if (newstate == TCP_CLOSE) {
+		closed_at(e, (__u64)sk, now);
+		if (oldstate != TCP_LISTEN) {
+			xtcp2_ti_counters_btf(&e->ti, tp);
+			xtcp2_ti_rest_btf(&e->ti, tp);
+			e->flags |= XTCP2_F_COUNTERS | XTCP2_F_FULLINFO;
+		}
+		mark_reported(cookie);
+	}
+	submit(e);
+	return 0;
+}
+
+/* ---- classic tracepoint fallback: a raw pointer, every field a CO-RE probe read ---- */
+
+static __always_inline void head_probed(struct xtcp2_event *e, const struct sock *sk)
+{
+	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+
 	e->netns_ino = BPF_CORE_READ(net, ns.inum);
 	e->net_cookie = BPF_CORE_READ(net, net_cookie);
 	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	/* inet_sport, not skc_num: inet_put_port() has zeroed skc_num by TCP_CLOSE */
 	e->sport = __builtin_bswap16(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
 	e->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (e->family == AF_INET6) {
@@ -136,44 +246,39 @@ static __always_inline int on_state(const struct sock *sk, int oldstate, int new
 		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
 		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
 	}
+}
+
+/* The classic tracepoint gives the sock address only, so the cookie is read from
+ * sk->__sk_common.skc_cookie (0 if inet_diag or a cookie helper never generated one yet). */
+SEC("tracepoint/sock/inet_sock_set_state")
+int xtcp2_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	const struct sock *sk = ctx->skaddr;
+	int oldstate = ctx->oldstate, newstate = ctx->newstate;
+	struct xtcp2_event *e;
+	__u64 now, cookie;
+
+	if (ctx->protocol != IPPROTO_TCP) /* in the context: no read of the socket */
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (opened_at(newstate, (__u64)sk, now))
+		return 0;
+	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	e = begin(oldstate, newstate, now, cookie, cookie ? 0 : XTCP2_F_NOCOOKIE);
+	if (!e)
+		return 0;
+	head_probed(e, sk);
 	if (newstate == TCP_CLOSE) {
-		start = bpf_map_lookup_elem(&opened, &key);
-		if (start) {
-			e->duration_ns = now - *start;
-			e->flags |= XTCP2_F_DURATION;
-			bpf_map_delete_elem(&opened, &key);
-		}
+		closed_at(e, (__u64)sk, now);
 		if (oldstate != TCP_LISTEN) {
 			xtcp2_ti_counters(&e->ti, (const struct tcp_sock *)sk);
 			xtcp2_ti_rest(&e->ti, (const struct tcp_sock *)sk);
 			e->flags |= XTCP2_F_COUNTERS | XTCP2_F_FULLINFO;
 		}
-		if (cookie) {
-			__u8 one = 1;
-
-			bpf_map_update_elem(&reported, &cookie, &one, BPF_ANY);
-		}
+		mark_reported(cookie);
 	}
 	submit(e);
 	return 0;
-}
-
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(xtcp2_state_btf, const struct sock *sk, const int oldstate, const int newstate)
-{
-	return on_state(sk, oldstate, newstate, bpf_get_socket_cookie((void *)sk), 0);
-}
-
-/* Fallback when tp_btf cannot attach: the classic tracepoint gives the sock
- * address only, so the cookie is read from sk->__sk_common.skc_cookie (0 if inet_diag or
- * a cookie helper never generated one yet). */
-SEC("tracepoint/sock/inet_sock_set_state")
-int xtcp2_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
-{
-	const struct sock *sk = ctx->skaddr;
-	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
-
-	return on_state(sk, ctx->oldstate, ctx->newstate, cookie, cookie ? 0 : XTCP2_F_NOCOOKIE);
 }
 
 static __always_inline int report_netns(struct net *net)
@@ -247,15 +352,18 @@ SEC("socket")
 int xtcp2_destroy_filter(struct __sk_buff *skb)
 {
 	__u16 type = 0;
-	__u64 cookie = 0;
+	__u64 cookie = 0, *v;
+	__u32 slot;
 
 	if (bpf_skb_load_bytes(skb, 4, &type, sizeof(type)) || type != SOCK_DIAG_BY_FAMILY)
 		return skb->len;
 	if (bpf_skb_load_bytes(skb, IDIAG_COOKIE_OFF, &cookie, sizeof(cookie)) || !cookie)
 		return skb->len;
-	if (!bpf_map_lookup_elem(&reported, &cookie))
+	slot = cookie & (REPORTED_SLOTS - 1);
+	v = bpf_map_lookup_elem(&reported, &slot);
+	if (!v || *v != cookie)
 		return skb->len;
-	bpf_map_delete_elem(&reported, &cookie);
+	*v = 0;
 	count(XTCP2_STAT_BROADCAST_FILTERED);
 	return 0;
 }

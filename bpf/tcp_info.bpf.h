@@ -7,6 +7,11 @@
  * holds a BTF pointer from bpf_skc_to_tcp_sock() defines XTCP2_TI_DIRECT first and
  * gets plain loads, several times cheaper (the verifier checks each one).
  *
+ * The port below the shared part may be included once per access kind: a program
+ * that needs both (tcp_events.bpf.c: tp_btf and its classic-tracepoint fallback)
+ * includes it twice and names one set of functions with XTCP2_TI_SUFFIX
+ * (xtcp2_ti_rest -> xtcp2_ti_rest<suffix>).
+ *
  * Bitfields are read relative to the outermost struct (tp, rx_opt.x): clang computes
  * the field's byte offset from the root of the access chain, so passing &tp->rx_opt
  * as the base would add rx_opt's offset twice. */
@@ -14,14 +19,6 @@
 #define XTCP2_TCP_INFO_BPF_H
 
 #include "tcp_info.h"
-
-#ifdef XTCP2_TI_DIRECT
-#define TI_RD(p, f) ((p)->f)
-#define TI_BF(p, f) BPF_CORE_READ_BITFIELD(p, f)
-#else
-#define TI_RD(p, f) BPF_CORE_READ(p, f)
-#define TI_BF(p, f) BPF_CORE_READ_BITFIELD_PROBED(p, f)
-#endif
 
 #define TCPI_OPT_TIMESTAMPS 1
 #define TCPI_OPT_SACK 2
@@ -35,6 +32,9 @@
 #define TCP_ECN_SEEN 8
 #define TCP_ECN_MODE_ACCECN 16  /* 6.18: tcp_ecn_mode_any() */
 #define USEC_PER_SEC 1000000ULL
+
+#define XTCP2_TI_CAT_(a, b) a##b
+#define XTCP2_TI_CAT(a, b) XTCP2_TI_CAT_(a, b)
 
 /* libbpf fills this from the kernel config; 0 (weak) if the config is not readable,
  * and then the jiffies-based fields stay 0 rather than being wrong */
@@ -52,8 +52,35 @@ static __always_inline __u32 xtcp2_j2ms(__u32 j)
 	return CONFIG_HZ ? j * (1000 / CONFIG_HZ) : 0;
 }
 
+/* One term of tcp_get_info_chrono_stats(): time spent in chrono type i, in usec. */
+static __always_inline __u64 xtcp2_chrono(__u64 st, int i, __u8 ctype, __u32 now, __u32 start)
+{
+	if (i == ctype)
+		st += (__u32)(now - start);
+	return CONFIG_HZ ? st * (USEC_PER_SEC / CONFIG_HZ) : 0;
+}
+
+#endif /* XTCP2_TCP_INFO_BPF_H */
+
+/* ---- the port: once per access kind ---- */
+#undef TI_RD
+#undef TI_BF
+#undef TI_FN
+#ifdef XTCP2_TI_DIRECT
+#define TI_RD(p, f) ((p)->f)
+#define TI_BF(p, f) BPF_CORE_READ_BITFIELD(p, f)
+#else
+#define TI_RD(p, f) BPF_CORE_READ(p, f)
+#define TI_BF(p, f) BPF_CORE_READ_BITFIELD_PROBED(p, f)
+#endif
+#ifdef XTCP2_TI_SUFFIX
+#define TI_FN(name) XTCP2_TI_CAT(name, XTCP2_TI_SUFFIX)
+#else
+#define TI_FN(name) name
+#endif
+
 /* The fields tcp_get_info() reports for every state, listeners included. */
-static __always_inline void xtcp2_ti_common(struct xtcp2_tcp_info *ti, const struct tcp_sock *tp)
+static __always_inline void TI_FN(xtcp2_ti_common)(struct xtcp2_tcp_info *ti, const struct tcp_sock *tp)
 {
 	const struct sock *sk = (const struct sock *)tp;
 
@@ -64,17 +91,17 @@ static __always_inline void xtcp2_ti_common(struct xtcp2_tcp_info *ti, const str
 }
 
 /* tcp_get_info() on a listener: the rest is 0 but the accept queue, aliased. */
-static __always_inline void xtcp2_ti_listen(struct xtcp2_tcp_info *ti, const struct tcp_sock *tp)
+static __always_inline void TI_FN(xtcp2_ti_listen)(struct xtcp2_tcp_info *ti, const struct tcp_sock *tp)
 {
 	const struct sock *sk = (const struct sock *)tp;
 
-	xtcp2_ti_common(ti, tp);
+	TI_FN(xtcp2_ti_common)(ti, tp);
 	ti->unacked = TI_RD(sk, sk_ack_backlog);
 	ti->sacked = TI_RD(sk, sk_max_ack_backlog);
 }
 
 /* Counters and window state of a connection (not a listener). */
-static __always_inline void xtcp2_ti_counters(struct xtcp2_tcp_info *ti, const struct tcp_sock *tp)
+static __always_inline void TI_FN(xtcp2_ti_counters)(struct xtcp2_tcp_info *ti, const struct tcp_sock *tp)
 {
 	const struct inet_connection_sock *icsk = (const struct inet_connection_sock *)tp;
 
@@ -119,19 +146,10 @@ static __always_inline void xtcp2_ti_counters(struct xtcp2_tcp_info *ti, const s
 	ti->ca_state = TI_BF(icsk, icsk_ca_state);
 }
 
-/* One term of tcp_get_info_chrono_stats(): time spent in chrono type i, in usec. */
-static __always_inline __u64 xtcp2_chrono(const struct tcp_sock *tp, __u64 st, int i, __u8 ctype, __u32 now,
-					  __u32 start)
-{
-	if (i == ctype)
-		st += (__u32)(now - start);
-	return CONFIG_HZ ? st * (USEC_PER_SEC / CONFIG_HZ) : 0;
-}
-
 /* The congestion control algorithm's name (INET_DIAG_CONG). TCP_CA_NAME_MAX is 16;
  * with direct loads the name is copied as two words (the kernel's names are NUL
  * padded), a helper call otherwise. */
-static __always_inline void xtcp2_ti_ca_name(struct xtcp2_tcp_info *ti, const struct tcp_sock *tp)
+static __always_inline void TI_FN(xtcp2_ti_ca_name)(struct xtcp2_tcp_info *ti, const struct tcp_sock *tp)
 {
 	const struct tcp_congestion_ops *ops = TI_RD(&tp->inet_conn, icsk_ca_ops);
 
@@ -147,7 +165,7 @@ static __always_inline void xtcp2_ti_ca_name(struct xtcp2_tcp_info *ti, const st
 }
 
 /* The rest of tcp_get_info() for a connection, and the congestion control name. */
-static __always_inline void xtcp2_ti_rest(struct xtcp2_tcp_info *ti, const struct tcp_sock *tp)
+static __always_inline void TI_FN(xtcp2_ti_rest)(struct xtcp2_tcp_info *ti, const struct tcp_sock *tp)
 {
 	const struct sock *sk = (const struct sock *)tp;
 	const struct inet_connection_sock *icsk = (const struct inet_connection_sock *)tp;
@@ -206,9 +224,9 @@ static __always_inline void xtcp2_ti_rest(struct xtcp2_tcp_info *ti, const struc
 	 * indices: a variable offset into a BTF pointer would not verify) */
 	ctype = TI_BF(tp, chrono_type); /* a 2-bit field on 6.1, a whole u8 on 6.18 */
 	chrono_start = TI_RD(tp, chrono_start);
-	s1 = xtcp2_chrono(tp, TI_RD(tp, chrono_stat[0]), 1, ctype, now, chrono_start);
-	s2 = xtcp2_chrono(tp, TI_RD(tp, chrono_stat[1]), 2, ctype, now, chrono_start);
-	s3 = xtcp2_chrono(tp, TI_RD(tp, chrono_stat[2]), 3, ctype, now, chrono_start);
+	s1 = xtcp2_chrono(TI_RD(tp, chrono_stat[0]), 1, ctype, now, chrono_start);
+	s2 = xtcp2_chrono(TI_RD(tp, chrono_stat[1]), 2, ctype, now, chrono_start);
+	s3 = xtcp2_chrono(TI_RD(tp, chrono_stat[2]), 3, ctype, now, chrono_start);
 	ti->busy_time = s1 + s2 + s3;
 	ti->rwnd_limited = s2;
 	ti->sndbuf_limited = s3;
@@ -230,7 +248,5 @@ static __always_inline void xtcp2_ti_rest(struct xtcp2_tcp_info *ti, const struc
 		if (stamp)
 			ti->total_rto_time += (__u32)(bpf_ktime_get_ns() / 1000000) - stamp;
 	}
-	xtcp2_ti_ca_name(ti, tp);
+	TI_FN(xtcp2_ti_ca_name)(ti, tp);
 }
-
-#endif

@@ -46,6 +46,7 @@ class Emitter:
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
         self._pieces: list[bytes] = []
+        self._ends: list[np.ndarray] = []  # row end offsets of the pieces, in the envelope body
         self._rows = 0
         self._bytes = 0
         self._errlog = _RateLimitedLog()
@@ -103,6 +104,7 @@ class Emitter:
                     stop = start_row + 1  # one row larger than the byte cap travels alone
                 stop_byte = int(row_ends[stop - 1])
                 self._pieces.append(body[start_byte:stop_byte] if (start_byte or stop_byte != len(body)) else body)
+                self._ends.append(row_ends[start_row:stop].astype(np.int64, copy=False) + (self._bytes - start_byte))
                 self._rows += stop - start_row
                 self._bytes += stop_byte - start_byte
                 start_row, start_byte = stop, stop_byte
@@ -116,8 +118,9 @@ class Emitter:
     def _flush_locked(self) -> None:
         if not self._rows:
             return
-        env = EncodedEnvelope(b"".join(self._pieces), self._rows)
-        self._pieces, self._rows, self._bytes = [], 0, 0
+        ends = np.concatenate(self._ends) if len(self._ends) > 1 else self._ends[0]
+        env = EncodedEnvelope(b"".join(self._pieces), self._rows, row_ends=ends)
+        self._pieces, self._ends, self._rows, self._bytes = [], [], 0, 0
         self._deliver(env)
 
     def _deliver(self, env: EncodedEnvelope) -> None:

@@ -211,9 +211,20 @@ def test_envelope_split_respects_limits(batch, max_rows, max_bytes):
         assert len(e.body) <= max_bytes or e.rows == 1, "only a single oversized row may exceed max_bytes"
         assert list(e.message().row) == records[start:start + e.rows]
         stop = start + e.rows
+        assert e.row_ends.tolist() == np.cumsum(sizes[start:stop]).tolist()  # the gRPC stream cuts by these
         if k < len(envs) - 1:  # greedy: the next row would not have fitted
             assert e.rows == max_rows or len(e.body) + sizes[stop] > max_bytes
         start = stop
+
+
+@props(0.4)
+@given(batch_list=st.lists(batches(max_rows=8), min_size=2, max_size=4), max_rows=st.integers(1, 30))
+def test_row_ends_across_batches(batch_list, max_rows):
+    """An envelope made of several encode calls knows where each of its rows ends."""
+    envs = envelopes(batch_list, max_rows=max_rows)
+    for e in envs:
+        sizes = [len(pb.Envelope(row=[r]).SerializeToString()) for r in e.message().row]
+        assert len(e.row_ends) == e.rows and e.row_ends.tolist() == np.cumsum(sizes).tolist()
 
 
 def test_no_rows_no_envelope():

@@ -96,6 +96,7 @@ class FlatRecordService:
             for r in responses:
                 await context.write(r)
                 sent += 1
+                sub.sent_records += 1  # live: a batch can take long to a slow client
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the call ended under us (client gone, server stopping)
@@ -104,7 +105,6 @@ class FlatRecordService:
             STREAM_UNSENT.inc(len(responses) - sent)
             sub.closed = True
         finally:
-            sub.sent_records += sent
             STREAM_SENT.labels(sub.method).inc(sent)
         return True
 

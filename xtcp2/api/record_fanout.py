@@ -34,8 +34,11 @@ for _m in ("FlatRecords", "PollFlatRecords"):
     STREAM_SENT.labels(_m)
 STREAM_DROPS = Counter(
     "xtcp2_grpc_stream_dropped_records_total",
-    "Records a stream client did not get because its queue was full (slow client)",
+    "Records a stream client did not get because its own queue was full (slow client), by the client's method",
+    ["method"],
 )
+for _m in ("FlatRecords", "PollFlatRecords"):
+    STREAM_DROPS.labels(_m)
 STREAM_QUEUED = Gauge("xtcp2_grpc_stream_queued_records", "Records waiting in all stream clients' queues")
 STREAM_UNSENT = Counter("xtcp2_grpc_stream_unsent_records_total",
                         "Records still queued for a stream client when its stream ended (not drops)")
@@ -56,6 +59,23 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
         if shift > 63:
             raise ValueError("varint too long")
+
+
+def sliced_responses(body: bytes, row_ends: np.ndarray) -> list[bytes] | None:
+    """envelope_responses() from known row boundaries: each row's tag byte becomes the
+    response's and each response is one slice. None if the body is not rows only."""
+    ends = np.asarray(row_ends, dtype=np.int64)
+    if not len(ends):
+        return [] if not body else None
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1]
+    buf = np.frombuffer(body, np.uint8).copy()
+    if int(ends[-1]) != len(body) or (buf[starts] != _ROW_TAG).any() or (ends <= starts + 1).any():
+        return None
+    buf[starts] = _RESPONSE_TAG[0]
+    data = buf.tobytes()
+    return [data[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
 
 
 def envelope_responses(body: bytes) -> list[bytes]:
@@ -113,7 +133,9 @@ class _Batch:
     def responses(self) -> list[bytes]:
         # Only the event loop thread calls this, so no lock is needed.
         if self._responses is None:
-            self._responses = envelope_responses(self.env.body)
+            ends = getattr(self.env, "row_ends", None)
+            got = sliced_responses(self.env.body, ends) if ends is not None else None
+            self._responses = got if got is not None else envelope_responses(self.env.body)
         return self._responses
 
 
@@ -151,7 +173,7 @@ class FanOut:
             return
         batch = _Batch(env)
         wake = []
-        dropped = 0
+        dropped: dict[str, int] = {}
         masks: dict = {}  # filter -> matching row indexes (clients with the same filter share)
         with self._lock:
             self.published_envelopes += 1
@@ -170,15 +192,15 @@ class FanOut:
                 rows = env.rows if idx is None else len(idx)
                 if s.queued_rows + rows > s.max_rows:
                     s.dropped_records += rows
-                    dropped += rows
+                    dropped[s.method] = dropped.get(s.method, 0) + rows
                     continue
                 s.queue.append((batch, idx))
                 s.queued_rows += rows
                 STREAM_QUEUED.inc(rows)
                 if s.waiting is not None:
                     wake.append(s.waiting)
-        if dropped:
-            STREAM_DROPS.inc(dropped)
+        for method, rows in dropped.items():
+            STREAM_DROPS.labels(method).inc(rows)
         if wake:
             try:
                 self._loop.call_soon_threadsafe(_set_all, wake)

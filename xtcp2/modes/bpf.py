@@ -9,6 +9,7 @@ destroy ENOBUFS). Everything a step produces goes to the sink in one batch (Stag
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import threading
@@ -22,6 +23,7 @@ from ..netlink.destroy import DestroyWatcher
 from ..tcp_metrics import TCP
 from .base import Parts
 from .bpf_closes import CloseReconciler
+from .bpf_drain import RingDrain
 from .bpf_lookups import Lookups
 from .bpf_metrics import BPF_BROADCASTS_FILTERED, BPF_DROPS, BPF_ERRORS, BPF_EVENTS, BPF_PENDING, BPF_RESYNCS
 from .bpf_namespaces import NamespaceResolver
@@ -33,9 +35,12 @@ T = pb.XtcpFlatRecord
 
 # records per ring buffer read: each read is copied out, and the tracker copies the
 # state events once more, so a read of 65,536 records (232 bytes each) held ~45 MiB
-# at once after a backlog; 4,096 hold under 3 MiB
+# at once after a backlog; 4,096 hold under 3 MiB. More reads per step keep a flood's
+# throughput (the drain below reads while the loop is busy).
 READ_MAX = 4096
-RING_READS = 4    # reads per step at most: timers and broadcasts must not starve under a flood
+RING_READS = 16   # reads per step at most: timers and broadcasts must not starve under a flood
+ARM_STEP_S = 0.05  # a step this long (or an eighth of the ring waiting) arms the drain during steps
+ARM_FOR_S = 2.0
 
 
 class BpfMode:
@@ -62,6 +67,7 @@ class BpfMode:
         self.resolver = NamespaceResolver(self.table)
         self.closes = CloseReconciler(self.table, self.resolver, self.tracker, self.watcher, self.stage, self.stats)
         self.lookups = Lookups(config, self.resolver, self.tracker, self.stage, self.stats, coalesce_threshold)
+        self.drain: RingDrain | None = None  # exists while run() runs
         self._drops_seen = 0
         self._filtered_seen = 0
         self._resync_reason = ""
@@ -107,6 +113,16 @@ class BpfMode:
     def run(self, stop: threading.Event, max_seconds: float | None = None) -> None:
         if self.bp is None:
             self.start()
+        self.drain = RingDrain(self.bp.reader)
+        self.lookups.busy = self.drain.busy
+        try:
+            self._run(stop, max_seconds)
+        finally:
+            self.lookups.busy = contextlib.nullcontext
+            self.drain.close()
+            self.drain = None
+
+    def _run(self, stop: threading.Event, max_seconds: float | None) -> None:
         self._set_periods()
         self._reconcile()
         self._resync("start")
@@ -124,12 +140,15 @@ class BpfMode:
                 now = time.monotonic()
                 if end and now >= end:
                     break
-                if not reader.wait(0):  # fences, then re-checks: no lost wakeup
+                if not self.drain.backlog() and not reader.wait(0):  # fences, then re-checks: no lost wakeup
                     ep.poll(max(0.0, min(self._next_deadline(now) - now, 0.25)))
                 started = time.monotonic()
                 try:
-                    worked = self.step()
-                    self._timers()
+                    with self.drain.busy(force=False):
+                        worked = self.step()
+                        self._timers()
+                    if time.monotonic() - started > ARM_STEP_S or reader.pending_bytes() > reader.size // 8:
+                        self.drain.arm(ARM_FOR_S)  # under load: keep the ring drained during steps too
                 except Exception as e:  # a bug or a surprise from the kernel must not stop collection
                     BPF_ERRORS.inc()
                     self._errors += 1
@@ -167,7 +186,7 @@ class BpfMode:
 
     def _read_ring(self, now: float) -> bool:
         """Feed ring buffer events to the tracker; True if the ring was read to its end."""
-        reader = self.bp.reader
+        reader = self.drain if self.drain is not None else self.bp.reader
         drained = False
         for _ in range(RING_READS):
             rec = reader.read(READ_MAX)
@@ -239,10 +258,15 @@ class BpfMode:
     def reconcile(self) -> None:
         self._reconcile()
 
+    def _busy(self):
+        """While the loop is held by a dump or a namespace scan, the ring is drained aside."""
+        return self.drain.busy() if self.drain is not None else contextlib.nullcontext()
+
     def _reconcile(self) -> None:
-        self.table.reconcile()
-        self.resolver.reconciled()
-        self.watcher.sync_with(self.table, subscribe=self.use_destroy_groups)
+        with self._busy():
+            self.table.reconcile()
+            self.resolver.reconciled()
+            self.watcher.sync_with(self.table, subscribe=self.use_destroy_groups)
 
     def _check_drops(self) -> None:
         filtered = self.bp.broadcasts_filtered()
@@ -262,7 +286,8 @@ class BpfMode:
             log.info("bpf: resync (%s)", reason)
         self._resync_reason = ""
         self._reconcile()
-        stats = self.collector.poll(None, trigger=T.TRIGGER_RESYNC)
+        with self._busy():
+            stats = self.collector.poll(None, trigger=T.TRIGGER_RESYNC)
         self.stats["resync"] += stats.records
         self.lookups.host_sockets = stats.sockets
         by_name = {ns.name: ns.inode for ns in self.table.namespaces()}
@@ -273,5 +298,6 @@ class BpfMode:
         changed = TCP.changed_namespaces()  # their socket gauges follow, even with no live socket left
         nss = [ns for ns in self.table.namespaces() if ns.inode in live or ns.name in changed]
         if nss:
-            stats = self.collector.poll(nss, trigger=T.TRIGGER_REFRESH)
+            with self._busy():
+                stats = self.collector.poll(nss, trigger=T.TRIGGER_REFRESH)
             self.stats["refresh"] += stats.records

@@ -2,6 +2,7 @@
 dump per namespace when many opens land together -> OPEN records."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -39,6 +40,7 @@ class Lookups:
         self.coalesce_threshold = coalesce_threshold
         self.host_sockets = 0          # sockets seen by the last resync, all namespaces
         self._chunk = new_chunk(4 << 20)
+        self.busy = contextlib.nullcontext  # the bpf loop's RingDrain.busy while it runs
         self.configure(config)
 
     def configure(self, config: Config) -> None:
@@ -74,11 +76,12 @@ class Lookups:
                 # without cookies (classic tracepoint) only exact 4-tuple lookups can match
                 if len(ev) >= self.coalesce_at() and not (ev["cookie"] == 0).any():
                     BPF_COALESCED.inc()
-                    for fam in np.unique(ev["family"]).tolist():
-                        # the reader yields whenever the chunk fills: consume it before advancing
-                        for ch in ns.diag.dump(fam, self._ext, chunk, states=_LOOKUP_STATES):
-                            e, f = self._stage_found(ch, ns, ino, ev)
-                            emitted, found = emitted + e, found + f
+                    with self.busy():  # walks the host-wide hash: long on a big host
+                        for fam in np.unique(ev["family"]).tolist():
+                            # the reader yields whenever the chunk fills: consume it before advancing
+                            for ch in ns.diag.dump(fam, self._ext, chunk, states=_LOOKUP_STATES):
+                                e, f = self._stage_found(ch, ns, ino, ev)
+                                emitted, found = emitted + e, found + f
                 else:
                     for e in ev:
                         fam = int(e["family"])

@@ -3,6 +3,9 @@ from ..prom_light import Counter, Gauge, Histogram
 
 BPF_EVENTS = Counter("xtcp2_bpf_events_total", "Events read from the BPF ring buffer", ["kind"])
 BPF_DROPS = Counter("xtcp2_bpf_ringbuf_drops_total", "BPF ring buffer reservation failures (events lost in the kernel)")
+BPF_DRAINED = Counter("xtcp2_bpf_ringbuf_backlog_records_total",
+                      "Ring buffer records copied aside while the bpf loop was held by a dump or reconcile "
+                      "(kept, not lost: read right after)")
 BPF_LOOKUPS = Counter("xtcp2_bpf_lookups_total",
                       "Targeted inet_diag reads after open events: found, gone (closed before the read), "
                       "no_namespace (namespace could not be entered), error", ["result"])

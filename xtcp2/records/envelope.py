@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:  # the protobuf runtime loads when a message is built, not before
     from ..gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
 
@@ -19,6 +21,9 @@ class EncodedEnvelope:
     body: bytes
     rows: int
     _msg: pb.Envelope | None = field(default=None, repr=False, compare=False)
+    # end offset of each row in body, when the producer knows them (the Emitter does):
+    # the gRPC stream then cuts its per-record responses without parsing varints
+    row_ends: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def message(self) -> pb.Envelope:
         if self._msg is None:
