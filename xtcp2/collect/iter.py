@@ -22,8 +22,8 @@ import numpy as np
 
 from ..columns import BytesColumn, Columns
 from ..ebpf.tcp_info import TO_RECORD
-from ..ebpf.tcp_iter import (CC_BBR, CC_DCTCP, CC_VEGAS, DEFAULT_BUFFER, ITER_DTYPE, KIND_FULL, REC_SIZE,
-                             TcpIterProgram, object_path)
+from ..ebpf.tcp_iter import (CC_BBR, CC_DCTCP, CC_VEGAS, DEFAULT_BUFFER, ITER_DTYPE, KIND_FULL,
+                             MEMINFO_FROM_SKMEMINFO, REC_SIZE, TcpIterProgram, object_path)
 from ..errors import Xtcp2Error
 from ..netlink import constants as c
 from ..netlink import layouts as L
@@ -207,8 +207,8 @@ def to_columns(recs: np.ndarray, wanted: frozenset[int] | None = None) -> Column
         cols["tcp_info_fackets"] = np.zeros(n, "<u4")
         cols["tcp_info_last_ack_sent"] = np.zeros(n, "<u4")
     if want(c.INET_DIAG_MEMINFO):
-        for i, (name, _, _) in enumerate(L.MEMINFO):
-            cols[name] = w.get("meminfo", i)
+        for (name, _, _), i in zip(L.MEMINFO, MEMINFO_FROM_SKMEMINFO):
+            cols[name] = w.get("skmeminfo", i)
     if want(c.INET_DIAG_SKMEMINFO):
         for i, (name, _, _) in enumerate(L.SKMEMINFO):
             cols[name] = w.get("skmeminfo", i)

@@ -35,12 +35,14 @@ ITER_DTYPE = np.dtype([
     ("ifindex", "<u4"), ("expires", "<u4"), ("rqueue", "<u4"), ("wqueue", "<u4"), ("uid", "<u4"), ("inode", "<u4"),
     ("netns_ino", "<u4"), ("kind", "u1"), ("cc_kind", "u1"), ("shutdown", "u1"), ("tos", "u1"),
     ("tclass", "u1"), ("_pad0", "u1"), ("sockopt", "<u2"), ("class_id", "<u4"),
-    ("meminfo", "<u4", 4), ("skmeminfo", "<u4", 9), ("cc_info", "<u4", 5),
+    ("skmeminfo", "<u4", 9), ("cc_info", "<u4", 5),
     ("ti", TCP_INFO_DTYPE),
 ])
 REC_SIZE = ITER_DTYPE.itemsize  # checked against the object's xtcp2_iter_rec_size at load
 
-DEFAULT_BUFFER = 4 << 20  # ~9,700 records per chunk: bounded memory, few reads
+DEFAULT_BUFFER = 4 << 20  # ~10,000 records per chunk: bounded memory, few reads
+# INET_DIAG_MEMINFO (rmem, wmem, fmem, tmem) as indices into the record's skmeminfo
+MEMINFO_FROM_SKMEMINFO = (0, 5, 4, 2)
 
 
 def object_path() -> Path:
