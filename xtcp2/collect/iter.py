@@ -251,6 +251,10 @@ class IterCollector:
     """Reads one namespace through the iterator: the narrow interface the poll
     collector uses. `columns()` yields Columns chunks (like one netlink chunk each)."""
 
+    # records -> columns on the reader thread, after each read: the worker that
+    # consumes the chunks only encodes (the longer half). Benchmarks turn it off.
+    convert_on_reader = True
+
     def __init__(self, program: TcpIterProgram, buffer_bytes: int = DEFAULT_BUFFER) -> None:
         self.program = program
         self.buffer_bytes = max(buffer_bytes, REC_SIZE * 16)
@@ -281,9 +285,9 @@ class IterCollector:
 
     def _read(self, fd: int, wanted: frozenset[int] | None) -> Iterator[Columns]:
         """A namespace that fits one buffer (nearly all) is read inline. A bigger one
-        continues on a reader thread, so the kernel fills the next buffer while this
-        thread converts and the caller encodes the previous one (read() releases the
-        GIL): the poll costs about the larger of the two instead of their sum."""
+        continues on a reader thread, which reads the next buffer and converts it
+        while the caller encodes the previous one (read() and numpy's loops release
+        the GIL): the poll costs about the larger of the two instead of their sum."""
         free = _buffers(self.buffer_bytes)
         buf = free.get()
         count, carry, eof = _fill(fd, buf, b"")
@@ -294,15 +298,26 @@ class IterCollector:
             finally:
                 free.put(buf)
             return
-        full: queue.Queue = queue.Queue()
+        # converted chunks wait here; one at most, so memory stays a few chunks
+        full: queue.Queue = queue.Queue(maxsize=1 if self.convert_on_reader else 0)
         stop = threading.Event()
+
+        convert = self.convert_on_reader
 
         def reader(carry: bytes) -> None:
             try:
                 while not stop.is_set():
                     b = free.get()
                     n, carry, done = _fill(fd, b, carry)
-                    full.put((b, n))
+                    if convert:
+                        try:
+                            item = to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted) if n else None
+                        finally:
+                            free.put(b)
+                        if item is not None:
+                            full.put(item)
+                    else:
+                        full.put((b, n))
                     if done:
                         break
             except BaseException as e:  # handed to the consumer, raised there
@@ -318,6 +333,9 @@ class IterCollector:
             while (item := full.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
+                if isinstance(item, Columns):
+                    yield item
+                    continue
                 b, n = item
                 cols = to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted) if n else None
                 free.put(b)
