@@ -13,7 +13,8 @@ interleaved, `--repeat` times each:
   once   `xtcp2 --once -dest null -marshal protobufList --netns NS` as a process
          (adds interpreter start-up); its peak RSS is reported too
 Prints medians, sockets/s and ratios (xtcp2/raw, iter/raw, itcol/raw, ss/xtcp2).
-Steady state: before measuring, both daemons poll until their identity join knows
+Also CPU seconds per run (all threads), the overlap of the iterator poll's two
+threads (CPU / wall) and the minima. Steady state: before measuring, both daemons poll until their identity join knows
 the owner of every socket (the first polls after start read /proc for them).
 
     python benchmarks/bench_poll.py --connections 50000 [--repeat 5] [--v6-share 0.34]
@@ -66,10 +67,18 @@ def settle(daemon, sockets: int, limit: float = 60.0) -> float:
     return time.monotonic() - t0
 
 
-def timed(fn, *a, **kw):
-    t = time.perf_counter()
+CPU: dict[str, list[float]] = {}
+
+
+def timed(fn, *a, cpu: str = "", **kw):
+    """(wall seconds, result); with cpu=name, the process's CPU seconds (all threads,
+    kernel time included) go to CPU[name]."""
+    c0, t = time.process_time(), time.perf_counter()
     r = fn(*a, **kw)
-    return time.perf_counter() - t, r
+    wall = time.perf_counter() - t
+    if cpu:
+        CPU.setdefault(cpu, []).append(time.process_time() - c0)
+    return wall, r
 
 
 def main() -> int:
@@ -80,6 +89,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     procs = args.procs or max(1, -(-args.connections // 8500))
+    load0 = os.getloadavg()[0]
     subprocess.run(["ip", "netns", "add", NS], check=True)
     pop = None
     try:
@@ -117,18 +127,18 @@ def main() -> int:
             it_daemon.collector.poll()
             iter_collect()
         for _ in range(args.repeat):
-            t, nbytes = timed(raw_dump, ns.diag.sock, ext)
+            t, nbytes = timed(raw_dump, ns.diag.sock, ext, cpu="raw")
             raw_t.append(t)
             t, _ = timed(subprocess.run, ["ip", "netns", "exec", NS, "ss", "-tinm", "-a"],
                          stdout=subprocess.DEVNULL, check=True)
             ss_t.append(t)
-            t, stats = timed(daemon.collector.poll)
+            t, stats = timed(daemon.collector.poll, cpu="netlink")
             x_t.append(t)
             sockets = stats.sockets
-            t, stats = timed(it_daemon.collector.poll)
+            t, stats = timed(it_daemon.collector.poll, cpu="iter")
             it_t.append(t)
             it_sockets = stats.sockets
-            t, _ = timed(iter_collect)
+            t, _ = timed(iter_collect, cpu="itcol")
             itc_t.append(t)
         daemon.close()
         it_daemon.close()
@@ -152,7 +162,16 @@ def main() -> int:
               f"iter collect/raw = {itc_m / raw_m:.2f}x   ss/xtcp2 = {ss_m / x_m:.2f}x   ss/raw = {ss_m / raw_m:.2f}x")
         print(f"samples raw={['%.3f' % v for v in raw_t]} ss={['%.3f' % v for v in ss_t]} xtcp2={['%.3f' % v for v in x_t]} "
               f"iter={['%.3f' % v for v in it_t]} itcol={['%.3f' % v for v in itc_t]}")
-        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+        cpu = {k: statistics.median(v) for k, v in CPU.items()}
+        print(f"CPU per run (all threads, kernel included): raw {cpu['raw']:.3f} s, netlink poll {cpu['netlink']:.3f} s, "
+              f"iter poll {cpu['iter']:.3f} s ({cpu['iter'] / cpu['raw']:.2f}x raw), "
+              f"iter collect {cpu['itcol']:.3f} s ({cpu['itcol'] / cpu['raw']:.2f}x raw)")
+        # the kernel walk (reader thread) and decode/encode (worker) overlap on two cores
+        print(f"overlap: iter poll CPU / wall = {cpu['iter'] / it_m:.2f}, netlink poll {cpu['netlink'] / x_m:.2f} "
+              f"(1 = serial, 2 = both cores busy throughout)")
+        print(f"minima: raw {min(raw_t):.3f} s, iter poll {min(it_t):.3f} s ({min(it_t) / min(raw_t):.2f}x), "
+              f"iter collect {min(itc_t):.3f} s ({min(itc_t) / min(raw_t):.2f}x)")
+        print(f"load average at the start {load0:.2f}, at the end {os.getloadavg()[0]:.2f}")
         return 0 if os.waitstatus_to_exitcode(status) == 0 else 1
     finally:
         if pop:

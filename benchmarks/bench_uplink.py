@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import numpy as np  # noqa: E402
 
 from bench_encode import CONSTS, events  # noqa: E402
+from bench_poll import settle  # noqa: E402
 from xtcp2.ebpf.records import close_columns  # noqa: E402
 from xtcp2.records.encode import encode_rows  # noqa: E402
 
@@ -82,16 +83,22 @@ def bench_poll(connections: int, repeat: int) -> None:
         stamped = uplink_constants()
         nic_only = {k: v for k, v in uplink_constants().items() if "_lldp_" not in k}
         times: dict[str, list[float]] = {"off": [], "nic": [], "on": []}
+        cpu: dict[str, list[float]] = {"off": [], "nic": [], "on": []}
         records = 0
-        daemon.collector.poll()  # warm-up
+        settle(daemon, daemon.collector.poll().sockets)  # warm-up: every socket's owner known
+        backend = "iter" if daemon.collector.iter is not None else "netlink"
         for _ in range(repeat):
             for name, consts in (("off", plain), ("nic", nic_only), ("on", stamped)):
                 current[0] = consts
-                t = time.perf_counter()
+                c0, t = time.process_time(), time.perf_counter()
                 records = daemon.collector.poll().records
                 times[name].append(time.perf_counter() - t)
+                cpu[name].append(time.process_time() - c0)
         daemon.close()
-        report(f"poll of {records} sockets", times, {})
+        report(f"poll of {records} sockets (-collector {backend}), wall", times, {})
+        # CPU seconds of the process (every thread, kernel time of the reads included):
+        # steadier than wall time when other work shares the cores
+        report(f"poll of {records} sockets, CPU", cpu, {})
     finally:
         if pop:
             pop.stdin.close()
