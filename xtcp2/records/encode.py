@@ -349,7 +349,8 @@ def _splice(stream: np.ndarray, cuts: np.ndarray, blocks: list[bytes], total: in
     one fancy-indexed assignment through _windows(), one memcpy each whatever its
     length. Pieces are copied as windows of the longest piece's width, in ascending
     order (numpy assigns in index order), so the excess tail of each lands where a
-    later piece or a block is written; both buffers get that width of slack."""
+    later piece or a block is written; the output has that width of slack, and the
+    last pieces, whose window would read past the stream, are copied exactly."""
     n, m = cuts.shape
     s_len = len(stream)
     sizes = np.fromiter(map(len, blocks), np.int64, m)
@@ -359,11 +360,13 @@ def _splice(stream: np.ndarray, cuts: np.ndarray, blocks: list[bytes], total: in
     dest = flat + (np.arange(n, dtype=np.int64)[:, None] * int(sizes.sum()) + before).reshape(-1)
     src = np.concatenate([[0], flat])
     dst = np.concatenate([[0], dest + np.tile(sizes, n)])
-    width = max(int(np.diff(np.append(src, s_len)).max()), 1)
-    padded = np.empty(s_len + width, dtype=np.uint8)
-    padded[:s_len] = stream
+    lens = np.diff(np.append(src, s_len))
+    width = max(int(lens.max()), 1)
     out = np.empty(total + width, dtype=np.uint8)
-    _windows(out, width, total + 1)[dst] = _windows(padded, width, s_len + 1)[src]
+    k = int(np.searchsorted(src, s_len - width, side="right"))
+    _windows(out, width, total + 1)[dst[:k]] = _windows(stream, width, s_len - width + 1)[src[:k]]
+    for a, b, ln in zip(src[k:].tolist(), dst[k:].tolist(), lens[k:].tolist()):
+        out[b:b + ln] = stream[a:a + ln]
     for j, blk in enumerate(blocks):
         _windows(out, len(blk), total - len(blk) + 1)[dest[j::m]] = np.frombuffer(blk, dtype=f"V{len(blk)}")[0]
     return out[:total]
