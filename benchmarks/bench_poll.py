@@ -35,7 +35,7 @@ from xtcp2.daemon import Daemon  # noqa: E402
 from xtcp2.netlink import constants as c  # noqa: E402
 from xtcp2.netlink.diag import build_request  # noqa: E402
 
-NS = "xtcp2bench"
+NS = f"xtcp2bench-{os.getpid()}"  # unique: two runs never share (or delete) one namespace
 
 
 def raw_dump(sock, ext: int) -> int:
