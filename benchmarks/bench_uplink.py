@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -103,7 +104,15 @@ def bench_poll(connections: int, repeat: int) -> None:
         if pop:
             pop.stdin.close()
             pop.terminate()
-            pop.wait(30)
+            try:
+                pop.wait(120)   # closing 100,000 sockets takes a while on a busy host
+            except subprocess.TimeoutExpired:
+                pop.kill()
+                pop.wait()
+        # workers a killed population left behind: only this run's processes live in ns
+        left = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+        for pid in left:
+            os.kill(int(pid), signal.SIGKILL)
         subprocess.run(["ip", "netns", "del", ns])
 
 
