@@ -13,6 +13,9 @@ interleaved, `--repeat` times each:
   once   `xtcp2 --once -dest null -marshal protobufList --netns NS` as a process
          (adds interpreter start-up); its peak RSS is reported too
 Prints medians, sockets/s and ratios (xtcp2/raw, iter/raw, itcol/raw, ss/xtcp2).
+Also CPU seconds per run (all threads), the overlap of the iterator poll's two
+threads (CPU / wall) and the minima. Steady state: before measuring, both daemons poll until their identity join knows
+the owner of every socket (the first polls after start read /proc for them).
 
     python benchmarks/bench_poll.py --connections 50000 [--repeat 5] [--v6-share 0.34]
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -32,7 +36,7 @@ from xtcp2.daemon import Daemon  # noqa: E402
 from xtcp2.netlink import constants as c  # noqa: E402
 from xtcp2.netlink.diag import build_request  # noqa: E402
 
-NS = "xtcp2bench"
+NS = f"xtcp2bench-{os.getpid()}"  # unique: two runs never share (or delete) one namespace
 
 
 def raw_dump(sock, ext: int) -> int:
@@ -51,10 +55,31 @@ def raw_dump(sock, ext: int) -> int:
     return total
 
 
-def timed(fn, *a, **kw):
-    t = time.perf_counter()
+def settle(daemon, sockets: int, limit: float = 60.0) -> float:
+    """Poll until the identity join knows the owner of (nearly) every socket: its /proc
+    reads are budgeted (10% of a core, 1 s burst), so the first polls after start
+    resolve owners and are not steady-state polls. Returns the seconds it took."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        daemon.collector.poll()
+        if not daemon.identity.resolve_process or len(daemon.identity._keys) >= 0.99 * sockets:
+            break
+        time.sleep(1.0)   # let the read budget refill
+    return time.monotonic() - t0
+
+
+CPU: dict[str, list[float]] = {}
+
+
+def timed(fn, *a, cpu: str = "", **kw):
+    """(wall seconds, result); with cpu=name, the process's CPU seconds (all threads,
+    kernel time included) go to CPU[name]."""
+    c0, t = time.process_time(), time.perf_counter()
     r = fn(*a, **kw)
-    return time.perf_counter() - t, r
+    wall = time.perf_counter() - t
+    if cpu:
+        CPU.setdefault(cpu, []).append(time.process_time() - c0)
+    return wall, r
 
 
 def main() -> int:
@@ -65,6 +90,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     procs = args.procs or max(1, -(-args.connections // 8500))
+    load0 = os.getloadavg()[0]
     subprocess.run(["ip", "netns", "add", NS], check=True)
     pop = None
     try:
@@ -94,24 +120,26 @@ def main() -> int:
 
         raw_t, ss_t, x_t, it_t, itc_t = [], [], [], [], []
         nbytes = sockets = it_sockets = 0
+        expected = daemon.collector.poll().sockets
+        settled = settle(daemon, expected), settle(it_daemon, expected)
         for _ in range(2):  # warm up allocator and caches
             raw_dump(ns.diag.sock, ext)
             daemon.collector.poll()
             it_daemon.collector.poll()
             iter_collect()
         for _ in range(args.repeat):
-            t, nbytes = timed(raw_dump, ns.diag.sock, ext)
+            t, nbytes = timed(raw_dump, ns.diag.sock, ext, cpu="raw")
             raw_t.append(t)
             t, _ = timed(subprocess.run, ["ip", "netns", "exec", NS, "ss", "-tinm", "-a"],
                          stdout=subprocess.DEVNULL, check=True)
             ss_t.append(t)
-            t, stats = timed(daemon.collector.poll)
+            t, stats = timed(daemon.collector.poll, cpu="netlink")
             x_t.append(t)
             sockets = stats.sockets
-            t, stats = timed(it_daemon.collector.poll)
+            t, stats = timed(it_daemon.collector.poll, cpu="iter")
             it_t.append(t)
             it_sockets = stats.sockets
-            t, _ = timed(iter_collect)
+            t, _ = timed(iter_collect, cpu="itcol")
             itc_t.append(t)
         daemon.close()
         it_daemon.close()
@@ -123,7 +151,8 @@ def main() -> int:
         once_t = time.perf_counter() - t0
         summary = once.stderr.read().strip()
         raw_m, ss_m, x_m, it_m, itc_m = (statistics.median(v) for v in (raw_t, ss_t, x_t, it_t, itc_t))
-        print(f"population: {args.connections} connections, {sockets} sockets in {NS}; dump {nbytes / 1e6:.1f} MB")
+        print(f"population: {args.connections} connections, {sockets} sockets in {NS}; dump {nbytes / 1e6:.1f} MB; "
+              f"identity settled in {settled[0]:.1f} s / {settled[1]:.1f} s")
         print(f"raw recv      {raw_m:8.3f} s   {sockets / raw_m:12,.0f} sockets/s")
         print(f"ss -tinm -a   {ss_m:8.3f} s   {sockets / ss_m:12,.0f} sockets/s")
         print(f"xtcp2 poll    {x_m:8.3f} s   {sockets / x_m:12,.0f} sockets/s   (-collector netlink)")
@@ -134,13 +163,30 @@ def main() -> int:
               f"iter collect/raw = {itc_m / raw_m:.2f}x   ss/xtcp2 = {ss_m / x_m:.2f}x   ss/raw = {ss_m / raw_m:.2f}x")
         print(f"samples raw={['%.3f' % v for v in raw_t]} ss={['%.3f' % v for v in ss_t]} xtcp2={['%.3f' % v for v in x_t]} "
               f"iter={['%.3f' % v for v in it_t]} itcol={['%.3f' % v for v in itc_t]}")
-        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+        cpu = {k: statistics.median(v) for k, v in CPU.items()}
+        print(f"CPU per run (all threads, kernel included): raw {cpu['raw']:.3f} s, netlink poll {cpu['netlink']:.3f} s, "
+              f"iter poll {cpu['iter']:.3f} s ({cpu['iter'] / cpu['raw']:.2f}x raw), "
+              f"iter collect {cpu['itcol']:.3f} s ({cpu['itcol'] / cpu['raw']:.2f}x raw)")
+        # the kernel walk (reader thread) and decode/encode (worker) overlap on two cores
+        print(f"overlap: iter poll CPU / wall = {cpu['iter'] / it_m:.2f}, netlink poll {cpu['netlink'] / x_m:.2f} "
+              f"(1 = serial, 2 = both cores busy throughout)")
+        print(f"minima: raw {min(raw_t):.3f} s, iter poll {min(it_t):.3f} s ({min(it_t) / min(raw_t):.2f}x), "
+              f"iter collect {min(itc_t):.3f} s ({min(itc_t) / min(raw_t):.2f}x)")
+        print(f"load average at the start {load0:.2f}, at the end {os.getloadavg()[0]:.2f}")
         return 0 if os.waitstatus_to_exitcode(status) == 0 else 1
     finally:
         if pop:
             pop.stdin.close()
             pop.terminate()
-            pop.wait(30)
+            try:
+                pop.wait(120)   # closing 100,000 sockets takes a while on a busy host
+            except subprocess.TimeoutExpired:
+                pop.kill()
+                pop.wait()
+        # workers a killed population left behind: only this run's processes live in NS
+        left = subprocess.run(["ip", "netns", "pids", NS], capture_output=True, text=True).stdout.split()
+        for pid in left:
+            os.kill(int(pid), signal.SIGKILL)
         subprocess.run(["ip", "netns", "del", NS])
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import numpy as np  # noqa: E402
 
 from bench_encode import CONSTS, events  # noqa: E402
+from bench_poll import settle  # noqa: E402
 from xtcp2.ebpf.records import close_columns  # noqa: E402
 from xtcp2.records.encode import encode_rows  # noqa: E402
 
@@ -82,21 +84,35 @@ def bench_poll(connections: int, repeat: int) -> None:
         stamped = uplink_constants()
         nic_only = {k: v for k, v in uplink_constants().items() if "_lldp_" not in k}
         times: dict[str, list[float]] = {"off": [], "nic": [], "on": []}
+        cpu: dict[str, list[float]] = {"off": [], "nic": [], "on": []}
         records = 0
-        daemon.collector.poll()  # warm-up
+        settle(daemon, daemon.collector.poll().sockets)  # warm-up: every socket's owner known
+        backend = "iter" if daemon.collector.iter is not None else "netlink"
         for _ in range(repeat):
             for name, consts in (("off", plain), ("nic", nic_only), ("on", stamped)):
                 current[0] = consts
-                t = time.perf_counter()
+                c0, t = time.process_time(), time.perf_counter()
                 records = daemon.collector.poll().records
                 times[name].append(time.perf_counter() - t)
+                cpu[name].append(time.process_time() - c0)
         daemon.close()
-        report(f"poll of {records} sockets", times, {})
+        report(f"poll of {records} sockets (-collector {backend}), wall", times, {})
+        # CPU seconds of the process (every thread, kernel time of the reads included):
+        # steadier than wall time when other work shares the cores
+        report(f"poll of {records} sockets, CPU", cpu, {})
     finally:
         if pop:
             pop.stdin.close()
             pop.terminate()
-            pop.wait(30)
+            try:
+                pop.wait(120)   # closing 100,000 sockets takes a while on a busy host
+            except subprocess.TimeoutExpired:
+                pop.kill()
+                pop.wait()
+        # workers a killed population left behind: only this run's processes live in ns
+        left = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+        for pid in left:
+            os.kill(int(pid), signal.SIGKILL)
         subprocess.run(["ip", "netns", "del", ns])
 
 

@@ -37,7 +37,7 @@ const volatile __u32 xtcp2_iter_rec_size = sizeof(struct xtcp2_iter_rec);
 const volatile enum xtcp2_iter_kind xtcp2_iter_kind_anchor = XTCP2_IT_FULL;
 const volatile enum xtcp2_iter_cc xtcp2_iter_cc_anchor = XTCP2_CC_NONE;
 
-/* The record (432 bytes) and the port's locals do not fit the 512-byte stack. */
+/* The record (416 bytes) and the port's locals do not fit the 512-byte stack. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -164,7 +164,7 @@ static __always_inline void fill_attrs(struct xtcp2_iter_rec *r, const struct tc
 	}
 }
 
-/* INET_DIAG_MEMINFO and sk_get_meminfo() (INET_DIAG_SKMEMINFO) */
+/* sk_get_meminfo() (INET_DIAG_SKMEMINFO; INET_DIAG_MEMINFO repeats four of them) */
 static __always_inline void fill_mem(struct xtcp2_iter_rec *r, const struct tcp_sock *tp)
 {
 	const struct sock *sk = (const struct sock *)tp;
@@ -172,10 +172,6 @@ static __always_inline void fill_mem(struct xtcp2_iter_rec *r, const struct tcp_
 	__u32 tmem = sk->sk_wmem_alloc.refs.counter - 1;
 	__u32 drops = 0;
 
-	r->meminfo[0] = rmem;
-	r->meminfo[1] = sk->sk_wmem_queued;
-	r->meminfo[2] = sk->sk_forward_alloc;
-	r->meminfo[3] = tmem;
 	r->skmeminfo[0] = rmem;
 	r->skmeminfo[1] = sk->sk_rcvbuf;
 	r->skmeminfo[2] = tmem;

@@ -6,7 +6,8 @@
  * The first part is struct inet_diag_msg as inet_diag fills it (ports and addresses
  * in network order), then what inet_diag sends as attributes. TIME_WAIT and request
  * (SYN_RECV) sockets carry the message part only, as in inet_diag.
- * Fixed-size, naturally aligned, no implicit padding. */
+ * Fixed-size, naturally aligned, no implicit padding. Only what a record exports:
+ * every byte is written to the seq buffer and copied to user space again. */
 #ifndef XTCP2_TCP_ITER_H
 #define XTCP2_TCP_ITER_H
 
@@ -55,8 +56,9 @@ struct xtcp2_iter_rec {
 	__u8  _pad0;
 	__u16 sockopt;          /* INET_DIAG_SOCKOPT bits (inet_flags on 6.6+, bitfields before) */
 	__u32 class_id;         /* INET_DIAG_CLASS_ID */
-	__u32 meminfo[4];       /* INET_DIAG_MEMINFO: rmem, wmem, fmem, tmem */
-	__u32 skmeminfo[9];     /* INET_DIAG_SKMEMINFO, SK_MEMINFO_* order */
+	/* INET_DIAG_SKMEMINFO, SK_MEMINFO_* order. INET_DIAG_MEMINFO is four of these
+	 * (rmem = [0], wmem = [5] queued, fmem = [4], tmem = [2]): user space copies them */
+	__u32 skmeminfo[9];
 	__u32 cc_info[5];       /* see cc_kind */
 	struct xtcp2_tcp_info ti; /* INET_DIAG_INFO and INET_DIAG_CONG (ti.ca_name) */
 };

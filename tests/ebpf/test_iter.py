@@ -277,8 +277,10 @@ def test_records_split_across_reads_are_reassembled(iter_prog, populated):
     assert len(a) > 16 and sorted(a.tolist()) == sorted(b.tolist())
 
 
-def _poll_records(ns_name: str, collector: str) -> dict[int, dict]:
-    """One poll of ns through the real pipeline; cookie -> record fields."""
+def _poll_records(ns_name: str, collector: str, buffer_bytes: int = 0, stats: list | None = None) -> dict[int, dict]:
+    """One poll of ns through the real pipeline; cookie -> record fields. buffer_bytes
+    shrinks the iterator's read buffer (more chunks); stats gets the PollStats and
+    every record's cookie as emitted (duplicates kept)."""
     from google.protobuf.json_format import MessageToDict
 
     from xtcp2.collect import NetlinkCollector
@@ -297,16 +299,21 @@ def _poll_records(ns_name: str, collector: str) -> dict[int, dict]:
     poller = NetlinkCollector(cfg, table, RecordSink(cfg, emitter))
     try:
         assert (poller.iter is not None) == (collector == "iter")
+        if buffer_bytes:
+            poller.iter.buffer_bytes = buffer_bytes
         table.reconcile()
-        poller.poll()
+        st = poller.poll()
     finally:
         poller.close()
         emitter.close()
         table.close()
     out = {}
-    for rec in cap.records():
+    recs = cap.records()
+    for rec in recs:
         d = MessageToDict(rec, preserving_proto_field_name=True)
         out[int(d["inet_diag_msg_socket_cookie"])] = d
+    if stats is not None:
+        stats += [st, [r.inet_diag_msg_socket_cookie for r in recs]]
     return out
 
 
@@ -333,6 +340,28 @@ def test_the_pipeline_emits_the_same_records_with_either_collector(iter_prog, po
                 continue
             bad.append(f"{k}: netlink {a!r} iter {b!r}")
     assert not bad, "\n".join(sorted(bad)[:40])
+
+
+def test_a_namespace_of_many_chunks_is_encoded_on_two_threads_once(iter_prog, populated, monkeypatch):
+    """Chunks of 4 records: the worker hands some to SecondEmitter's thread and emits
+    the others; every socket is still reported exactly once, and counted."""
+    from xtcp2.collect import netlink as N
+
+    taken = []
+    submit = N.SecondEmitter.submit
+
+    def spy(self, cols, consts):
+        ok = submit(self, cols, consts)
+        taken.append(ok)
+        return ok
+    monkeypatch.setattr(N.SecondEmitter, "submit", spy)
+    whole = _poll_records(populated.name, "iter")
+    stats: list = []
+    split = _poll_records(populated.name, "iter", buffer_bytes=REC_SIZE * 4 + 10, stats=stats)
+    st, cookies = stats
+    assert any(taken), "no chunk went to the second thread"
+    assert len(cookies) == len(set(cookies)) == st.records == st.sockets
+    assert set(split) == set(whole)
 
 
 def test_collector_selection_says_which_and_why(bpf_object, tmp_path):

@@ -24,8 +24,8 @@ import numpy as np
 
 from ..columns import BytesColumn, Columns, unique
 from ..ebpf.tcp_info import TO_RECORD
-from ..ebpf.tcp_iter import (CC_BBR, CC_DCTCP, CC_VEGAS, DEFAULT_BUFFER, ITER_DTYPE, KIND_FULL, REC_SIZE,
-                             TcpIterProgram, object_path)
+from ..ebpf.tcp_iter import (CC_BBR, CC_DCTCP, CC_VEGAS, DEFAULT_BUFFER, ITER_DTYPE, KIND_FULL,
+                             MEMINFO_FROM_SKMEMINFO, REC_SIZE, TcpIterProgram, object_path)
 from ..errors import Xtcp2Error
 from ..netlink import constants as c
 from ..netlink import layouts as L
@@ -39,6 +39,22 @@ DIAG_END: dict[str, int] = {name: off + np.dtype(fmt).itemsize for name, off, fm
 DIAG_DTYPE.update({name: np.dtype(np.uint8) for name, *_ in L.TCP_INFO_BITFIELDS})
 
 
+# bpf_seq_read() hands out at most one seq_file buffer (8 pages) per read(). readv()
+# goes on to its next iovec only after a full one, so iovecs of exactly the whole
+# records that fit that buffer let one syscall fill a whole read buffer: ~10 syscalls
+# per 100,000 sockets instead of ~1,300, and as few GIL hand-overs on the reader thread.
+# The kernel also stops at a full iovec before running the program on the next
+# socket, where an overflowing record would be built, dropped and built again.
+# Another buffer size only makes reads shorter: the loops below take any length.
+SEQ_BUFFER = os.sysconf("SC_PAGE_SIZE") << 3
+_SEGMENT = max((SEQ_BUFFER - 1) // REC_SIZE, 1) * REC_SIZE
+_IOV_MAX = 1024
+
+
+def _segments(mv: memoryview, start: int, end: int) -> list[memoryview]:
+    return [mv[i:min(i + _SEGMENT, end)] for i in range(start, end, _SEGMENT)][:_IOV_MAX]
+
+
 def read_records(fd: int, buf: bytearray) -> Iterator[np.ndarray]:
     """Records read from an iterator fd, a chunk at a time: structured views into buf,
     valid until the next chunk is asked for. The fd is left open."""
@@ -46,7 +62,7 @@ def read_records(fd: int, buf: bytearray) -> Iterator[np.ndarray]:
     size = len(buf) - len(buf) % REC_SIZE
     used = 0
     while True:
-        n = os.readv(fd, [mv[used:size]])
+        n = os.readv(fd, _segments(mv, used, size))
         used += n
         if n and used < size:
             continue
@@ -190,8 +206,8 @@ def to_columns(recs: np.ndarray, wanted: frozenset[int] | None = None) -> Column
         cols["tcp_info_fackets"] = np.zeros(n, "<u4")
         cols["tcp_info_last_ack_sent"] = np.zeros(n, "<u4")
     if want(c.INET_DIAG_MEMINFO):
-        for i, (name, _, _) in enumerate(L.MEMINFO):
-            cols[name] = w.get("meminfo", i)
+        for (name, _, _), i in zip(L.MEMINFO, MEMINFO_FROM_SKMEMINFO):
+            cols[name] = w.get("skmeminfo", i)
     if want(c.INET_DIAG_SKMEMINFO):
         for i, (name, _, _) in enumerate(L.SKMEMINFO):
             cols[name] = w.get("skmeminfo", i)
@@ -234,6 +250,10 @@ class IterCollector:
     """Reads one namespace through the iterator: the narrow interface the poll
     collector uses. `columns()` yields Columns chunks (like one netlink chunk each)."""
 
+    # records -> columns on the reader thread, after each read: the worker that
+    # consumes the chunks only encodes (the longer half). Benchmarks turn it off.
+    convert_on_reader = True
+
     def __init__(self, program: TcpIterProgram, buffer_bytes: int = DEFAULT_BUFFER) -> None:
         self.program = program
         self.buffer_bytes = max(buffer_bytes, REC_SIZE * 16)
@@ -264,9 +284,9 @@ class IterCollector:
 
     def _read(self, fd: int, wanted: frozenset[int] | None) -> Iterator[Columns]:
         """A namespace that fits one buffer (nearly all) is read inline. A bigger one
-        continues on a reader thread, so the kernel fills the next buffer while this
-        thread converts and the caller encodes the previous one (read() releases the
-        GIL): the poll costs about the larger of the two instead of their sum."""
+        continues on a reader thread, which reads the next buffer and converts it
+        while the caller encodes the previous one (read() and numpy's loops release
+        the GIL): the poll costs about the larger of the two instead of their sum."""
         free = _buffers(self.buffer_bytes)
         buf = free.get()
         count, carry, eof = _fill(fd, buf, b"")
@@ -277,15 +297,26 @@ class IterCollector:
             finally:
                 free.put(buf)
             return
-        full: queue.Queue = queue.Queue()
+        # converted chunks wait here; one at most, so memory stays a few chunks
+        full: queue.Queue = queue.Queue(maxsize=1 if self.convert_on_reader else 0)
         stop = threading.Event()
+
+        convert = self.convert_on_reader
 
         def reader(carry: bytes) -> None:
             try:
                 while not stop.is_set():
                     b = free.get()
                     n, carry, done = _fill(fd, b, carry)
-                    full.put((b, n))
+                    if convert:
+                        try:
+                            item = to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted) if n else None
+                        finally:
+                            free.put(b)
+                        if item is not None:
+                            full.put(item)
+                    else:
+                        full.put((b, n))
                     if done:
                         break
             except BaseException as e:  # handed to the consumer, raised there
@@ -301,6 +332,9 @@ class IterCollector:
             while (item := full.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
+                if isinstance(item, Columns):
+                    yield item
+                    continue
                 b, n = item
                 cols = to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted) if n else None
                 free.put(b)
@@ -355,7 +389,7 @@ def _fill(fd: int, buf: bytearray, carry: bytes) -> tuple[int, bytes, bool]:
     mv[:used] = carry
     eof = False
     while used < size:
-        n = os.readv(fd, [mv[used:size]])
+        n = os.readv(fd, _segments(mv, used, size))
         if n == 0:
             eof = True
             break

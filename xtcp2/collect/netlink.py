@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -50,6 +50,52 @@ class PollStats:
                 f"seconds={self.seconds:.3f}" + (f" errors={self.errors}" if self.errors else ""))
 
 
+class SecondEmitter:
+    """Emits (encodes) some chunks of one namespace on a second thread.
+
+    The reader thread's kernel walk ends before the worker has encoded what it read:
+    encoding is the longer half. A chunk goes to this thread when it is idle (at most
+    one waits for it); otherwise the worker emits it itself, so the two split the
+    chunks by speed and both cores work until the end (numpy's loops release the
+    GIL). Rows of one namespace may then reach the emitter out of chunk order; each
+    keeps its record_counter. close() waits for the thread, re-raises what it raised
+    and returns the records it emitted."""
+
+    def __init__(self, emit: Callable[[Columns, dict], int]) -> None:
+        self._emit = emit
+        self._q: queue.Queue = queue.Queue(maxsize=1)
+        self._t: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.records = 0
+
+    def submit(self, cols: Columns, consts: dict) -> bool:
+        """True if this thread will emit the chunk; False: the caller emits it."""
+        if self._t is None:
+            self._t = threading.Thread(target=self._run, name=f"{threading.current_thread().name}-emit", daemon=True)
+            self._t.start()
+        try:
+            self._q.put_nowait((cols, consts))
+        except queue.Full:
+            return False
+        return True
+
+    def _run(self) -> None:
+        while (item := self._q.get()) is not None:
+            try:
+                self.records += self._emit(*item)
+            except BaseException as e:  # raised again in the caller by close()
+                self._error = self._error or e
+
+    def close(self) -> int:
+        if self._t is not None:
+            self._q.put(None)
+            self._t.join()
+            self._t = None
+        if self._error is not None:
+            raise self._error
+        return self.records
+
+
 class NetlinkCollector:
     def __init__(self, config: Config, table: NamespaceTable, sink: RecordSink) -> None:
         self.table = table
@@ -63,6 +109,7 @@ class NetlinkCollector:
         self.stopping = threading.Event()
         # skip namespaces whose sockstat counts no TCP socket (benchmarks turn it off to compare)
         self.skip_empty = True
+        self.parallel_emit = True   # a namespace's chunks encoded on two threads (SecondEmitter)
         self.config = None
         tune_malloc()
         self.configure(config)
@@ -272,7 +319,20 @@ class NetlinkCollector:
 
     def _poll_ns_iter(self, ns: Namespace, consts: dict, deadline: float) -> tuple[int, int, int, int] | None:
         """One namespace through the BPF iterator; None if it failed before emitting
-        anything (the caller dumps it with inet_diag instead)."""
+        anything (the caller dumps it with inet_diag instead). A namespace of several
+        chunks is emitted on two threads (see SecondEmitter)."""
+        helper = SecondEmitter(self.sink.emit) if self.parallel_emit else None
+        try:
+            done = self._iter_chunks(ns, consts, deadline, helper)
+        finally:
+            extra = helper.close() if helper is not None else 0
+        if done is None:
+            return None
+        sockets, records, errors, interrupted = done
+        return sockets, records + extra, errors, interrupted
+
+    def _iter_chunks(self, ns: Namespace, consts: dict, deadline: float,
+                     helper: "SecondEmitter | None") -> tuple[int, int, int, int] | None:
         sockets = records = 0
         try:
             for cols in self.iter.columns(lambda fn: self._in_ns(ns, fn), self.wanted, self.skip_empty,
@@ -281,8 +341,10 @@ class NetlinkCollector:
                 v6 = int(np.count_nonzero(fam == c.AF_INET6))
                 metrics.SOCKETS.labels("ipv4").inc(cols.n - v6)
                 metrics.SOCKETS.labels("ipv6").inc(v6)
+                first = not sockets
                 sockets += cols.n
-                records += self.sink.emit(cols, consts)
+                if first or helper is None or not helper.submit(cols, consts):
+                    records += self.sink.emit(cols, consts)
                 if self.stopping.is_set():
                     break
                 if time.monotonic() > deadline:

@@ -15,8 +15,12 @@ slot widths, so it is computed once and cached: small batches, whose cost is mos
 this fixed part, use slots as wide as each field's type allows and so always find
 their layout in the cache.
 
-Fields that are the same for every row (hostname, netns, timestamp of the dump...)
-are passed as `constants`, encoded once and broadcast.
+Fields that are the same for every row (hostname, netns, timestamp of the dump, uplink
+NIC and switch, a batch's one container...) are passed as `constants` and encoded once.
+Short ones are broadcast into the matrix. A long run of them between two columns
+(SPLICE_MIN bytes or more; the uplink fields are ~420) is left out of the matrix and
+copied into every record after the compaction, one memcpy per record, instead of
+riding every matrix pass byte by byte (tests/unit/test_encode_splice.py).
 """
 from __future__ import annotations
 
@@ -188,13 +192,26 @@ class _BytesSlot:
 
 
 @dataclass(frozen=True, eq=False)
+class _Splice:
+    """A run of constants left out of the byte matrix and copied into every record
+    after compaction, between the bytes of the items before it and those after it
+    (field order is kept)."""
+    consts: tuple[int, ...]     # indices in plan.const_specs, field order
+    length: int
+    e_rows: np.ndarray          # rows of E whose bytes come before it in a record...
+    fixed: int                  # ...plus this many bytes of matrix constants
+    after: bool                 # e_rows/fixed count what comes after it instead (fewer rows to sum)
+
+
+@dataclass(frozen=True, eq=False)
 class _Layout:
     """Body rows of the (slots x rows) byte matrix for one plan and set of slot widths.
 
     Every body row belongs to one item (a var field, a bytes column, or constants) and
     is kept for a record iff its offset in that item's run is below the item's encoded
     length in that record: E[row_item] holds those lengths (0 = field absent), so the
-    whole keep-mask is one comparison. Constants are rows of E set to _ALWAYS.
+    whole keep-mask is one comparison. Constants in the matrix are rows of E set to
+    _ALWAYS; long runs of constants are spliced in after compaction (`splices`).
     """
     groups: tuple[_Group, ...]
     byte_slots: tuple[_BytesSlot, ...]
@@ -203,8 +220,13 @@ class _Layout:
     e_height: int              # var fields, bytes columns, then the _ALWAYS row
     row_item: np.ndarray       # body row -> row of E
     row_offset: np.ndarray     # (rows, 1) body row -> offset in its item's run
-    static_rows: np.ndarray    # tag bytes, then the constants' bytes
+    static_rows: np.ndarray    # tag bytes, then the matrix constants' bytes
     tag_bytes: bytes           # values of the tag rows; the constants' bytes follow per call
+    inline: tuple[int, ...]    # constants in the matrix (indices in plan.const_specs)
+    splices: tuple[_Splice, ...]
+
+
+SPLICE_MIN = 64   # bytes: a shorter run costs less in the matrix than its splice
 
 
 @functools.lru_cache(maxsize=64)
@@ -228,6 +250,11 @@ def _make_layout(plan: _Plan, widths: tuple[int, ...], bws: tuple[int, ...], cle
     const_rows: list[int] = []
     value_rows: dict[int, list[int]] = {}   # var field -> its value rows
     byte_slots = []
+    inline: list[int] = []
+    splices: list[tuple[tuple[int, ...], int, list[int], int]] = []
+    before: list[int] = []   # E rows of the items placed so far
+    fixed = 0                # bytes of matrix constants placed so far
+    run_: list[int] = []     # constants since the last item that has bytes
 
     def run(item: int, length: int) -> int:
         start = len(row_item)
@@ -235,28 +262,52 @@ def _make_layout(plan: _Plan, widths: tuple[int, ...], bws: tuple[int, ...], cle
         row_offset.extend(range(length))
         return start
 
+    def close_run() -> None:
+        nonlocal fixed
+        length = sum(clens[i] for i in run_)
+        if length >= SPLICE_MIN:
+            splices.append((tuple(run_), length, list(before), fixed))
+        else:
+            for i in run_:
+                start = len(row_item)
+                row_item.extend([always] * clens[i])
+                row_offset.extend([0] * clens[i])
+                const_rows.extend(range(start, start + clens[i]))
+                inline.append(i)
+                fixed += clens[i]
+        run_.clear()
+
     for kind, i in plan.items:
         if kind == "var":
             if not widths[i]:
                 continue
+            close_run()
             tag = plan.var_tags[i]
             start = run(e_row_of[i], len(tag) + widths[i])
             tag_rows.extend(range(start, start + len(tag)))
             tag_bytes += tag
             value_rows[i] = list(range(start + len(tag), start + len(tag) + widths[i]))
+            before.append(e_row_of[i])
         elif kind == "bytes":
             if not bws[i]:
                 continue
+            close_run()
             tag = plan.bytes_tags[i]
             start = run(n_var + i, len(tag) + 1 + bws[i])
             tag_rows.extend(range(start, start + len(tag)))
             tag_bytes += tag
             byte_slots.append(_BytesSlot(i, start + len(tag), bws[i]))
+            before.append(n_var + i)
         elif clens[i]:
-            start = len(row_item)
-            row_item.extend([always] * clens[i])
-            row_offset.extend([0] * clens[i])
-            const_rows.extend(range(start, start + clens[i]))
+            run_.append(i)
+    close_run()
+
+    spl = []
+    for consts, length, rows_before, fixed_before in splices:
+        rows_after = before[len(rows_before):]
+        after = len(rows_after) < len(rows_before)
+        spl.append(_Splice(consts, length, np.array(rows_after if after else rows_before, dtype=np.intp),
+                           fixed - fixed_before if after else fixed_before, after))
 
     groups = []
     n_class0 = plan.var_class.count(0)
@@ -271,7 +322,44 @@ def _make_layout(plan: _Plan, widths: tuple[int, ...], bws: tuple[int, ...], cle
     return _Layout(tuple(groups), tuple(byte_slots), slice(n_var, always),
                    np.array([len(t) + 1 for t in plan.bytes_tags], dtype=np.uint8)[:, None], always + 1,
                    np.array(row_item, dtype=np.intp), np.array(row_offset, dtype=np.uint8)[:, None],
-                   np.array(tag_rows + const_rows, dtype=np.intp), bytes(tag_bytes))
+                   np.array(tag_rows + const_rows, dtype=np.intp), bytes(tag_bytes), tuple(inline), tuple(spl))
+
+
+def _windows(buf: np.ndarray, width: int, count: int) -> np.ndarray:
+    """`count` overlapping width-byte items of buf, one starting at every byte: a
+    fancy-indexed assignment through it copies a whole run per index (one memcpy)."""
+    return np.ndarray((count,), dtype=f"V{width}", buffer=buf, offset=0, strides=(1,))
+
+
+def _splice(stream: np.ndarray, cuts: np.ndarray, blocks: list[bytes], total: int) -> np.ndarray:
+    """stream with blocks[j] inserted at its offsets cuts[:, j] (ascending in row-major
+    order): `total` bytes.
+
+    The stream is cut into pieces at the cuts; every piece and every block is moved by
+    one fancy-indexed assignment through _windows(), one memcpy each whatever its
+    length. Pieces are copied as windows of the longest piece's width, in ascending
+    order (numpy assigns in index order), so the excess tail of each lands where a
+    later piece or a block is written; the output has that width of slack, and the
+    last pieces, whose window would read past the stream, are copied exactly."""
+    n, m = cuts.shape
+    s_len = len(stream)
+    sizes = np.fromiter(map(len, blocks), np.int64, m)
+    flat = cuts.reshape(-1)
+    # a block lands at its cut, moved by every block before it
+    before = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    dest = flat + (np.arange(n, dtype=np.int64)[:, None] * int(sizes.sum()) + before).reshape(-1)
+    src = np.concatenate([[0], flat])
+    dst = np.concatenate([[0], dest + np.tile(sizes, n)])
+    lens = np.diff(np.append(src, s_len))
+    width = max(int(lens.max()), 1)
+    out = np.empty(total + width, dtype=np.uint8)
+    k = int(np.searchsorted(src, s_len - width, side="right"))
+    _windows(out, width, total + 1)[dst[:k]] = _windows(stream, width, s_len - width + 1)[src[:k]]
+    for a, b, ln in zip(src[k:].tolist(), dst[k:].tolist(), lens[k:].tolist()):
+        out[b:b + ln] = stream[a:a + ln]
+    for j, blk in enumerate(blocks):
+        _windows(out, len(blk), total - len(blk) + 1)[dest[j::m]] = np.frombuffer(blk, dtype=f"V{len(blk)}")[0]
+    return out[:total]
 
 
 def encode_rows(columns: Mapping[str, Any], n: int, constants: Mapping[str, Any] | None = None) -> tuple[bytes, np.ndarray]:
@@ -349,13 +437,27 @@ def encode_rows(columns: Mapping[str, Any], n: int, constants: Mapping[str, Any]
     K[1:head] = hsize > _J[:hwidth]
     np.less(lay.row_offset, E[lay.row_item], out=K[head:])
     body = M[head:]
-    body[lay.static_rows] = np.frombuffer(lay.tag_bytes + b"".join(blobs), dtype=np.uint8)[:, None]
+    body[lay.static_rows] = np.frombuffer(lay.tag_bytes + b"".join(blobs[i] for i in lay.inline),
+                                          dtype=np.uint8)[:, None]
     for g, b in zip(lay.groups, vbytes):
         body[g.value_rows] = b
     for s in lay.byte_slots:
         col = bcols[s.col]
         body[s.len_row] = col.lengths
         body[s.len_row + 1:s.len_row + 1 + s.width] = col.data[:, :s.width].T
-    out = M.T[K.T].tobytes()
+    stream = M.T[K.T]
     row_ends = np.cumsum(1 + hsize.astype(np.int64) + rs)
-    return out, row_ends
+    if not lay.splices:
+        return stream.tobytes(), row_ends
+
+    # where each spliced run goes in the stream: after the record's header and the
+    # items before it (or before the items after it, whichever are fewer to sum)
+    spliced = sum(sp.length for sp in lay.splices)
+    s_row_len = 1 + hsize.astype(np.int64) + rs - spliced
+    starts = np.concatenate([[0], np.cumsum(s_row_len[:-1])])
+    cuts = np.empty((n, len(lay.splices)), dtype=np.int64)
+    for j, sp in enumerate(lay.splices):
+        inside = E[sp.e_rows].sum(axis=0, dtype=np.int64) + sp.fixed
+        cuts[:, j] = starts + (s_row_len - inside if sp.after else 1 + hsize + inside)
+    blocks = [b"".join(blobs[i] for i in sp.consts) for sp in lay.splices]
+    return _splice(stream, cuts, blocks, int(row_ends[-1])).tobytes(), row_ends
