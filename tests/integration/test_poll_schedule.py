@@ -125,10 +125,12 @@ def test_triggered_poll_leaves_the_grid(make_netns):
         d.stop()
         t.join(10)
         offsets = [(s - t0) / period for s in starts]
-        # ticks 0, 1, 2, 3 plus the triggered poll near 1.4
+        # ticks 0, 1, 2, 3 plus the triggered poll from 1.4 (a loaded host starts it up to
+        # ~0.1 s late; it must still run before tick 2, not wait for it)
         assert len(offsets) == 5, offsets
-        scheduled = [o for o in offsets if abs(o - 1.4) > 0.1]
-        assert len(scheduled) == 4, offsets
-        assert all(abs(o - round(o)) < 0.1 for o in scheduled), offsets
+        on_tick = [o for o in offsets if abs(o - round(o)) < 0.1]
+        triggered = [o for o in offsets if abs(o - round(o)) >= 0.1]
+        assert [round(o) for o in on_tick] == [0, 1, 2, 3], offsets
+        assert len(triggered) == 1 and 1.4 <= triggered[0] < 1.85, offsets
     finally:
         d.close()
