@@ -175,19 +175,24 @@ def main() -> int:
         print(f"load average at the start {load0:.2f}, at the end {os.getloadavg()[0]:.2f}")
         return 0 if os.waitstatus_to_exitcode(status) == 0 else 1
     finally:
-        if pop:
-            pop.stdin.close()
-            pop.terminate()
-            try:
-                pop.wait(120)   # closing 100,000 sockets takes a while on a busy host
-            except subprocess.TimeoutExpired:
-                pop.kill()
-                pop.wait()
-        # workers a killed population left behind: only this run's processes live in NS
-        left = subprocess.run(["ip", "netns", "pids", NS], capture_output=True, text=True).stdout.split()
-        for pid in left:
-            os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", NS])
+        stop_population(pop, NS)
+
+
+def stop_population(pop: subprocess.Popen | None, ns: str) -> None:
+    """End a population.py run and delete its namespace, workers included."""
+    if pop:
+        pop.stdin.close()
+        pop.terminate()
+        try:
+            pop.wait(120)   # closing 100,000 sockets takes a while on a busy host
+        except subprocess.TimeoutExpired:
+            pop.kill()
+            pop.wait()
+    # workers a killed population left behind: only this run's processes live in ns
+    left = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+    for pid in left:
+        os.kill(int(pid), signal.SIGKILL)
+    subprocess.run(["ip", "netns", "del", ns])
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import numpy as np  # noqa: E402
 
 from bench_encode import CONSTS, events  # noqa: E402
-from bench_poll import settle  # noqa: E402
+from bench_poll import settle, stop_population  # noqa: E402
 from xtcp2.ebpf.records import close_columns  # noqa: E402
 from xtcp2.records.encode import encode_rows  # noqa: E402
 
@@ -101,19 +100,7 @@ def bench_poll(connections: int, repeat: int) -> None:
         # steadier than wall time when other work shares the cores
         report(f"poll of {records} sockets, CPU", cpu, {})
     finally:
-        if pop:
-            pop.stdin.close()
-            pop.terminate()
-            try:
-                pop.wait(120)   # closing 100,000 sockets takes a while on a busy host
-            except subprocess.TimeoutExpired:
-                pop.kill()
-                pop.wait()
-        # workers a killed population left behind: only this run's processes live in ns
-        left = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
-        for pid in left:
-            os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", ns])
+        stop_population(pop, ns)
 
 
 def report(what: str, times: dict, sizes: dict) -> None:

@@ -111,8 +111,7 @@ KEEPALIVE_GAP = {"inet_diag_msg_timer", "inet_diag_msg_expires", "inet_diag_msg_
 
 
 def _keepalive_gap(field: str, want_timer, got_timer) -> bool:
-    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
-    return (major, minor) == (6, 1) and field in KEEPALIVE_GAP and want_timer == 2 and not got_timer
+    return _kernel() == (6, 1) and field in KEEPALIVE_GAP and want_timer == 2 and not got_timer
 
 
 def _moved_ok(field: str, a, b, timer_running: bool, elapsed: float) -> bool:
@@ -124,10 +123,14 @@ def _moved_ok(field: str, a, b, timer_running: bool, elapsed: float) -> bool:
 BOUND_INACTIVE = 7  # TCP_CLOSE: the one bound-only socket, listed by inet_diag only
 
 
+def _kernel() -> tuple[int, int]:
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    return major, minor
+
+
 def _only_inet_diag() -> list[int]:
     """What inet_diag lists and the iterator cannot: the bound-only socket, on 6.6+."""
-    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
-    return [BOUND_INACTIVE] if (major, minor) >= (6, 6) else []
+    return [BOUND_INACTIVE] if _kernel() >= (6, 6) else []
 WANT_STATES = {"ESTABLISHED": 1, "SYN_SENT": 2, "SYN_RECV": 3, "FIN_WAIT2": 5, "TIME_WAIT": 6,
                "CLOSE_WAIT": 8, "LISTEN": 10}
 

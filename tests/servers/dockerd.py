@@ -10,12 +10,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
 import pytest
+
+from xtcp2.tools.dockerload import api_ping
 
 
 def unavailable(why: str):
@@ -56,14 +57,7 @@ class Dockerd:
         raise RuntimeError(f"dockerd did not answer within {timeout}s: {self.log_tail()}")
 
     def ping(self) -> bool:
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(2)
-                s.connect(self.sock)
-                s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-                return b" 200 " in s.recv(256)
-        except OSError:
-            return False
+        return api_ping(self.sock, timeout=2)
 
     def docker(self, *args: str, check: bool = True, timeout: float = 180) -> str:
         """stdout; with check=False a failure returns stderr instead."""

@@ -14,6 +14,7 @@ import os
 import threading
 
 from ..errors import Xtcp2Error
+from .kconfig import kconfig_override
 
 
 class LibbpfError(Xtcp2Error):
@@ -144,10 +145,8 @@ class OpenOpts(ctypes.Structure):
     ]
 
 
-def open_object(path: str, kconfig: str | None = None) -> int:
-    """bpf_object__open_file with our kconfig override (None: libbpf reads the system's)."""
+def open_object(path: str) -> int:
+    """bpf_object__open_file with our kconfig (CONFIG_HZ), never libbpf's own lookup."""
     lib = load()
-    if kconfig is None:
-        return check_ptr("bpf_object__open_file", lib.bpf_object__open_file(path.encode(), None))
-    opts = OpenOpts(sz=ctypes.sizeof(OpenOpts), kconfig=kconfig.encode())
+    opts = OpenOpts(sz=ctypes.sizeof(OpenOpts), kconfig=kconfig_override().encode())
     return check_ptr("bpf_object__open_file", lib.bpf_object__open_file(path.encode(), ctypes.byref(opts)))

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from ..errors import Xtcp2Error
 from . import libbpf
-from .kconfig import kconfig_override
 from .btf_check import rodata_u32
 from .tcp_events import EVENT_SIZE, Stat
 from .ringbuf import RingBufferReader, check_arch
@@ -115,7 +114,7 @@ class BpfProgram:
 
 
 def _open(lib, path: Path, opts: LoadOptions, use_btf: bool) -> int:
-    obj = libbpf.open_object(str(path), kconfig_override())
+    obj = libbpf.open_object(str(path))
     try:
         def prog(name: str) -> int:
             return libbpf.check_ptr(f"find program {name}", lib.bpf_object__find_program_by_name(obj, name.encode()))

@@ -16,7 +16,6 @@ import numpy as np
 
 from ..errors import Xtcp2Error
 from . import libbpf
-from .kconfig import kconfig_override
 from .btf_check import rodata_u32
 from .tcp_info import TCP_INFO_DTYPE
 
@@ -73,7 +72,7 @@ class TcpIterProgram:
         if not os.path.exists("/sys/kernel/btf/vmlinux"):
             raise Xtcp2Error("kernel has no BTF (/sys/kernel/btf/vmlinux missing): the iterator cannot load")
         lib = libbpf.load()
-        obj = libbpf.open_object(str(path), kconfig_override())
+        obj = libbpf.open_object(str(path))
         try:
             got = rodata_u32(obj, "xtcp2_iter_rec_size")
             if got is not None and got != REC_SIZE:
