@@ -337,7 +337,12 @@ def test_peer_lookup_matches_only_the_exact_connection():
         srv, _ = lst.accept()
         port = cli.getsockname()[1]
         assert lookup.uid(f"ipv4:127.0.0.1:{port}") == 0
-        srv.close()  # server side first: its end keeps the TIME_WAIT, the client's port is free
+        # The server closes first and the client waits for its EOF before closing: only the server's end
+        # keeps a TIME_WAIT, and the client's port is free. (Closing both at once can be a simultaneous
+        # close under load, which leaves the client's port in TIME_WAIT too.)
+        srv.close()
+        cli.settimeout(10)
+        assert cli.recv(1) == b""
         cli.close()
         time.sleep(0.2)
         squat = socket.socket()  # someone now listens on the client's old port
