@@ -50,14 +50,25 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-/* sock pointer -> ktime of the first state seen (SYN_SENT / SYN_RECV / ESTABLISHED).
- * An LRU hash, for both state programs: on tp_btf, socket storage (sk_storage) was
- * measured slower (its creation per socket costs more than the LRU update). */
+/* What a socket's first state (SYN_SENT / SYN_RECV / ESTABLISHED) leaves for its later
+ * events: when, and for an active open the task that called connect(). SYN_SENT is set
+ * in connect() itself, in process context; ESTABLISHED of that socket runs in softirq,
+ * where the current task is whoever was interrupted. */
+struct xtcp2_open {
+	__u64 start_ns;
+	__u32 tgid;             /* 0: not taken in process context (passive open) */
+	__u32 _pad;
+	char  comm[16];
+};
+
+/* sock pointer -> struct xtcp2_open. An LRU hash, for both state programs: on tp_btf,
+ * socket storage (sk_storage) was measured slower (its creation per socket costs more
+ * than the LRU update). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, __u64);
+	__type(value, struct xtcp2_open);
 } opened SEC(".maps");
 
 /* net cookies already reported (cookies are never reused, inodes are) */
@@ -125,34 +136,66 @@ static __always_inline struct xtcp2_event *begin(int oldstate, int newstate, __u
 	e->flags = cookie_flags;
 	e->oldstate = oldstate;
 	e->newstate = newstate;
-	e->pid = bpf_get_current_pid_tgid() >> 32;
+	if (newstate == TCP_LISTEN) { /* listen() runs in the owner's context */
+		e->pid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+		e->flags |= XTCP2_F_OWNER;
+	}
 	return e;
 }
 
-/* Starts the clock of a socket; true if the transition needs nothing more
- * (SYN_SENT / SYN_RECV, or a state we do not report). */
+/* Starts the clock of a socket (and, in connect(), notes its owner); true if the
+ * transition needs nothing more (SYN_SENT / SYN_RECV, or a state we do not report). */
 static __always_inline int opened_at(int newstate, __u64 key, __u64 now)
 {
+	struct xtcp2_open o = { .start_ns = now };
+
 	if (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV) {
-		bpf_map_update_elem(&opened, &key, &now, BPF_ANY);
+		if (newstate == TCP_SYN_SENT) {
+			o.tgid = bpf_get_current_pid_tgid() >> 32;
+			bpf_get_current_comm(o.comm, sizeof(o.comm));
+		}
+		bpf_map_update_elem(&opened, &key, &o, BPF_ANY);
 		return 1;
 	}
 	if (!wanted(newstate))
 		return 1;
-	/* an update with BPF_NOEXIST would take an LRU node first, even for a present key */
-	if (newstate == TCP_ESTABLISHED && !bpf_map_lookup_elem(&opened, &key))
-		bpf_map_update_elem(&opened, &key, &now, BPF_NOEXIST);
 	return 0;
 }
 
-/* The socket's lifetime, at TCP_CLOSE. */
+/* Copies a connect()-time owner into the event. */
+static __always_inline void owner_from(struct xtcp2_event *e, const struct xtcp2_open *o)
+{
+	if (o->tgid) {
+		e->pid = o->tgid;
+		__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
+		e->flags |= XTCP2_F_OWNER;
+	}
+}
+
+/* ESTABLISHED: the owner noted at SYN_SENT; the clock starts now if no SYN state was seen. */
+static __always_inline void established_at(struct xtcp2_event *e, __u64 key, __u64 now)
+{
+	struct xtcp2_open *o = bpf_map_lookup_elem(&opened, &key);
+	struct xtcp2_open fresh = { .start_ns = now };
+
+	if (o) {
+		owner_from(e, o);
+		return;
+	}
+	/* an update with BPF_NOEXIST would take an LRU node first, even for a present key */
+	bpf_map_update_elem(&opened, &key, &fresh, BPF_NOEXIST);
+}
+
+/* The socket's lifetime, and its owner, at TCP_CLOSE. */
 static __always_inline void closed_at(struct xtcp2_event *e, __u64 key, __u64 now)
 {
-	__u64 *start = bpf_map_lookup_elem(&opened, &key);
+	struct xtcp2_open *o = bpf_map_lookup_elem(&opened, &key);
 
-	if (start) {
-		e->duration_ns = now - *start;
+	if (o) {
+		e->duration_ns = now - o->start_ns;
 		e->flags |= XTCP2_F_DURATION;
+		owner_from(e, o);
 		bpf_map_delete_elem(&opened, &key);
 	}
 }
@@ -215,6 +258,8 @@ int BPF_PROG(xtcp2_state_btf, struct sock *sk, const int oldstate, const int new
 	if (!e)
 		return 0;
 	head_btf(e, tp);
+	if (newstate == TCP_ESTABLISHED)
+		established_at(e, (__u64)sk, now);
 	if (newstate == TCP_CLOSE) {
 		closed_at(e, (__u64)sk, now);
 		if (oldstate != TCP_LISTEN) {
@@ -268,6 +313,8 @@ int xtcp2_state_tp(struct trace_event_raw_inet_sock_set_state *ctx)
 	if (!e)
 		return 0;
 	head_probed(e, sk);
+	if (newstate == TCP_ESTABLISHED)
+		established_at(e, (__u64)sk, now);
 	if (newstate == TCP_CLOSE) {
 		closed_at(e, (__u64)sk, now);
 		if (oldstate != TCP_LISTEN) {

@@ -16,6 +16,8 @@
 #define XTCP2_F_NOCOOKIE 2 /* classic tracepoint and the socket never got a cookie */
 #define XTCP2_F_DURATION 4 /* duration_ns is valid (the open was seen) */
 #define XTCP2_F_FULLINFO 8 /* every tcp_info field below is valid too */
+#define XTCP2_F_OWNER 16   /* pid and comm name the socket's owner: the task that called
+                            * connect() (taken at SYN_SENT) or listen() */
 
 /* indices of the per-CPU `stats` array map; Python mirror: events.Stat */
 enum xtcp2_stat {
@@ -39,8 +41,10 @@ struct xtcp2_event {
 	__u16 dport;            /* host order */
 	__u8  saddr[16];        /* 4 bytes used for AF_INET */
 	__u8  daddr[16];
-	__u32 pid;              /* tgid of the current task (often the kernel's softirq) */
+	__u32 pid;              /* with XTCP2_F_OWNER: the owner's tgid (state events); the
+				 * current task's (namespace events) */
 	__u32 _pad0;
+	char  comm[16];         /* with XTCP2_F_OWNER: the owner's task name */
 	__u64 duration_ns;      /* since SYN_SENT/SYN_RECV/ESTABLISHED, with XTCP2_F_DURATION */
 	/* at TCP_CLOSE (XTCP2_F_COUNTERS / XTCP2_F_FULLINFO): what tcp_get_info() would say.
 	 * Not the queues: a socket reaches TCP_CLOSE (FIN_WAIT2 -> TIME_WAIT) while its

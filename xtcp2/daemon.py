@@ -39,7 +39,7 @@ class Daemon:
         self.sink.add_join(self.uplinks.stamp)  # uplink1_* / uplink2_* on every record
         self._stop = HeartbeatEvent()  # the mode's run loop checks it every turn: its heartbeat
         self._lock = threading.Lock()
-        parts = Parts(self.table, self.collector, self.sink)
+        parts = Parts(self.table, self.collector, self.sink, learn_owners=self.identity.learn)
         self.mode: Mode
         if use_bpf:
             from .modes.bpf import BpfMode

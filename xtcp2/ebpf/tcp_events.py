@@ -26,6 +26,7 @@ F_COUNTERS = 1
 F_NOCOOKIE = 2
 F_DURATION = 4
 F_FULLINFO = 8
+F_OWNER = 16     # pid and comm name the owner: the task in connect() (at SYN_SENT) or listen()
 
 TCP_ESTABLISHED = 1
 TCP_SYN_SENT = 2
@@ -37,7 +38,7 @@ EVENT_DTYPE = np.dtype([
     ("ktime_ns", "<u8"), ("cookie", "<u8"), ("net_cookie", "<u8"), ("netns_ino", "<u4"),
     ("kind", "<u2"), ("family", "<u2"), ("oldstate", "u1"), ("newstate", "u1"), ("flags", "<u2"),
     ("sport", "<u2"), ("dport", "<u2"), ("saddr", "u1", 16), ("daddr", "u1", 16), ("pid", "<u4"), ("_pad0", "<u4"),
-    ("duration_ns", "<u8"),
+    ("comm", "S16"), ("duration_ns", "<u8"),
     *TCP_INFO_FIELDS,  # struct xtcp2_tcp_info ti, flattened (same bytes)
 ])
 EVENT_SIZE = EVENT_DTYPE.itemsize  # checked against the object's xtcp2_event_size at load

@@ -172,6 +172,38 @@ class IdentityJoin:
         self._comm = _table([_clip(p.comm) for p in self._procs])
         stats.CACHE.labels("processes").set(len(self._procs))
 
+    # ---- owners the kernel saw (bpf mode) ---------------------------------------------------
+    def learn(self, cookies: np.ndarray, pids: np.ndarray, comms: np.ndarray) -> int:
+        """Owners that bpf mode took in process context (the task in connect() or listen()):
+        their sockets are cached by cookie, so the join needs no /proc walk for them. The
+        process is read from /proc as the walk would (comm of the process, as `ss -p`
+        prints, not of the calling thread); one that already exited keeps the event's pid
+        and comm. Returns the sockets added."""
+        if not self.resolve_process or not len(cookies):
+            return 0
+        cookies = np.asarray(cookies, np.uint64)
+        with self._lock:
+            keep = cookies != 0
+            if len(self._keys):
+                keep &= ~np.isin(cookies, self._keys)
+            if not keep.any():
+                return 0
+            new, first = np.unique(cookies[keep], return_index=True)
+            pids = np.asarray(pids)[keep][first]
+            comms = np.asarray(comms)[keep][first]
+            upids, inv = np.unique(pids, return_inverse=True)
+            rows = self._process_rows(upids.tolist())
+            gone = [i for i, r in enumerate(rows) if r < 0]
+            if gone:
+                for i in gone:
+                    rows[i] = len(self._procs)   # no _proc_row entry: the pid may be reused
+                    comm = bytes(comms[np.flatnonzero(inv == i)[0]]).decode("utf-8", "replace")
+                    self._procs.append(Process(int(upids[i]), comm, -1, None, ""))
+                self._rebuild_process_arrays()
+            self._insert(new, np.array(rows, np.int32)[inv], time.monotonic())
+        stats.OWNERS_LEARNED.inc(len(new))
+        return len(new)
+
     # ---- sockets -----------------------------------------------------------------------
     def _lookup(self, cookies: np.ndarray, now: float) -> np.ndarray:
         """Process-table row per cookie, -1 when the socket is not cached."""

@@ -13,3 +13,5 @@ DOCKER_REQUESTS = Counter("xtcp2_identity_docker_requests_total", "Docker Engine
 DOCKER_EVENTS = Counter("xtcp2_identity_docker_events_total", "Container events read from the Docker Engine API", ["action"])
 CACHE = Gauge("xtcp2_identity_cache_entries", "Entries in the identity caches", ["cache"])
 RECORDS = Counter("xtcp2_identity_records_total", "Records by what enrichment found for them", ["found"])
+OWNERS_LEARNED = Counter("xtcp2_identity_owners_from_events_total",
+                         "Sockets whose owner bpf mode took at connect() or listen(), with no /proc walk")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
+
+import numpy as np
 
 from ..collect import NetlinkCollector
 from ..config import Config
@@ -19,6 +21,8 @@ class Parts:
     table: NamespaceTable
     collector: NetlinkCollector
     sink: RecordSink
+    # bpf mode hands it the owners it saw at connect()/listen(): (cookies, pids, comms)
+    learn_owners: Callable[[np.ndarray, np.ndarray, np.ndarray], int] | None = None
 
 
 class Mode(Protocol):

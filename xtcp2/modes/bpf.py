@@ -52,6 +52,7 @@ class BpfMode:
         self.config = config
         self.table = parts.table
         self.collector = parts.collector
+        self.learn_owners = parts.learn_owners
         self.use_destroy_groups = use_destroy_groups
         # Every step has a fixed cost (decode + encode ~ms whatever the row count): under
         # churn, steps at most every min_step so batches grow instead of steps multiplying.
@@ -199,6 +200,11 @@ class BpfMode:
             BPF_EVENTS.labels("state").inc(int((ev["kind"] == E.EV_STATE).sum()))
             BPF_EVENTS.labels("netns").inc(int((ev["kind"] == E.EV_NETNS).sum()))
             self.tracker.ingest(ev, now)
+            if self.learn_owners is not None:
+                # before the lookups of these opens: their records find the owner cached
+                owned = ev[((ev["flags"] & E.F_OWNER) != 0) & (ev["kind"] == E.EV_STATE)]
+                if len(owned):
+                    self.learn_owners(owned["cookie"], owned["pid"], owned["comm"])
             if drained:
                 break
         return drained
