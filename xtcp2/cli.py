@@ -292,12 +292,13 @@ def run_daemon(argv: Sequence[str]) -> int:
         print(f"xtcp2: {line}", file=sys.stdout if ok else sys.stderr)
         return 0 if ok else 1
     setup_logging(cfg.debug_level, given.values.get("log_level"), given.values.get("log_format", "text"))
-    use_bpf = False
+    bpf_program = None
     if cfg.once and cfg.collector == "auto":
         cfg = _once_collector(cfg)
     if not cfg.once:
-        from .ebpf import select_mode
-        use_bpf, why = select_mode(cfg.mode)  # --mode bpf that cannot run: Xtcp2Error, one line
+        from .ebpf import load_for_mode
+        # --mode bpf that cannot run: Xtcp2Error, one line
+        bpf_program, why = load_for_mode(cfg.mode, cfg.bpf_ringbuf_bytes)
         log.info("%s", why)
     from .api.control_plane import preflight, start_control_plane
     from .daemon import Daemon
@@ -305,8 +306,10 @@ def run_daemon(argv: Sequence[str]) -> int:
     from .api.pyroscope_push import start_pyroscope
     stop_pyroscope = start_pyroscope(cfg)  # before the daemon: start-up is profiled too
     try:
-        daemon = Daemon(cfg, use_bpf=use_bpf)
+        daemon = Daemon(cfg, use_bpf=bpf_program is not None, bpf_program=bpf_program)
     except BaseException:
+        if bpf_program is not None:
+            bpf_program.close()
         if stop_pyroscope is not None:
             stop_pyroscope()
         raise
@@ -328,7 +331,7 @@ def run_daemon(argv: Sequence[str]) -> int:
         from .api.loss_log import LossReporter
         losses = LossReporter(_loss_interval(os.environ.get("XTCP2_LOSS_LOG_INTERVAL", "")))
         losses.start()
-        if use_bpf:
+        if bpf_program is not None:
             log.info("xtcp2 %s: bpf events, refresh every %.3gs, to %s as %s", __version__, cfg.poll_frequency,
                      cfg.dest, cfg.marshal_to)
         else:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class Daemon:
-    def __init__(self, config: Config, use_bpf: bool = False) -> None:
+    def __init__(self, config: Config, use_bpf: bool = False, bpf_program=None) -> None:
         config.validate()
         self._config = config
         from .identity.cgroup import namespace_owner
@@ -43,7 +43,7 @@ class Daemon:
         self.mode: Mode
         if use_bpf:
             from .modes.bpf import BpfMode
-            self.mode = BpfMode(config, parts)
+            self.mode = BpfMode(config, parts, program=bpf_program)   # None: it loads its own
             log.info("bpf programs attached (%s)", self.mode.start())
         else:
             from .modes.poll import PollMode

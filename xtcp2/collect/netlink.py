@@ -12,7 +12,6 @@ import os
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -102,7 +101,7 @@ class NetlinkCollector:
         self.sink = sink
         self._local = threading.local()
         self._captured = 0
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool = None   # a ThreadPoolExecutor of -netlinkers, made by the first poll of 2+ namespaces
         self.iter = None  # xtcp2.ebpf.tcp_iter.IterCollector when -collector picks the BPF iterator
         # set by stop(): a poll in progress gives up between chunks, queued namespaces are
         # skipped, so SIGTERM does not wait for a full pass over hundreds of namespaces
@@ -120,10 +119,14 @@ class NetlinkCollector:
         self.config = config
         self.ext = c.ext_mask(config.enabled_deserializers)
         self.wanted = c.wanted_attrs(config.enabled_deserializers)
-        if self._pool is None or self._pool._max_workers != config.netlinkers:
-            old, self._pool = self._pool, ThreadPoolExecutor(config.netlinkers, thread_name_prefix="netlinker")
-            if old:
-                old.shutdown(wait=False)
+        if self._pool is not None and self._pool._max_workers != config.netlinkers:
+            old, self._pool = self._pool, self._new_pool(config.netlinkers)
+            old.shutdown(wait=False)
+
+    @staticmethod
+    def _new_pool(workers: int):
+        from concurrent.futures import ThreadPoolExecutor
+        return ThreadPoolExecutor(workers, thread_name_prefix="netlinker")
 
     def _select_backend(self, collector: str) -> None:
         """-collector: the BPF iterator (iter), inet_diag (netlink), or iter where it loads (auto)."""
@@ -226,9 +229,17 @@ class NetlinkCollector:
         t0 = time.perf_counter()
         nss = self.table.namespaces() if namespaces is None else namespaces
         stats = PollStats(namespaces=len(nss))
-        futures = [(ns, self._pool.submit(self._poll_ns, ns, trigger)) for ns in nss]
-        for ns, fut in futures:
-            sockets, records, errors, interrupted = fut.result()
+        if len(nss) == 1 and self._pool is None:
+            # one namespace, and never more so far (a one-shot run, a host with no containers):
+            # polled on this thread, no pool. Once a pool exists every poll uses it, so one
+            # namespace's big dumps never fill the chunk buffers of two threads.
+            results = [(nss[0], self._poll_ns(nss[0], trigger))]
+        else:
+            if self._pool is None:
+                self._pool = self._new_pool(self.config.netlinkers)
+            futures = [(ns, self._pool.submit(self._poll_ns, ns, trigger)) for ns in nss]
+            results = [(ns, fut.result()) for ns, fut in futures]
+        for ns, (sockets, records, errors, interrupted) in results:
             stats.sockets += sockets
             stats.records += records
             stats.errors += errors

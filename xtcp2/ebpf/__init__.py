@@ -13,18 +13,37 @@ def available() -> tuple[bool, str]:
     return _available()
 
 
-def select_mode(mode: str) -> tuple[bool, str]:
-    """--mode policy: (use bpf?, line to log). poll -> poll; auto -> bpf if it loads here,
-    else poll, saying why; bpf -> bpf, or Xtcp2Error with the actionable reason."""
+def load_for_mode(mode: str, ringbuf_bytes: int | None = None):
+    """--mode policy: (the loaded and attached BpfProgram or None for poll, line to log).
+    poll -> poll; auto -> bpf if it loads here, else poll, saying why; bpf -> bpf, or
+    Xtcp2Error with the actionable reason. The program that answered the question is
+    the one the daemon runs: a second load would verify every program again (~50 ms)."""
     from ..errors import Xtcp2Error
 
     if mode == "poll":
-        return False, "mode poll"
-    ok, why = available()
+        return None, "mode poll"
+    from . import loader
+    opts = loader.LoadOptions() if ringbuf_bytes is None else loader.LoadOptions(ringbuf_bytes=ringbuf_bytes)
+    try:
+        bp = loader.load(opts)
+    except Xtcp2Error as e:
+        bp, why = None, str(e)
+    except OSError as e:
+        bp, why = None, f"BPF unavailable: {e}"
+    else:
+        why = f"BPF programs load and attach ({bp.attach_kind})"
     if mode == "bpf":
-        if not ok:
+        if bp is None:
             raise Xtcp2Error(f"--mode bpf cannot run here: {why}")
-        return True, f"mode bpf: {why}"
-    if ok:
-        return True, f"mode auto: using bpf ({why})"
-    return False, f"mode auto: using poll (bpf unavailable: {why})"
+        return bp, f"mode bpf: {why}"
+    if bp is not None:
+        return bp, f"mode auto: using bpf ({why})"
+    return None, f"mode auto: using poll (bpf unavailable: {why})"
+
+
+def select_mode(mode: str) -> tuple[bool, str]:
+    """load_for_mode(), as (use bpf?, line to log), the program unloaded again."""
+    bp, why = load_for_mode(mode, ringbuf_bytes=1 << 16)
+    if bp is not None:
+        bp.close()
+    return bp is not None, why

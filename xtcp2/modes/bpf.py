@@ -48,7 +48,8 @@ class BpfMode:
 
     def __init__(self, config: Config, parts: Parts,
                  coalesce_threshold: int = 16, load_options: loader.LoadOptions | None = None,
-                 use_destroy_groups: bool = True, min_step: float = 0.01) -> None:
+                 use_destroy_groups: bool = True, min_step: float = 0.01,
+                 program: loader.BpfProgram | None = None) -> None:
         self.config = config
         self.table = parts.table
         self.collector = parts.collector
@@ -61,7 +62,7 @@ class BpfMode:
         self._errors = 0
         self.tracker = Tracker(window=config.bpf_coalesce_window, close_wait=config.bpf_close_wait)
         self.load_options = load_options or loader.LoadOptions(ringbuf_bytes=config.bpf_ringbuf_bytes)
-        self.bp: loader.BpfProgram | None = None
+        self.bp: loader.BpfProgram | None = program   # already loaded (the --mode probe's), else start() loads
         self.watcher = DestroyWatcher()
         self.stats = {"open": 0, "close_destroy": 0, "close_bpf": 0, "refresh": 0, "resync": 0}
         self.stage = Stage(parts.sink)
@@ -69,6 +70,7 @@ class BpfMode:
         self.closes = CloseReconciler(self.table, self.resolver, self.tracker, self.watcher, self.stage, self.stats)
         self.lookups = Lookups(config, self.resolver, self.tracker, self.stage, self.stats, coalesce_threshold)
         self.drain: RingDrain | None = None  # exists while run() runs
+        self._started = False
         self._drops_seen = 0
         self._filtered_seen = 0
         self._resync_reason = ""
@@ -95,7 +97,8 @@ class BpfMode:
 
     def start(self) -> str:
         """Load and attach; raises Xtcp2Error with the reason if BPF cannot run."""
-        self.bp = loader.load(self.load_options)
+        if self.bp is None:
+            self.bp = loader.load(self.load_options)
         if self.tracker.close_wait == 0:
             # BPF close records go out first: their broadcasts are dropped in the kernel
             self.watcher.filter_fd = self.bp.filter_fd
@@ -103,6 +106,7 @@ class BpfMode:
         if self.bp.fallback_reason:
             how += f" (tp_btf unavailable: {self.bp.fallback_reason})"
         self._drops_seen = self.bp.drop_counts()[0]
+        self._started = True
         return how
 
     def close(self) -> None:
@@ -112,7 +116,7 @@ class BpfMode:
             self.bp = None
 
     def run(self, stop: threading.Event, max_seconds: float | None = None) -> None:
-        if self.bp is None:
+        if not self._started:
             self.start()
         self.drain = RingDrain(self.bp.reader)
         self.lookups.busy = self.drain.busy

@@ -10,7 +10,6 @@ grid alone. -pollJitterPct moves each poll around its tick, never the grid.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from typing import Callable
@@ -23,6 +22,11 @@ from .base import Parts
 log = logging.getLogger(__name__)
 
 PUMP_SLICE = 0.1  # s: the longest a broadcast waits in the kernel while the mode waits for a tick
+
+
+def _uniform(a: float, b: float) -> float:
+    import random   # only a daemon's loop jitters: a one-shot run does not import it
+    return random.uniform(a, b)
 
 
 class PollMode:
@@ -70,7 +74,7 @@ class PollMode:
         cfg = self.config
         if cfg.poll_jitter_pct:
             # spread a fleet that starts together
-            stop.wait(random.uniform(0, cfg.poll_frequency * cfg.poll_jitter_pct / 100.0))
+            stop.wait(_uniform(0, cfg.poll_frequency * cfg.poll_jitter_pct / 100.0))
         period = cfg.poll_frequency
         tick = time.monotonic()   # the grid point the next scheduled poll belongs to
         due = tick                # tick moved by jitter
@@ -116,7 +120,7 @@ class PollMode:
     def _jitter(self) -> float:
         cfg = self.config
         j = cfg.poll_frequency * cfg.poll_jitter_pct / 100.0
-        return random.uniform(-j, j) if j else 0.0
+        return _uniform(-j, j) if j else 0.0
 
     def _wait(self, seconds: float) -> None:
         """Wait for the next tick (or a wake-up), reading close records meanwhile."""

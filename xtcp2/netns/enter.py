@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
 CLONE_NEWNET = 0x40000000
@@ -31,6 +30,7 @@ class NetnsEnterer:
     """Owns the worker thread and a handle on the daemon's own namespace."""
 
     def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor   # not imported by runs that stay home (--once)
         self._home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netns-enter")
         self._lock = threading.Lock()
