@@ -58,14 +58,15 @@ class NamespaceTable:
         self.owner = owner   # names a namespace after its container (see discover())
         self.by_key: dict[tuple[int, int], Namespace] = {}
         self.unmatched: list[str] = []  # --netns names no discovery source lists (yet)
-        self._enter = NetnsEnterer()
+        self._enter: NetnsEnterer | None = None   # made on the first entry into another namespace
         self._lock = threading.Lock()
+        self._enter_lock = threading.Lock()
 
     def _open(self, ref: NetnsRef) -> Namespace | None:
         def make() -> DiagSocket:
             return DiagSocket.open(self.recv_size, self.timeout_ms)
         try:
-            diag = make() if ref.source == "self" else self._enter.run_in(ref.path, make)
+            diag = make() if ref.source == "self" else self.enter().run_in(ref.path, make)
         except (OSError, TimeoutError) as e:
             NAMESPACE_ERRORS.labels("enter").inc()
             log.warning("netns %s (inode %d): cannot open a socket inside: %s", ref.name, ref.inode, e)
@@ -142,7 +143,10 @@ class NamespaceTable:
         return None
 
     def enter(self) -> NetnsEnterer:
-        return self._enter
+        with self._enter_lock:
+            if self._enter is None:
+                self._enter = NetnsEnterer()
+            return self._enter
 
     def close(self) -> None:
         with self._lock:
@@ -152,4 +156,7 @@ class NamespaceTable:
         if count:
             log.info("closed the sockets of %d namespace(s)", count)
         NAMESPACES.set(0)
-        self._enter.close()
+        with self._enter_lock:
+            if self._enter is not None:
+                self._enter.close()
+                self._enter = None
