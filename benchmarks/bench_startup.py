@@ -60,19 +60,25 @@ def inner(runs: int, with_iter: bool) -> int:
     env = dict(os.environ, PYTHONPATH=ROOT)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     py = sys.executable
+    # xtcp2 sets OPENBLAS_NUM_THREADS=1 for itself (no BLAS threads at numpy's import): the
+    # reference is plain `import numpy`, and the same import with that setting is shown too
     cmds = {"numpy": [py, "-c", "import numpy"],
+            "numpy_blas1": [py, "-c", "import numpy"],
             "once": [py, "-m", "xtcp2", "--once", "--netns", "self"]}
     if with_iter:
         cmds["once_iter"] = [py, "-m", "xtcp2", "--once", "--netns", "self", "-collector", "iter"]
-    for cmd in cmds.values():  # warm-up: page cache, and the kernel's BTF for the iterator
-        run(cmd, env)
+    envs = {k: env for k in cmds}
+    envs["numpy_blas1"] = dict(env, OPENBLAS_NUM_THREADS="1")
+    for k, cmd in cmds.items():  # warm-up: page cache, and the kernel's BTF for the iterator
+        run(cmd, envs[k])
     res: dict[str, list[dict]] = {k: [] for k in cmds}
     for _ in range(runs):
         for k, cmd in cmds.items():
-            res[k].append(run(cmd, env))
+            res[k].append(run(cmd, envs[k]))
     print(f"load average {os.getloadavg()[0]:.2f}; {runs} runs each, in turn; medians")
     print(f"{'command':<32} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9} {'wall/numpy':>11} {'cpu/numpy':>10}")
-    names = {"numpy": "python -c 'import numpy'", "once": "xtcp2 --once --netns self",
+    names = {"numpy": "python -c 'import numpy'", "numpy_blas1": "  ... OPENBLAS_NUM_THREADS=1",
+             "once": "xtcp2 --once --netns self",
              "once_iter": "  ... -collector iter"}
     for k in cmds:
         med = {f: statistics.median(r[f] for r in res[k]) for f in ("wall", "cpu", "rss_mib")}

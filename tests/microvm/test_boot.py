@@ -120,8 +120,9 @@ def test_tcp_stress_microvm_with_docker_containers_or_the_fallback(docker):
 
 @pytest.mark.timeout(600)
 def test_collectors_microvm_iterator_matches_inet_diag_on_6_1():
-    """tests/ebpf/test_iter.py run inside the guest: the iterator object, built against
-    this host's BTF, loads on 6.1 and yields what 6.1's inet_diag does."""
+    """tests/ebpf/test_iter.py and test_owner.py run inside the guest: the BPF objects,
+    built against this host's BTF, load on 6.1; the iterator yields what 6.1's inet_diag
+    does, and bpf mode names owners at connect() and listen()."""
     r = subprocess.run([sys.executable, "-m", "xtcp2.tools.microvm", "collectors", "-cacheDir", CACHE,
                         "-timeout", "420s"], capture_output=True, text=True, timeout=500)
     out = r.stdout

@@ -611,10 +611,12 @@ def guest_lifecycle(args, bindir: str, daemon: Daemon, probes=None) -> bool:
 
 
 def guest_collectors_compare() -> bool:
-    """The iterator-vs-inet_diag field-by-field test, run on the guest's kernel: the BPF
-    object was built against the host's BTF, so this is where CO-RE has to prove itself."""
+    """The iterator-vs-inet_diag field-by-field test, and bpf mode's owner capture at
+    connect() and listen(), run on the guest's kernel: the BPF objects were built against
+    the host's BTF, so this is where CO-RE has to prove itself."""
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     test = os.path.join(repo, "tests", "ebpf", "test_iter.py")
+    tests = [test, os.path.join(repo, "tests", "ebpf", "test_owner.py")]
     if not os.path.exists(test):  # an installed wheel has no tests
         print("XTCP2_MICROVM_ITER_COMPARE_SKIP no tests/ in this install", flush=True)
         return True
@@ -628,7 +630,7 @@ def guest_collectors_compare() -> bool:
         from ..ebpf.libbpf import recent_lines
         for line in recent_lines(40):
             print(f"XTCP2_MICROVM_ITER_LOAD_LOG {line}", flush=True)
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=short", test],
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=short", *tests],
                        cwd=repo, capture_output=True, text=True, timeout=600, env=dict(os.environ, COLUMNS="300"))
     lines = (r.stdout.strip().splitlines() or ["(no output)"])
     ok = r.returncode == 0
