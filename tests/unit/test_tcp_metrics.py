@@ -108,3 +108,42 @@ def test_container_label_falls_back_to_the_short_id():
     assert read(tm, "xtcp2_tcp_sockets", netns="n", container="b" * 12, state="established") == 1
     assert read(tm, "xtcp2_tcp_sockets", netns="n", container="", state="established") == 1
     assert read(tm, "xtcp2_tcp_sockets", netns="m", container="b" * 12, state="established") == 1
+
+
+def test_cookie_table_keeps_every_socket_through_merges_and_drops():
+    """The per-socket memory behind the counters, against a dict doing the same: batches
+    of new and known cookies (merged into the big part at their sorted places), closes
+    forgotten, and sockets unseen since a generation dropped."""
+    from xtcp2.tcp_metrics import NC, _CookieTable
+
+    rng = np.random.default_rng(7)
+    table, ref = _CookieTable(), {}
+    live = np.empty(0, np.uint64)
+    for gen in range(1, 40):
+        new = rng.integers(1, 1 << 63, 700, dtype=np.uint64)
+        known = rng.choice(live, min(len(live), 300), replace=False) if len(live) else live
+        ck = np.unique(np.concatenate([new, known]))
+        cur = rng.integers(0, 1 << 40, (len(ck), NC), dtype=np.uint64)
+        delta = table.update(ck, cur, gen, count_new=True)
+        for c, row, d in zip(ck.tolist(), cur, delta):
+            prev = ref.get(c)
+            want = row if prev is None else np.where(row > prev[0], row - prev[0], 0)
+            assert (d == want).all()
+            ref[c] = (row if prev is None else np.maximum(prev[0], row), gen)
+        live = np.fromiter(ref, np.uint64, len(ref))
+        if gen % 7 == 0:
+            gone = rng.choice(live, 100, replace=False)
+            table.forget(gone)
+            for c in gone.tolist():
+                del ref[c]
+            table.compact(None)
+        if gen % 11 == 0:
+            table.compact(gen - 3)
+            ref = {c: v for c, v in ref.items() if v[1] >= gen - 3}
+        live = np.fromiter(ref, np.uint64, len(ref))
+        keys = np.concatenate([p[0] for p in table.parts])
+        assert len(table) == len(ref) and set(keys.tolist()) == set(ref)
+        for keys, vals, _ in table.parts:
+            assert (keys[1:] > keys[:-1]).all()
+            for c, v in zip(keys.tolist(), vals):
+                assert (v == ref[c][0]).all()

@@ -23,6 +23,8 @@ import os
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import stats
 from .cgroup import CgroupIndex, Container, read_proc_cgroup
 
@@ -82,7 +84,11 @@ class SocketOwners:
         self.processes: dict[int, Process] = {}
         self._absent: dict[int, float] = {}       # inode -> when a full walk missed it
         self._cursor: list[int] = []               # pids the current walk has still to read
-        self._links: dict[int, int] = {}           # socket inode -> pid, as last read
+        # the socket inodes of every process read, as of its last read: numpy, not a dict
+        # of inode -> pid (~100 bytes a socket: 10-19 MB at the peak of a first poll of
+        # 100,000 sockets, against under 2 MB here); looked up through one sorted index
+        self._fds: dict[int, np.ndarray] = {}      # pid -> its socket inodes
+        self._index: tuple[np.ndarray, np.ndarray] | None = None   # (inodes, lowest pid), sorted
         self._read_at: dict[int, float] = {}       # pid -> when its fds were last read
         self._tokens = burst
         self._refill = time.monotonic()
@@ -144,20 +150,22 @@ class SocketOwners:
         return [i for i in inodes if i and (now - absent.get(i, -1e18)) > self.absent_ttl]
 
     def _read(self, pid: int, want: set[int], found: dict[int, int], now: float) -> int:
-        """Read pid's fd links into the shared map; move wanted ones to found. Links read."""
+        """Read pid's fd links; move wanted inodes it holds to found. Links read."""
         self._read_at[pid] = now
         try:
             # links read relative to the directory: no path walk per link (~20% less CPU)
             dfd = os.open(f"{self.proc_root}/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
+            self._forget_fds(pid)
             return 0   # exited, or a kernel thread without fds
         try:
             names = os.listdir(dfd)
         except OSError:
             os.close(dfd)
+            self._forget_fds(pid)
             return 0
-        links = self._links
         readlink = os.readlink
+        inodes: list[int] = []
         try:
             for i, name in enumerate(names):
                 if not i & 1023 and self.stopping:
@@ -168,21 +176,52 @@ class SocketOwners:
                     continue
                 if target.startswith(_SOCKET_PREFIX):
                     ino = int(target[8:-1])
-                    if links.get(ino, pid) >= pid or self._read_at.get(links[ino], _NEVER) < now - self.reread_after:
-                        links[ino] = pid   # the lowest pid holding it, as ss lists first
+                    inodes.append(ino)
+                    # the walk goes lowest pid first, as ss lists the holders of a shared socket
                     if ino in want:
                         want.discard(ino)
-                        found[ino] = links[ino]
+                        found[ino] = pid
         finally:
             os.close(dfd)
+        self._fds[pid] = np.array(inodes, np.uint64)
+        self._index = None
         return len(names)
 
+    def _forget_fds(self, pid: int) -> None:
+        if self._fds.pop(pid, None) is not None:
+            self._index = None
+
+    def _lookup(self, inodes: np.ndarray) -> np.ndarray:
+        """The lowest pid holding each inode as last read, 0 if none."""
+        if self._index is None:
+            if self._fds:
+                pids = np.fromiter(self._fds.keys(), np.int64, len(self._fds))
+                arrays = list(self._fds.values())
+                keys = np.concatenate(arrays)
+                holder = np.repeat(pids, [len(a) for a in arrays])
+                order = np.lexsort((holder, keys))   # by inode, then pid
+                keys, holder = keys[order], holder[order]
+                first = np.ones(len(keys), bool)
+                first[1:] = keys[1:] != keys[:-1]
+                self._index = (keys[first], holder[first])
+            else:
+                self._index = (np.empty(0, np.uint64), np.empty(0, np.int64))
+        keys, holder = self._index
+        out = np.zeros(len(inodes), np.int64)
+        if len(keys):
+            pos = np.minimum(np.searchsorted(keys, inodes), len(keys) - 1)
+            hit = keys[pos] == inodes
+            out[hit] = holder[pos[hit]]
+        return out
+
     def _known(self, inodes, want: set[int], found: dict[int, int], now: float) -> None:
-        """Inodes the shared map answers (read recently enough to trust)."""
-        links, read_at = self._links, self._read_at
-        for ino in inodes:
-            pid = links.get(ino)
-            if pid is not None and read_at.get(pid, _NEVER) >= now - self.absent_ttl:
+        """Inodes the last reads answer (read recently enough to trust); the rest go to want."""
+        q = np.asarray(inodes, np.uint64)
+        pids = self._lookup(q)
+        read_at = self._read_at
+        trusted = {p for p in set(pids.tolist()) if p and read_at.get(p, _NEVER) >= now - self.absent_ttl}
+        for ino, pid in zip(q.tolist(), pids.tolist()):
+            if pid in trusted:
                 found[ino] = pid
             else:
                 want.add(ino)
@@ -270,11 +309,10 @@ class SocketOwners:
 
     def _prune(self, now: float) -> None:
         """Forget links of processes not read for a while (they may have closed them)."""
-        old = {pid for pid, t in self._read_at.items() if t < now - self.absent_ttl}
-        if old:
-            self._links = {i: p for i, p in self._links.items() if p not in old}
-            for pid in old:
-                del self._read_at[pid]
+        old = [pid for pid, t in self._read_at.items() if t < now - self.absent_ttl]
+        for pid in old:
+            del self._read_at[pid]
+            self._forget_fds(pid)
 
     def _pids(self) -> list[int]:
         try:
