@@ -12,13 +12,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 from prometheus_client import REGISTRY
 
 from xtcp2.config import Config
 from xtcp2.daemon import Daemon
 from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
+from tests.waiting import wait_for
 
 T = pb.XtcpFlatRecord
 PORT = 8099
@@ -46,16 +46,6 @@ else:
 
 def owners_learned() -> float:
     return REGISTRY.get_sample_value("xtcp2_identity_owners_from_events_total") or 0.0
-
-
-def wait_for(cond, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_owner_taken_at_connect_and_listen(bpf_object, netns, tmp_path):

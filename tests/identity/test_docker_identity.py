@@ -14,7 +14,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from prometheus_client import REGISTRY
@@ -24,6 +23,7 @@ from xtcp2.daemon import Daemon
 from xtcp2.identity.cgroup import parse_path
 
 from .conftest import IMAGE
+from tests.waiting import wait_for
 
 SERVER = ["/bin/nc", "-ll", "-p", "8080", "-e", "/bin/cat"]
 CLIENT = ["sh", "-c", "sleep 100000 | nc 127.0.0.1 8080"]
@@ -44,16 +44,6 @@ def ss_owners(pid: int) -> dict[int, dict]:
         socks[int(ino.group(1))] = {"pids": {int(p): comm for comm, p in _USERS.findall(line)},
                                     "container": c.id if c else ""}
     return socks
-
-
-def wait_for(cond, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Capture:

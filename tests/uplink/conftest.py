@@ -10,11 +10,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 
 import pytest
+
+from tests.waiting import wait_for
 
 
 def ip(*args: str) -> str:
@@ -138,10 +139,3 @@ def answers(sock: str) -> bool:
     return r.returncode == 0 and b"chassis" in r.stdout
 
 
-def wait_for(cond, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
