@@ -1,5 +1,6 @@
 """proc.py and join.py on a fixture /proc tree (fd links, comm, stat, cgroup files)."""
 import os
+import time
 
 import numpy as np
 import pytest
@@ -215,3 +216,45 @@ def test_join_off_adds_nothing(proc):
     proc.add(10, "a", sockets=[100])
     j = IdentityJoin(resolve_process=False, proc_root=str(proc.root))
     assert j.join(_cols([1], [100]), 1, {}) == {}
+
+
+def test_owners_from_events_answer_misses_without_a_walk(proc):
+    """bpf mode's connect()/listen() owners: a record that misses the cache takes its owner
+    from them (the process from /proc when alive, else the event's pid and comm); owners
+    of sockets no record asks for expire, and their number is bounded."""
+    from xtcp2.identity import join as J
+
+    proc.add(10, "nginx")                   # alive, but holds no socket link a walk could find
+    j = IdentityJoin(resolve_process=True, proc_root=str(proc.root))
+    j.owners.min_interval = 3600
+    assert j.learn(np.array([7, 8, 0], np.uint64), np.array([10, 99, 5], np.uint32),
+                   np.array([b"worker-thread", b"gone", b"x"], "S16")) == 2   # cookie 0: no socket
+    out = j.join(_cols([7, 8, 9], [700, 800, 900]), 3, {})
+    assert out["pid"].tolist() == [10, 99, 0]
+    assert [out["comm"].value(i) for i in range(3)] == [b"nginx", b"gone", b""]
+    assert j.owners.walks == 1              # only cookie 9 was looked for in /proc
+    j.learn(np.array([11], np.uint64), np.array([10], np.uint32), np.array([b"nginx"], "S16"))
+    j._from_events(np.array([11], np.uint64), np.full(1, -1, np.int32), time.monotonic() + J.LEARNED_TTL + 1)
+    assert not j._learned                   # expired unasked
+    many = np.arange(1, J.LEARNED_MAX + 2000, dtype=np.uint64)
+    for chunk in np.array_split(many, 20):
+        j.learn(chunk, np.full(len(chunk), 10, np.uint32), np.full(len(chunk), b"n", "S16"))
+    assert j._learned_n <= J.LEARNED_MAX
+
+
+def test_socket_cache_merges_and_forgets_like_a_set(proc):
+    """The cookie cache stays sorted and exact through merged inserts and forgets."""
+    rng = np.random.default_rng(3)
+    j = IdentityJoin(resolve_process=True, proc_root=str(proc.root))
+    ref: dict[int, int] = {}
+    for step in range(30):
+        new = np.setdiff1d(rng.integers(1, 1 << 63, 400, dtype=np.uint64), j._keys)
+        owners = rng.integers(0, 5, len(new)).astype(np.int32)
+        j._insert(new, owners, float(step))
+        ref.update(zip(new.tolist(), owners.tolist()))
+        gone = rng.choice(j._keys, 150, replace=False)
+        j.forget(np.concatenate([gone, np.array([12345], np.uint64)]))   # and one never cached
+        for c in gone.tolist():
+            del ref[c]
+        assert (j._keys[1:] > j._keys[:-1]).all()
+        assert dict(zip(j._keys.tolist(), j._owner.tolist())) == ref

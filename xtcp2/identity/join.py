@@ -23,6 +23,7 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
@@ -39,6 +40,9 @@ if TYPE_CHECKING:  # the Docker client (http.client, ssl, email) loads only for 
 log = logging.getLogger(__name__)
 
 TRIGGER_CLOSE = 2
+LEARNED_TTL = 10.0      # s an owner from an event waits for its socket's first record
+LEARNED_MAX = 65536     # owners from events kept at most (connects in unwatched namespaces)
+LEARNED_COMM = "S16"
 MAX_STRING = 127      # the columnar encoder writes one-byte lengths
 CONTAINER_COLUMNS = ("container_id", "container_runtime", "container_name", "container_image",
                      "k8s_pod_name", "k8s_pod_namespace", "k8s_container_name")
@@ -101,6 +105,9 @@ class IdentityJoin:
         self._conts: list[Container] = []
         self._cont_row: dict[str, int] = {}
         self._ns_owner: dict[int, int] = {}      # netns inode -> container row
+        # owners from bpf events not yet asked for: (when, cookies, pids, comms) per read
+        self._learned: deque[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = deque()
+        self._learned_n = 0
         self._last_sweep = time.monotonic()
 
     @classmethod
@@ -174,35 +181,59 @@ class IdentityJoin:
 
     # ---- owners the kernel saw (bpf mode) ---------------------------------------------------
     def learn(self, cookies: np.ndarray, pids: np.ndarray, comms: np.ndarray) -> int:
-        """Owners that bpf mode took in process context (the task in connect() or listen()):
-        their sockets are cached by cookie, so the join needs no /proc walk for them. The
-        process is read from /proc as the walk would (comm of the process, as `ss -p`
-        prints, not of the calling thread); one that already exited keeps the event's pid
-        and comm. Returns the sockets added."""
+        """Owners that bpf mode took in process context (the task in connect() or listen()),
+        from any thread, per ring buffer read. Kept raw in a small side table: events come
+        from every namespace, watched or not, and only a record that misses the cache
+        looks there (`_from_events`), before any /proc walk. Returns the entries kept."""
         if not self.resolve_process or not len(cookies):
             return 0
         cookies = np.asarray(cookies, np.uint64)
+        keep = cookies != 0
+        if not keep.all():
+            cookies, pids, comms = cookies[keep], np.asarray(pids)[keep], np.asarray(comms)[keep]
         with self._lock:
-            keep = cookies != 0
-            if len(self._keys):
-                keep &= ~np.isin(cookies, self._keys)
-            if not keep.any():
-                return 0
-            new, first = np.unique(cookies[keep], return_index=True)
-            pids = np.asarray(pids)[keep][first]
-            comms = np.asarray(comms)[keep][first]
-            upids, inv = np.unique(pids, return_inverse=True)
-            rows = self._process_rows(upids.tolist())
-            gone = [i for i, r in enumerate(rows) if r < 0]
-            if gone:
-                for i in gone:
-                    rows[i] = len(self._procs)   # no _proc_row entry: the pid may be reused
-                    comm = bytes(comms[np.flatnonzero(inv == i)[0]]).decode("utf-8", "replace")
-                    self._procs.append(Process(int(upids[i]), comm, -1, None, ""))
-                self._rebuild_process_arrays()
-            self._insert(new, np.array(rows, np.int32)[inv], time.monotonic())
-        stats.OWNERS_LEARNED.inc(len(new))
-        return len(new)
+            self._learned.append((time.monotonic(), cookies, np.asarray(pids, np.uint32),
+                                  np.asarray(comms, LEARNED_COMM)))
+            self._learned_n += len(cookies)
+            while self._learned_n > LEARNED_MAX:   # a flood of connects elsewhere: the oldest go
+                self._learned_n -= len(self._learned.popleft()[1])
+        return len(cookies)
+
+    def _from_events(self, cookies: np.ndarray, owner: np.ndarray, now: float) -> None:
+        """Owners of uncached sockets from the events' side table (in place in owner); the
+        ones found are cached like the walk's."""
+        learned = self._learned
+        while learned and learned[0][0] < now - LEARNED_TTL:
+            self._learned_n -= len(learned.popleft()[1])
+        miss = np.flatnonzero(owner < 0)
+        if not len(miss) or not learned:
+            return
+        keys = np.concatenate([b[1] for b in learned])
+        order = np.argsort(keys, kind="stable")   # later events last: they win below
+        keys = keys[order]
+        q = cookies[miss]
+        pos = np.searchsorted(keys, q, side="right") - 1
+        hit = (pos >= 0) & (keys[np.maximum(pos, 0)] == q)
+        if not hit.any():
+            return
+        idx = order[pos[hit]]
+        pids = np.concatenate([b[2] for b in learned])[idx]
+        comms = np.concatenate([b[3] for b in learned])[idx]
+        upids, first, inv = np.unique(pids, return_index=True, return_inverse=True)
+        rows = self._process_rows(upids.tolist())
+        gone = [i for i, r in enumerate(rows) if r < 0]
+        if gone:
+            for i in gone:   # exited already: the event's pid and comm (no _proc_row: pids are reused)
+                rows[i] = len(self._procs)
+                self._procs.append(Process(int(upids[i]), bytes(comms[first[i]]).decode("utf-8", "replace"),
+                                           -1, None, ""))
+            self._rebuild_process_arrays()
+        vals = np.array(rows, np.int32)[inv]
+        rows_hit = miss[hit]
+        owner[rows_hit] = vals
+        new_keys, firsts = np.unique(cookies[rows_hit], return_index=True)
+        self._insert(new_keys, vals[firsts], now)
+        stats.OWNERS_LEARNED.inc(len(new_keys))
 
     # ---- sockets -----------------------------------------------------------------------
     def _lookup(self, cookies: np.ndarray, now: float) -> np.ndarray:
@@ -258,11 +289,18 @@ class IdentityJoin:
         self._insert(new_keys, vals[first], now)
 
     def _insert(self, keys: np.ndarray, owners: np.ndarray, now: float) -> None:
-        allk = np.concatenate([self._keys, keys])
-        order = np.argsort(allk, kind="stable")
-        self._keys = allk[order]
-        self._owner = np.concatenate([self._owner, owners])[order]
-        self._seen = np.concatenate([self._seen, np.full(len(keys), now)])[order]
+        """Add sorted unique cookies not in the cache: merged in at their sorted places
+        (one copy, no sort of the whole cache; bpf mode inserts a few every step)."""
+        at = np.searchsorted(self._keys, keys) + np.arange(len(keys))
+        old = np.ones(len(self._keys) + len(keys), bool)
+        old[at] = False
+        merged = []
+        for big, small in ((self._keys, keys), (self._owner, owners), (self._seen, np.full(len(keys), now))):
+            out = np.empty(len(old), big.dtype)
+            out[at] = small
+            out[old] = big
+            merged.append(out)
+        self._keys, self._owner, self._seen = merged
         stats.CACHE.labels("sockets").set(len(self._keys))
 
     def _drop(self, keep: np.ndarray) -> None:
@@ -271,8 +309,15 @@ class IdentityJoin:
 
     def forget(self, cookies: np.ndarray) -> None:
         """Closed sockets leave the cache."""
-        if len(self._keys) and len(cookies):
-            self._drop(~np.isin(self._keys, cookies))
+        keys = self._keys
+        if len(keys) and len(cookies):
+            # searchsorted, not np.isin: that sorts the whole cache at every call
+            pos = np.minimum(np.searchsorted(keys, cookies), len(keys) - 1)
+            pos = pos[keys[pos] == cookies]
+            if len(pos):
+                keep = np.ones(len(keys), bool)
+                keep[pos] = False
+                self._drop(keep)
 
     def sweep(self, now: float | None = None) -> None:
         """Drop sockets unseen for ttl, exited processes and containers nothing refers to."""
@@ -363,6 +408,8 @@ class IdentityJoin:
         if self.resolve_process and cookies is not None:
             cookies = np.asarray(cookies, np.uint64)
             owner = self._lookup(cookies, now)
+            if self._learned:
+                self._from_events(cookies, owner, now)
             inodes = cols.get("inet_diag_msg_inode")
             if inodes is not None:
                 self._resolve_new(cookies, np.asarray(inodes), cols.get("c_group"), owner, now)
