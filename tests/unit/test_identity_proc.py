@@ -220,10 +220,7 @@ def test_join_off_adds_nothing(proc):
 
 def test_owners_from_events_answer_misses_without_a_walk(proc):
     """bpf mode's connect()/listen() owners: a record that misses the cache takes its owner
-    from them (the process from /proc when alive, else the event's pid and comm); owners
-    of sockets no record asks for expire, and their number is bounded."""
-    from xtcp2.identity import join as J
-
+    from them (the process from /proc when alive, else the event's pid and comm)."""
     proc.add(10, "nginx")                   # alive, but holds no socket link a walk could find
     j = IdentityJoin(resolve_process=True, proc_root=str(proc.root))
     j.owners.min_interval = 3600
@@ -233,13 +230,36 @@ def test_owners_from_events_answer_misses_without_a_walk(proc):
     assert out["pid"].tolist() == [10, 99, 0]
     assert [out["comm"].value(i) for i in range(3)] == [b"nginx", b"gone", b""]
     assert j.owners.walks == 1              # only cookie 9 was looked for in /proc
-    j.learn(np.array([11], np.uint64), np.array([10], np.uint32), np.array([b"nginx"], "S16"))
-    j._from_events(np.array([11], np.uint64), np.full(1, -1, np.int32), time.monotonic() + J.LEARNED_TTL + 1)
-    assert not j._learned                   # expired unasked
-    many = np.arange(1, J.LEARNED_MAX + 2000, dtype=np.uint64)
-    for chunk in np.array_split(many, 20):
-        j.learn(chunk, np.full(len(chunk), 10, np.uint32), np.full(len(chunk), b"n", "S16"))
-    assert j._learned_n <= J.LEARNED_MAX
+
+
+@pytest.mark.parametrize("limit", [20000, 2000])
+def test_owner_events_keep_the_latest_unexpired_and_stay_bounded(limit):
+    """The side table against a dict doing the same: blocks of events (some cookies seen
+    again, later owners win), merged into the big part as it grows, entries expiring
+    after ttl, and no more than `limit` kept, the oldest dropped first."""
+    from xtcp2.identity.owner_events import OwnerEvents
+
+    rng = np.random.default_rng(5)
+    ev = OwnerEvents(ttl=5.0, limit=limit)
+    ref: dict[int, tuple[int, float]] = {}
+    now = 0.0
+    for step in range(120):
+        now += 0.25
+        ck = rng.integers(1, 3000 + 40 * step, 300, dtype=np.uint64)
+        pids = rng.integers(1, 1 << 22, len(ck)).astype(np.uint32)
+        ev.add(ck, pids, np.array([b"p%d" % p for p in pids.tolist()], "S16"), now)
+        for c, p in zip(ck.tolist(), pids.tolist()):
+            ref[c] = (p, now)
+        q = np.unique(rng.integers(1, 3000 + 40 * step, 500, dtype=np.uint64))
+        found, got, comms = ev.find(q, now)
+        for c, f, p, cm in zip(q.tolist(), found.tolist(), got.tolist(), comms.tolist()):
+            want = ref.get(c)
+            fresh = want is not None and want[1] >= now - 5.0
+            if f:   # an entry the limit dropped may be missing, never a wrong or stale one
+                assert fresh and p == want[0] and cm == b"p%d" % p, (step, c)
+            elif fresh and want[1] >= now - 1.0:
+                raise AssertionError(f"recent owner of {c} lost at step {step}")
+        assert len(ev) <= limit + max(4096, limit // 4)
 
 
 def test_socket_cache_merges_and_forgets_like_a_set(proc):

@@ -23,7 +23,6 @@ import logging
 import re
 import threading
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
@@ -32,6 +31,7 @@ from ..columns import unique
 from ..netlink.decode import BytesColumn
 from . import stats
 from .cgroup import CgroupIndex, Container
+from .owner_events import OwnerEvents
 from .proc import Process, SocketOwners
 
 if TYPE_CHECKING:  # the Docker client (http.client, ssl, email) loads only for -enrichContainer
@@ -40,9 +40,6 @@ if TYPE_CHECKING:  # the Docker client (http.client, ssl, email) loads only for 
 log = logging.getLogger(__name__)
 
 TRIGGER_CLOSE = 2
-LEARNED_TTL = 10.0      # s an owner from an event waits for its socket's first record
-LEARNED_MAX = 65536     # owners from events kept at most (connects in unwatched namespaces)
-LEARNED_COMM = "S16"
 MAX_STRING = 127      # the columnar encoder writes one-byte lengths
 CONTAINER_COLUMNS = ("container_id", "container_runtime", "container_name", "container_image",
                      "k8s_pod_name", "k8s_pod_namespace", "k8s_container_name")
@@ -105,9 +102,7 @@ class IdentityJoin:
         self._conts: list[Container] = []
         self._cont_row: dict[str, int] = {}
         self._ns_owner: dict[int, int] = {}      # netns inode -> container row
-        # owners from bpf events not yet asked for: (when, cookies, pids, comms) per read
-        self._learned: deque[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = deque()
-        self._learned_n = 0
+        self._events = OwnerEvents()              # owners from bpf events, until a record asks
         self._last_sweep = time.monotonic()
 
     @classmethod
@@ -182,43 +177,26 @@ class IdentityJoin:
     # ---- owners the kernel saw (bpf mode) ---------------------------------------------------
     def learn(self, cookies: np.ndarray, pids: np.ndarray, comms: np.ndarray) -> int:
         """Owners that bpf mode took in process context (the task in connect() or listen()),
-        from any thread, per ring buffer read. Kept raw in a small side table: events come
-        from every namespace, watched or not, and only a record that misses the cache
-        looks there (`_from_events`), before any /proc walk. Returns the entries kept."""
+        per ring buffer read. They wait in a side table (owner_events.py): events come from
+        every namespace, watched or not, and only a record that misses the cache asks,
+        before any /proc walk. Returns the owners kept."""
         if not self.resolve_process or not len(cookies):
             return 0
         cookies = np.asarray(cookies, np.uint64)
         keep = cookies != 0
-        if not keep.all():
-            cookies, pids, comms = cookies[keep], np.asarray(pids)[keep], np.asarray(comms)[keep]
         with self._lock:
-            self._learned.append((time.monotonic(), cookies, np.asarray(pids, np.uint32),
-                                  np.asarray(comms, LEARNED_COMM)))
-            self._learned_n += len(cookies)
-            while self._learned_n > LEARNED_MAX:   # a flood of connects elsewhere: the oldest go
-                self._learned_n -= len(self._learned.popleft()[1])
-        return len(cookies)
+            self._events.add(cookies[keep], np.asarray(pids)[keep], np.asarray(comms)[keep], time.monotonic())
+        return int(keep.sum())
 
     def _from_events(self, cookies: np.ndarray, owner: np.ndarray, now: float) -> None:
-        """Owners of uncached sockets from the events' side table (in place in owner); the
-        ones found are cached like the walk's."""
-        learned = self._learned
-        while learned and learned[0][0] < now - LEARNED_TTL:
-            self._learned_n -= len(learned.popleft()[1])
+        """Owners of uncached sockets from the events (in place in owner), cached like the walk's."""
         miss = np.flatnonzero(owner < 0)
-        if not len(miss) or not learned:
+        if not len(miss):
             return
-        keys = np.concatenate([b[1] for b in learned])
-        order = np.argsort(keys, kind="stable")   # later events last: they win below
-        keys = keys[order]
-        q = cookies[miss]
-        pos = np.searchsorted(keys, q, side="right") - 1
-        hit = (pos >= 0) & (keys[np.maximum(pos, 0)] == q)
-        if not hit.any():
+        found, pids, comms = self._events.find(cookies[miss], now)
+        if not found.any():
             return
-        idx = order[pos[hit]]
-        pids = np.concatenate([b[2] for b in learned])[idx]
-        comms = np.concatenate([b[3] for b in learned])[idx]
+        pids, comms = pids[found], comms[found]
         upids, first, inv = np.unique(pids, return_index=True, return_inverse=True)
         rows = self._process_rows(upids.tolist())
         gone = [i for i, r in enumerate(rows) if r < 0]
@@ -229,9 +207,9 @@ class IdentityJoin:
                                            -1, None, ""))
             self._rebuild_process_arrays()
         vals = np.array(rows, np.int32)[inv]
-        rows_hit = miss[hit]
-        owner[rows_hit] = vals
-        new_keys, firsts = np.unique(cookies[rows_hit], return_index=True)
+        hit_rows = miss[found]
+        owner[hit_rows] = vals
+        new_keys, firsts = np.unique(cookies[hit_rows], return_index=True)
         self._insert(new_keys, vals[firsts], now)
         stats.OWNERS_LEARNED.inc(len(new_keys))
 
@@ -408,7 +386,7 @@ class IdentityJoin:
         if self.resolve_process and cookies is not None:
             cookies = np.asarray(cookies, np.uint64)
             owner = self._lookup(cookies, now)
-            if self._learned:
+            if len(self._events):
                 self._from_events(cookies, owner, now)
             inodes = cols.get("inet_diag_msg_inode")
             if inodes is not None:
