@@ -13,7 +13,7 @@ rates: ring buffer drops, destroy-group overruns, event-to-record latency p50/p9
 (open records: event -> targeted lookup; close records: BPF close event -> record),
 achieved connection rate, RSS.
 
-    python benchmarks/bench_bpf.py --connections 50000 [--window 30] [--rates 1000,2000,4000,0]
+    python benchmarks/bench_bpf.py --connections 50000 [--window 30] [--rates 1000,2000,4000,0] [--identity]
 
 The churn generator is benchmarks/churn.c (built with gcc at run time; --churn-impl
 python uses an in-line Python one). It runs at nice 10 so that on a small host it
@@ -119,12 +119,21 @@ def netns(cmd: str, name: str) -> None:
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
 
 
+IDENTITY = False   # --identity: pid/comm on every record, as the daemon does by default
+
+
 def pipeline(frequency: float, **extra):
     cfg = Config(mode="bpf", dest="null", poll_frequency=frequency, poll_timeout=min(5.0, frequency),
-                 netns=[POP, CHURN], **extra).validate()
+                 netns=[POP, CHURN], resolve_process=IDENTITY, **extra).validate()
     table = NamespaceTable(cfg.netns, cfg.packet_size, cfg.nl_timeout_milliseconds, cfg.populate_nsid)
     emitter = Emitter(cfg)
-    poller = NetlinkCollector(cfg, table, RecordSink(cfg, emitter))
+    sink = RecordSink(cfg, emitter)
+    poller = NetlinkCollector(cfg, table, sink)
+    poller.identity = None
+    if IDENTITY:
+        from xtcp2.identity.join import IdentityJoin
+        poller.identity = IdentityJoin.from_config(cfg)
+        sink.add_join(poller.identity.sink_join)
     return cfg, table, emitter, poller
 
 
@@ -152,7 +161,8 @@ class BpfRun:
     def __init__(self, frequency: float, refresh: bool) -> None:
         extra = {} if refresh else {"bpf_refresh_frequency": 0.0}
         self.cfg, self.table, self.emitter, self.poller = pipeline(frequency, **extra)
-        self.col = BpfMode(self.cfg, Parts(self.table, self.poller, self.poller.sink))
+        learn = self.poller.identity.learn if self.poller.identity is not None else None
+        self.col = BpfMode(self.cfg, Parts(self.table, self.poller, self.poller.sink, learn_owners=learn))
         self.col.start()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.col.run, args=(self.stop,), daemon=True)
@@ -285,7 +295,11 @@ def main() -> int:
     ap.add_argument("--hogs", type=int, default=0, help="load mode: CPU hogs at nice 0 (see above)")
     ap.add_argument("--rate", type=float, default=5000.0, help="load mode: churn connections/s")
     ap.add_argument("--repeat", type=int, default=2, help="load mode: no-hog / hog pairs")
+    ap.add_argument("--identity", action="store_true",
+                    help="pid/comm enrichment on (the daemon's default; bpf owners from connect/listen)")
     a = ap.parse_args()
+    global IDENTITY
+    IDENTITY = a.identity
     if os.geteuid() != 0:
         print("bench_bpf: needs root (BPF, namespaces)", file=sys.stderr)
         return 2

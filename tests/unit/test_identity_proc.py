@@ -237,7 +237,7 @@ def test_owner_events_keep_the_latest_unexpired_and_stay_bounded(limit):
     """The side table against a dict doing the same: blocks of events (some cookies seen
     again, later owners win), merged into the big part as it grows, entries expiring
     after ttl, and no more than `limit` kept, the oldest dropped first."""
-    from xtcp2.identity.owner_events import OwnerEvents
+    from xtcp2.identity.owner_events import SMALL_MAX, OwnerEvents
 
     rng = np.random.default_rng(5)
     ev = OwnerEvents(ttl=5.0, limit=limit)
@@ -259,7 +259,7 @@ def test_owner_events_keep_the_latest_unexpired_and_stay_bounded(limit):
                 assert fresh and p == want[0] and cm == b"p%d" % p, (step, c)
             elif fresh and want[1] >= now - 1.0:
                 raise AssertionError(f"recent owner of {c} lost at step {step}")
-        assert len(ev) <= limit + max(4096, limit // 4)
+        assert len(ev) <= limit + SMALL_MAX
 
 
 def test_socket_cache_merges_and_forgets_like_a_set(proc):
@@ -278,3 +278,17 @@ def test_socket_cache_merges_and_forgets_like_a_set(proc):
             del ref[c]
         assert (j._keys[1:] > j._keys[:-1]).all()
         assert dict(zip(j._keys.tolist(), j._owner.tolist())) == ref
+
+
+def test_close_records_name_their_owner_and_never_walk(proc):
+    """A close record names the process that held the socket (even without its inode, as
+    BPF close events have), and never sends /proc looking for a socket that is gone."""
+    proc.add(10, "a", sockets=[100])
+    proc.add(20, "b", sockets=[600])
+    j = IdentityJoin(resolve_process=True, proc_root=str(proc.root))
+    j.owners.min_interval = 0
+    j.join(_cols([5], [100]), 1, {})
+    walks = j.owners.walks
+    out = j.join(_cols([5, 6], [0, 600]), 2, {"trigger": 2})
+    assert out["pid"].tolist() == [10, 0]
+    assert j.owners.walks == walks and len(j._keys) == 0

@@ -389,11 +389,17 @@ class IdentityJoin:
             if len(self._events):
                 self._from_events(cookies, owner, now)
             inodes = cols.get("inet_diag_msg_inode")
+            closing = np.broadcast_to(np.asarray(consts.get("trigger", cols.get("trigger", 0))) == TRIGGER_CLOSE,
+                                      (n,))
             if inodes is not None:
-                self._resolve_new(cookies, np.asarray(inodes), cols.get("c_group"), owner, now)
+                inodes = np.asarray(inodes)
+                # a closed socket's fd is gone: no /proc walk can find it any more
+                look = np.where(closing, 0, inodes) if closing.any() else inodes
+                self._resolve_new(cookies, look, cols.get("c_group"), owner, now)
             # a socket past its process (TIME_WAIT keeps the cookie, loses the inode) still
-            # names its container through the cache, but no longer a process
-            held = owner if inodes is None else np.where(np.asarray(inodes) != 0, owner, -1)
+            # names its container through the cache, but no longer a process; a close record
+            # names the process that held the socket until then
+            held = owner if inodes is None else np.where((inodes != 0) | closing, owner, -1)
             has = held >= 0
             if has.any():
                 stats.RECORDS.labels("process").inc(int(has.sum()))

@@ -4,8 +4,7 @@ waiting for their socket's first record.
 Events come from every namespace, watched or not, a few at every ring buffer read; a
 record asks only when its socket is not in the join's cache yet. So adding must be
 cheap and bounded, and a lookup must not sort everything: a big sorted part and a small
-unsorted one (recent reads), merged when the small one grows past a quarter of the big
-one, as in tcp_metrics' cookie table. Entries live `ttl` seconds (an open's record comes
+unsorted one (recent reads), merged into the big one at SMALL_MAX entries. Entries live `ttl` seconds (an open's record comes
 within its lookup, or the first refresh after its namespace is found), at most `limit`.
 """
 from __future__ import annotations
@@ -13,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 COMM = np.dtype("S16")
+# the small part is sorted again at every lookup after an add (a lookup per bpf step):
+# kept small, merged at this size (a merge copies the big part once)
+SMALL_MAX = 1024
 _FIELDS = (("keys", np.uint64), ("pids", np.uint32), ("comms", COMM), ("at", np.float64))
 
 
@@ -37,7 +39,7 @@ class OwnerEvents:
                             "comms": np.asarray(comms, COMM), "at": np.full(len(cookies), now)})
         self._small_n += len(cookies)
         self._small_cache = None
-        if self._small_n > max(4096, len(self._big["keys"]) // 4):
+        if self._small_n > SMALL_MAX:
             self._merge(now)
 
     def _merge(self, now: float) -> None:
