@@ -132,7 +132,9 @@ def pipeline(frequency: float, **extra):
     poller.identity = None
     if IDENTITY:
         from xtcp2.identity.join import IdentityJoin
+        from xtcp2.daemon import BPF_WALK_SLICE
         poller.identity = IdentityJoin.from_config(cfg)
+        poller.identity.owners.max_slice = BPF_WALK_SLICE   # as the Daemon sets it in bpf mode
         sink.add_join(poller.identity.sink_join)
     return cfg, table, emitter, poller
 

@@ -18,6 +18,7 @@ from .pipeline import Emitter, Listener
 from .records.sink import RecordSink
 
 log = logging.getLogger(__name__)
+BPF_WALK_SLICE = 0.02   # CPU seconds of /proc reading per join in bpf mode
 
 
 class Daemon:
@@ -43,6 +44,8 @@ class Daemon:
         self.mode: Mode
         if use_bpf:
             from .modes.bpf import BpfMode
+            # the join runs on the event loop: a /proc walk goes on in slices between events
+            self.identity.owners.max_slice = BPF_WALK_SLICE
             self.mode = BpfMode(config, parts, program=bpf_program)   # None: it loads its own
             log.info("bpf programs attached (%s)", self.mode.start())
         else:

@@ -292,3 +292,15 @@ def test_close_records_name_their_owner_and_never_walk(proc):
     out = j.join(_cols([5, 6], [0, 600]), 2, {"trigger": 2})
     assert out["pid"].tolist() == [10, 0]
     assert j.owners.walks == walks and len(j._keys) == 0
+
+
+def test_a_slice_bounds_one_call_and_the_walk_resumes(proc):
+    """bpf mode's slice: one call reads at most max_slice of CPU, the walk goes on at the next."""
+    for pid in range(10, 20):
+        proc.add(pid, f"p{pid}", sockets=[pid * 10])
+    owners = SocketOwners(str(proc.root), min_interval=0, max_slice=1e-9)   # one process per call
+    got, calls = {}, 0
+    while len(got) < 10 and calls < 20:
+        got.update(owners.find([pid * 10 for pid in range(10, 20) if pid * 10 not in got]))
+        calls += 1
+    assert got == {pid * 10: pid for pid in range(10, 20)} and calls == 10 and owners.walks == 1

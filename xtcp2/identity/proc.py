@@ -73,8 +73,11 @@ class SocketOwners:
 
     def __init__(self, proc_root: str = "/proc", share: float = 0.1, burst: float = 1.0,
                  min_interval: float = 1.0, absent_ttl: float = 60.0, reread_after: float = 2.0,
-                 cgroups: CgroupIndex | None = None) -> None:
+                 cgroups: CgroupIndex | None = None, max_slice: float | None = None) -> None:
         self.proc_root = proc_root
+        # CPU seconds one call may read at most (None: the whole budget). bpf mode joins
+        # on its event loop, where a 1-second walk held every event behind it
+        self.max_slice = max_slice
         self.share = share
         self.burst = burst
         self.min_interval = min_interval
@@ -134,7 +137,8 @@ class SocketOwners:
             stats.SCAN_DEFERRED.inc()
             return None
         self._cpu0 = time.thread_time()
-        return self._cpu0 + self._tokens
+        slice_ = self._tokens if self.max_slice is None else min(self._tokens, self.max_slice)
+        return self._cpu0 + slice_
 
     def _spend(self) -> None:
         self._tokens -= time.thread_time() - self._cpu0
