@@ -127,3 +127,11 @@ def http_url(value: object) -> str:
     if " " in s:
         raise ValueError("contains a space")
     return s
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """'127.0.0.1:9088', '[::1]:9088', ':9088' (all interfaces, as Go's net.Listen) -> (host, port)."""
+    host, sep, port_s = value.rpartition(":")
+    if not sep or not port_s.isdigit() or not 0 <= int(port_s) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return (host.strip("[]") or "0.0.0.0"), int(port_s)

@@ -22,6 +22,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from .. import values
+from ..errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 MIN_LIVENESS_TIMEOUT = 60.0
@@ -97,8 +100,10 @@ HEALTH_PATHS = ("/healthz", "/readyz")
 # ---- xtcp2 -healthcheck --------------------------------------------------------------------
 def probe_base(prom_listen: str, tls: bool = False) -> str:
     """The URL base that reaches a listener bound to prom_listen from this host."""
-    from .metrics_http import parse_listen
-    host, port = parse_listen(prom_listen)
+    try:
+        host, port = values.listen_address(prom_listen)
+    except ValueError as e:
+        raise ConfigError("prom_listen", str(e)) from None
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"
     elif host == "::":

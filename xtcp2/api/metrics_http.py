@@ -36,6 +36,7 @@ from urllib.parse import unquote
 
 from prometheus_client import REGISTRY, Counter, make_wsgi_app
 
+from .. import values
 from ..config import Config
 from ..errors import ConfigError, Xtcp2Error
 from .health import HEALTH_PATHS
@@ -70,12 +71,11 @@ def import_metric_modules() -> list[str]:
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    """'127.0.0.1:9088', '[::1]:9088', ':9088' (all interfaces, as Go's net.Listen) -> (host, port)."""
-    host, sep, port_s = value.rpartition(":")
-    if not sep or not port_s.isdigit() or not 0 <= int(port_s) < 65536:
-        raise ConfigError("prom_listen", f"expected HOST:PORT, got {value!r}")
-    host = host.strip("[]")
-    return (host or "0.0.0.0"), int(port_s)
+    """-promListen -> (host, port); ConfigError naming the flag."""
+    try:
+        return values.listen_address(value)
+    except ValueError as e:
+        raise ConfigError("prom_listen", str(e)) from None
 
 
 # Bounds of the listener. It runs as root next to the collector and any local user can
