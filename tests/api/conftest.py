@@ -9,32 +9,17 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 
 from xtcp2.config import Config
 
+from ..holder import netns_holding
 from . import upstream_proto
 
 HERE = pathlib.Path(__file__).resolve().parent
 RUNNER = HERE / "upstream_runner.py"
 
-HOLDER = r"""
-import socket, subprocess, sys, time
-subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-n = int(sys.argv[1])
-lst = socket.socket()
-lst.bind(("127.0.0.1", 5000))
-lst.listen(4096)
-keep = []
-for _ in range(n):
-    c = socket.create_connection(("127.0.0.1", 5000))
-    s, _ = lst.accept()
-    keep += [c, s]
-print("ready", flush=True)
-sys.stdin.read()  # hold the sockets until the test closes our stdin
-"""
 
 
 @pytest.fixture(scope="session")
@@ -61,19 +46,8 @@ def socket_netns():
     """A fresh network namespace holding 50 established loopback connections + 1 listener."""
     if os.geteuid() != 0:
         pytest.skip("needs root for ip netns")
-    name = f"xtcp2api-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    holder = None
-    try:
-        holder = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", HOLDER, "50"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert holder.stdout.readline().strip() == "ready"
+    with netns_holding("xtcp2api", 50) as name:
         yield {"name": name, "sockets": 101}
-    finally:
-        if holder is not None:
-            holder.kill()
-            holder.wait()
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 class RunningDaemon:

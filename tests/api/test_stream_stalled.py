@@ -8,14 +8,14 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
 from xtcp2.config import Config
 
 from ..prom import sample
-from .conftest import HOLDER, RunningDaemon
+from ..holder import netns_holding
+from .conftest import RunningDaemon
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -47,19 +47,8 @@ stalled.cancel(); reader.cancel()
 
 @pytest.fixture
 def big_netns():
-    name = f"xtcp2api-stall-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    holder = None
-    try:
-        holder = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", HOLDER, str(CONNECTIONS)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert holder.stdout.readline().strip() == "ready"
+    with netns_holding("xtcp2api-stall", CONNECTIONS) as name:
         yield name
-    finally:
-        if holder is not None:
-            holder.kill()
-            holder.wait()
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def _wait_subscribers(rd, n: int) -> list:

@@ -7,10 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
-import uuid
 
 import pytest
 
@@ -19,23 +16,11 @@ from .. import need
 need.module("confluent_kafka")
 
 from ..daemon_process import DaemonProcess  # noqa: E402
+from ..holder import netns_holding  # noqa: E402
 from .test_kafka_shutdown import read_topic  # noqa: E402
 
 pytestmark = [pytest.mark.servers, pytest.mark.root, pytest.mark.slow]
 
-HOLDER = r"""
-import socket, subprocess, sys
-subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-lst = socket.socket()
-lst.bind(("127.0.0.1", 5000))
-lst.listen(64)
-keep = []
-for _ in range(int(sys.argv[1])):
-    keep.append(socket.create_connection(("127.0.0.1", 5000)))
-    keep.append(lst.accept()[0])
-print("ready", flush=True)
-sys.stdin.read()
-"""
 
 
 @pytest.fixture
@@ -43,19 +28,8 @@ def steady_netns():
     """A namespace whose sockets do not change: every poll yields the same records."""
     if os.geteuid() != 0:
         pytest.skip("needs root for ip netns")
-    name = f"secrel-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    holder = None
-    try:
-        holder = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", HOLDER, "20"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert holder.stdout.readline().strip() == "ready"
+    with netns_holding("secrel", 20) as name:
         yield name
-    finally:
-        if holder is not None:
-            holder.kill()
-            holder.wait()
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def produced_records(log: str) -> int:
