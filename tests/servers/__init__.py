@@ -46,6 +46,25 @@ def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = 
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def tail_text(path, n: int = 2000) -> str:
+    """The last n characters of a server's log ('' if there is none yet)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()[-n:].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def run_cli(cmd: list[str], check: bool = True, timeout: float = 180, env: dict | None = None) -> str:
+    """stdout of a runtime's CLI; with check=False a failure returns stderr instead."""
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        if check:
+            raise RuntimeError(f"{cmd[0]} {' '.join(cmd[1:])}: {r.stderr.strip()}")
+        return r.stderr.strip()
+    return r.stdout.strip()
+
+
 def find_binary(name: str, *candidates: str) -> str | None:
     """A binary next to this Python (venv bin), in a package, or on PATH."""
     for c in candidates:
@@ -116,10 +135,7 @@ class ServerProcess:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log_tail(self, n: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return tail_text(self.log_path, n)
 
 
 class Tansu(ServerProcess):

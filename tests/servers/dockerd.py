@@ -18,6 +18,8 @@ import pytest
 
 from xtcp2.tools.dockerload import api_ping
 
+from . import run_cli, tail_text
+
 
 def unavailable(why: str):
     """Skip, except under CI=true, where a missing dockerd fails the tests."""
@@ -61,22 +63,13 @@ class Dockerd:
 
     def docker(self, *args: str, check: bool = True, timeout: float = 180) -> str:
         """stdout; with check=False a failure returns stderr instead."""
-        r = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout)
-        if r.returncode != 0:
-            if check:
-                raise RuntimeError(f"docker {' '.join(args)}: {r.stderr.strip()}")
-            return r.stderr.strip()
-        return r.stdout.strip()
+        return run_cli(["docker", *args], check, timeout, env=self.env)
 
     def inspect(self, name: str) -> dict:
         return json.loads(self.docker("inspect", name))[0]
 
     def log_tail(self) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read()[-2000:].decode(errors="replace")
-        except OSError:
-            return ""
+        return tail_text(self.log_path)
 
     def stop(self) -> None:
         """Stop the daemon only (with live_restore its containers keep running)."""

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 
+from . import run_cli, tail_text
 from .dockerd import unavailable
 
 ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096")
@@ -47,19 +48,11 @@ class Podman:
         raise RuntimeError(f"podman API did not answer within {timeout}s: {self.log_tail()}")
 
     def podman(self, *args: str, check: bool = True, timeout: float = 180) -> str:
-        r = subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=timeout)
-        if r.returncode != 0:
-            if check:
-                raise RuntimeError(f"podman {' '.join(args)}: {r.stderr.strip()}")
-            return r.stderr.strip()
-        return r.stdout.strip()
+        """stdout; with check=False a failure returns stderr instead."""
+        return run_cli([*self.base, *args], check, timeout)
 
     def log_tail(self) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read()[-2000:].decode(errors="replace")
-        except OSError:
-            return ""
+        return tail_text(self.log_path)
 
     def destroy(self) -> None:
         """Remove every container, stop the service and leave nothing of it behind."""
