@@ -21,6 +21,22 @@ def unique(a: np.ndarray) -> np.ndarray:
     return np.unique(a, return_counts=True)[0]
 
 
+def merge_sorted(big: list[np.ndarray], small: list[np.ndarray]) -> list[np.ndarray]:
+    """Two tables of parallel arrays, each sorted by its first array (keys), merged into
+    one sorted the same way: the small one's rows go in at their searchsorted places, one
+    copy of the big one, no sort of it. Keys of small must be sorted and not in big."""
+    at = np.searchsorted(big[0], small[0]) + np.arange(len(small[0]))
+    old = np.ones(len(big[0]) + len(small[0]), bool)
+    old[at] = False
+    merged = []
+    for b, s in zip(big, small):
+        out = np.empty((len(old),) + b.shape[1:], b.dtype)
+        out[at] = s
+        out[old] = b
+        merged.append(out)
+    return merged
+
+
 @dataclass
 class BytesColumn:
     """Variable-length byte strings: row i is data[i, :lengths[i]]."""

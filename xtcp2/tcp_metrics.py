@@ -32,6 +32,8 @@ import threading
 from typing import Iterable, Mapping
 
 import numpy as np
+
+from .columns import merge_sorted
 from .prom_light import (REGISTRY, Collector, CounterMetricFamily, GaugeHistogramMetricFamily,
                          GaugeMetricFamily)
 
@@ -187,16 +189,7 @@ class _CookieTable:
             self.parts = [[bk, bv, bg], self._empty()]
             return
         # a cookie is in one part only (update() finds it before inserting)
-        at = np.searchsorted(bk, sk) + np.arange(len(sk))
-        old = np.ones(len(bk) + len(sk), bool)
-        old[at] = False
-        merged = []
-        for big, small in ((bk, sk), (bv, sv), (bg, sg)):
-            out = np.empty((len(old),) + big.shape[1:], big.dtype)
-            out[at] = small
-            out[old] = big
-            merged.append(out)
-        self.parts = [merged, self._empty()]
+        self.parts = [merge_sorted([bk, bv, bg], [sk, sv, sg]), self._empty()]
 
 
 class TcpMetrics(Collector):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from ..columns import unique
+from ..columns import merge_sorted, unique
 from ..netlink.decode import BytesColumn
 from . import stats
 from .cgroup import CgroupIndex, Container
@@ -206,12 +206,8 @@ class IdentityJoin:
                 self._procs.append(Process(int(upids[i]), bytes(comms[first[i]]).decode("utf-8", "replace"),
                                            -1, None, ""))
             self._rebuild_process_arrays()
-        vals = np.array(rows, np.int32)[inv]
-        hit_rows = miss[found]
-        owner[hit_rows] = vals
-        new_keys, firsts = np.unique(cookies[hit_rows], return_index=True)
-        self._insert(new_keys, vals[firsts], now)
-        stats.OWNERS_LEARNED.inc(len(new_keys))
+        added = self._cache_owners(cookies, owner, miss[found], np.array(rows, np.int32)[inv], now)
+        stats.OWNERS_LEARNED.inc(added)
 
     # ---- sockets -----------------------------------------------------------------------
     def _lookup(self, cookies: np.ndarray, now: float) -> np.ndarray:
@@ -261,24 +257,22 @@ class IdentityJoin:
         q = inodes[miss].astype(np.uint64)
         pos = np.minimum(np.searchsorted(f_inodes, q), len(f_inodes) - 1)
         hit = (f_inodes[pos] == q) & (f_rows[pos] >= 0)
-        rows, vals = miss[hit], f_rows[pos[hit]]
+        self._cache_owners(cookies, owner, miss[hit], f_rows[pos[hit]], now)
+
+    def _cache_owners(self, cookies: np.ndarray, owner: np.ndarray, rows: np.ndarray, vals: np.ndarray,
+                      now: float) -> int:
+        """Owners found for these rows (process-table rows vals): into owner, in place, and
+        into the cache by cookie. Returns the sockets cached."""
         owner[rows] = vals
         new_keys, first = np.unique(cookies[rows], return_index=True)
         self._insert(new_keys, vals[first], now)
+        return len(new_keys)
 
     def _insert(self, keys: np.ndarray, owners: np.ndarray, now: float) -> None:
         """Add sorted unique cookies not in the cache: merged in at their sorted places
         (one copy, no sort of the whole cache; bpf mode inserts a few every step)."""
-        at = np.searchsorted(self._keys, keys) + np.arange(len(keys))
-        old = np.ones(len(self._keys) + len(keys), bool)
-        old[at] = False
-        merged = []
-        for big, small in ((self._keys, keys), (self._owner, owners), (self._seen, np.full(len(keys), now))):
-            out = np.empty(len(old), big.dtype)
-            out[at] = small
-            out[old] = big
-            merged.append(out)
-        self._keys, self._owner, self._seen = merged
+        self._keys, self._owner, self._seen = merge_sorted([self._keys, self._owner, self._seen],
+                                                          [keys, owners, np.full(len(keys), now)])
         stats.CACHE.labels("sockets").set(len(self._keys))
 
     def _drop(self, keep: np.ndarray) -> None:
@@ -369,17 +363,16 @@ class IdentityJoin:
         now = time.monotonic()
         if now - self._last_sweep > self.ttl:
             self.sweep(now)
+        closing = np.broadcast_to(np.asarray(consts.get("trigger", cols.get("trigger", 0))) == TRIGGER_CLOSE, (n,))
         with self._lock:
-            out = self._join_locked(cols, n, consts, now)
-            trig = consts.get("trigger", cols.get("trigger", 0))
-            closing = (np.asarray(trig) == TRIGGER_CLOSE)
-            if np.any(closing):
+            out = self._join_locked(cols, n, consts, closing, now)
+            if closing.any():
                 cookies = cols.get("inet_diag_msg_socket_cookie")
                 if cookies is not None:
-                    self.forget(np.asarray(cookies)[np.broadcast_to(closing, (n,))])
+                    self.forget(np.asarray(cookies)[closing])
         return out
 
-    def _join_locked(self, cols, n: int, consts, now: float) -> dict[str, Any]:
+    def _join_locked(self, cols, n: int, consts, closing: np.ndarray, now: float) -> dict[str, Any]:
         out: dict[str, Any] = {}
         cookies = cols.get("inet_diag_msg_socket_cookie")
         owner = np.full(n, -1, np.int32)
@@ -389,8 +382,6 @@ class IdentityJoin:
             if len(self._events):
                 self._from_events(cookies, owner, now)
             inodes = cols.get("inet_diag_msg_inode")
-            closing = np.broadcast_to(np.asarray(consts.get("trigger", cols.get("trigger", 0))) == TRIGGER_CLOSE,
-                                      (n,))
             if inodes is not None:
                 inodes = np.asarray(inodes)
                 # a closed socket's fd is gone: no /proc walk can find it any more
