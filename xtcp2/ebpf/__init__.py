@@ -24,14 +24,7 @@ def load_for_mode(mode: str, ringbuf_bytes: int | None = None):
         return None, "mode poll"
     from . import loader
     opts = loader.LoadOptions() if ringbuf_bytes is None else loader.LoadOptions(ringbuf_bytes=ringbuf_bytes)
-    try:
-        bp = loader.load(opts)
-    except Xtcp2Error as e:
-        bp, why = None, str(e)
-    except OSError as e:
-        bp, why = None, f"BPF unavailable: {e}"
-    else:
-        why = f"BPF programs load and attach ({bp.attach_kind})"
+    bp, why = loader.try_load(opts)
     if mode == "bpf":
         if bp is None:
             raise Xtcp2Error(f"--mode bpf cannot run here: {why}")

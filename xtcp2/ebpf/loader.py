@@ -216,14 +216,20 @@ def prog_names() -> tuple[str, ...]:
     return (PROG_BTF, PROG_TP, PROG_FORK, PROG_UNSHARE, PROG_SETNS, PROG_DESTROY_FILTER)
 
 
+def try_load(opts: LoadOptions, path: Path | None = None) -> tuple[BpfProgram | None, str]:
+    """(the loaded and attached program, how) or (None, the actionable reason it cannot run)."""
+    try:
+        bp = load(opts, path)
+    except Xtcp2Error as e:
+        return None, str(e)
+    except OSError as e:
+        return None, f"BPF unavailable: {e}"
+    return bp, f"BPF programs load and attach ({bp.attach_kind})"
+
+
 def available(path: Path | None = None) -> tuple[bool, str]:
     """Can --mode bpf run here? (ok, reason). Loads and unloads the object once."""
-    try:
-        bp = load(LoadOptions(ringbuf_bytes=1 << 16), path)
-    except Xtcp2Error as e:
-        return False, str(e)
-    except OSError as e:
-        return False, f"BPF unavailable: {e}"
-    kind = bp.attach_kind
-    bp.close()
-    return True, f"BPF programs load and attach ({kind})"
+    bp, why = try_load(LoadOptions(ringbuf_bytes=1 << 16), path)
+    if bp is not None:
+        bp.close()
+    return bp is not None, why
