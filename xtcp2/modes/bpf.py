@@ -205,7 +205,8 @@ class BpfMode:
             BPF_EVENTS.labels("netns").inc(int((ev["kind"] == E.EV_NETNS).sum()))
             self.tracker.ingest(ev, now)
             if self.learn_owners is not None:
-                # before the lookups of these opens: their records find the owner cached
+                # owners taken in connect()/listen(): the join asks for them when these
+                # sockets' first records miss its cache
                 owned = ev[((ev["flags"] & E.F_OWNER) != 0) & (ev["kind"] == E.EV_STATE)]
                 if len(owned):
                     self.learn_owners(owned["cookie"], owned["pid"], owned["comm"])
