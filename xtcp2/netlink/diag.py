@@ -12,8 +12,7 @@ import errno
 import mmap
 import socket
 import struct
-from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -38,34 +37,29 @@ class DumpAborted(Exception):
         self.kind = kind
 
 
-@dataclass
 class Chunk:
     """Replies of one dump, recv after recv, in one buffer.
 
-    `segments` holds (start, end) of each recv; `offsets` (where each socket message
-    starts) is filled either while reading (walk_batch) or afterwards, for all
-    segments at once, by index_messages().
+    `seg_starts`/`seg_ends` hold where each recv starts and ends; `offsets` (where each
+    socket message starts) is filled either while reading (walk_batch) or afterwards,
+    for all segments at once, by index_messages().
     """
 
-    buf: bytearray | mmap.mmap
-    offsets: array.array = field(default_factory=lambda: array.array("I"))
-    used: int = 0
-    interrupted: bool = False   # a message carried NLM_F_DUMP_INTR
-    recvs: int = 0
-    seg_starts: array.array = field(default_factory=lambda: array.array("q"))
-    seg_ends: array.array = field(default_factory=lambda: array.array("q"))
-    indexed: bool = True
-    final: bool = False         # the dump ended in this chunk
+    __slots__ = ("buf", "offsets", "used", "interrupted", "recvs", "seg_starts", "seg_ends", "indexed", "final")
+
+    def __init__(self, buf: bytearray | mmap.mmap) -> None:
+        self.buf = buf
+        self.reset()
 
     def reset(self) -> None:
-        self.final = False
         self.offsets = array.array("I")
         self.used = 0
-        self.interrupted = False
+        self.interrupted = False    # a message carried NLM_F_DUMP_INTR
         self.recvs = 0
         self.seg_starts = array.array("q")
         self.seg_ends = array.array("q")
         self.indexed = True
+        self.final = False          # the dump ended in this chunk
 
     def message_offsets(self) -> np.ndarray:
         """Start offsets of the socket messages, in kernel order."""
@@ -74,8 +68,7 @@ class Chunk:
         return np.frombuffer(self.offsets, dtype=np.uint32)
 
 
-@dataclass(frozen=True)
-class SockId:
+class SockId(NamedTuple):
     """inet_diag_sockid for an exact lookup. Addresses in network order (4 or 16 bytes)."""
 
     sport: int

@@ -25,8 +25,7 @@ riding every matrix pass byte by byte (tests/unit/test_encode_splice.py).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
@@ -46,8 +45,7 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
-@dataclass(frozen=True)
-class FieldSpec:
+class FieldSpec(NamedTuple):
     name: str
     number: int
     tag: bytes
@@ -108,8 +106,7 @@ def _varint_bytes(v: np.ndarray, size: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-@dataclass(frozen=True, eq=False)
-class _Plan:
+class _Plan(NamedTuple):
     """What a set of column names/kinds and constant names encodes to, before any data.
 
     Varint columns are copied into two matrices, class 0 (uint32, for dtypes of up to
@@ -173,8 +170,7 @@ def _make_plan(names: tuple[str, ...], kinds: tuple, const_names: tuple[str, ...
     )
 
 
-@dataclass(frozen=True, eq=False)
-class _Group:
+class _Group(NamedTuple):
     """Varint fields of one matrix class sharing a slot width."""
     cls: int
     width: int
@@ -184,15 +180,13 @@ class _Group:
     value_rows: np.ndarray      # body rows of their value bytes, field-major
 
 
-@dataclass(frozen=True, eq=False)
-class _BytesSlot:
+class _BytesSlot(NamedTuple):
     col: int          # index in plan.bytes_pos
     len_row: int      # body row of the length byte; the data bytes follow
     width: int
 
 
-@dataclass(frozen=True, eq=False)
-class _Splice:
+class _Splice(NamedTuple):
     """A run of constants left out of the byte matrix and copied into every record
     after compaction, between the bytes of the items before it and those after it
     (field order is kept)."""
@@ -203,8 +197,7 @@ class _Splice:
     after: bool                 # e_rows/fixed count what comes after it instead (fewer rows to sum)
 
 
-@dataclass(frozen=True, eq=False)
-class _Layout:
+class _Layout(NamedTuple):
     """Body rows of the (slots x rows) byte matrix for one plan and set of slot widths.
 
     Every body row belongs to one item (a var field, a bytes column, or constants) and
