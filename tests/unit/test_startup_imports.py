@@ -55,21 +55,29 @@ def test_once_with_netlink_imports_only_what_one_poll_needs():
     assert _offending(modules) == []
 
 
-def test_light_prometheus_import_shares_one_registry_with_the_full_package():
-    # in a fresh interpreter: the metric classes load without the HTTP stack; asking
-    # the package for anything else loads the real one, with the same REGISTRY
+def test_light_metrics_share_one_registry_with_the_full_package():
+    # in a fresh interpreter: xtcp2's metrics load without prometheus_client's metric
+    # classes or its HTTP stack; asking the package for anything else loads the real
+    # one, with the same REGISTRY, which exposes them
     code = """
 import sys
 import xtcp2.metrics
 assert "prometheus_client.exposition" not in sys.modules and "http.server" not in sys.modules
+assert "prometheus_client.metrics" not in sys.modules
 xtcp2.metrics.POLLS.inc()
+xtcp2.metrics.POLL_SECONDS.observe(0.2)
+xtcp2.metrics.DEST_QUEUE.labels("null").set(3)
 from prometheus_client import REGISTRY, generate_latest
 import prometheus_client
 assert "prometheus_client.exposition" in sys.modules
 from xtcp2.prom_light import REGISTRY as light
-assert REGISTRY is light and prometheus_client.Counter is type(xtcp2.metrics.POLLS)
+assert REGISTRY is light
 text = generate_latest(REGISTRY).decode()
-assert "xtcp2_polls_total 1.0" in text, text[:500]
+for line in ("xtcp2_polls_total 1.0", 'xtcp2_poll_duration_seconds_bucket{le="0.1"} 0.0',
+             'xtcp2_poll_duration_seconds_bucket{le="0.25"} 1.0', 'xtcp2_poll_duration_seconds_bucket{le="+Inf"} 1.0',
+             "xtcp2_poll_duration_seconds_count 1.0", "xtcp2_poll_duration_seconds_sum 0.2",
+             'xtcp2_dest_queue_depth{dest="null"} 3.0', "# TYPE xtcp2_polls_total counter"):
+    assert line + "\\n" in text, (line, text[:800])
 print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT)),

@@ -10,6 +10,7 @@ import signal
 import sys
 
 import pytest
+from prometheus_client import REGISTRY
 
 from xtcp2.api.config_proto import config_from_proto, config_to_proto
 from xtcp2.cli import build_parser, config_from_args
@@ -17,9 +18,10 @@ from xtcp2.config import Config
 from xtcp2.errors import ConfigError
 from xtcp2.gen.xtcp_config.v1 import xtcp_config_pb2 as cpb
 from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
-from xtcp2.identity.uplink import ERRORS, UplinkEnricher
+from xtcp2.identity.uplink import UplinkEnricher
 from xtcp2.marshal.protobuf_list import unmarshal
 
+from ..prom import sample
 from .conftest import wait_for
 from .test_nic import pci_nic, virtual
 
@@ -27,7 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _errors(source: str, kind: str) -> float:
-    return ERRORS.labels(source, kind)._value.get()
+    return sample(REGISTRY, "xtcp2_uplink_errors_total", source=source, kind=kind)
 
 
 def test_disabled_stamps_nothing():
