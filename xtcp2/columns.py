@@ -7,7 +7,6 @@ iterator) build them; the record sink stamps, joins and encodes them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -37,12 +36,17 @@ def merge_sorted(big: list[np.ndarray], small: list[np.ndarray]) -> list[np.ndar
     return merged
 
 
-@dataclass
 class BytesColumn:
     """Variable-length byte strings: row i is data[i, :lengths[i]]."""
 
-    data: np.ndarray      # (n, width) uint8
-    lengths: np.ndarray   # (n,) integer
+    __slots__ = ("data", "lengths")
+
+    def __init__(self, data: np.ndarray, lengths: np.ndarray) -> None:
+        self.data = data          # (n, width) uint8
+        self.lengths = lengths    # (n,) integer
+
+    def __repr__(self) -> str:
+        return f"BytesColumn({len(self)} rows, width {self.data.shape[1] if self.data.ndim == 2 else '?'})"
 
     def __len__(self) -> int:
         return len(self.lengths)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, Xtcp2Error
@@ -81,23 +80,25 @@ def env_name(flag: str, dest: str) -> str:
     return "XTCP_" + re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", flag).replace("-", "_").upper()
 
 
-@dataclass
 class Option:
     """One setting that a flag, a variable or XTCP_CONFIG_JSON can give."""
-    flag: str                              # without dashes, as -help shows it
-    dest: str                              # argparse dest (a Config field for most)
-    parse: Callable[[str], Any]            # the flag's type function: same checks, same messages
-    env: str = ""
 
-    def __post_init__(self) -> None:
-        self.env = self.env or env_name(self.flag, self.dest)
+    def __init__(self, flag: str, dest: str, parse: Callable[[str], Any], env: str = "") -> None:
+        self.flag = flag                   # without dashes, as -help shows it
+        self.dest = dest                   # argparse dest (a Config field for most)
+        self.parse = parse                 # the flag's type function: same checks, same messages
+        self.env = env or env_name(flag, dest)
+
+    def __repr__(self) -> str:
+        return f"Option(-{self.flag}, {self.env})"
 
 
-@dataclass
 class Layers:
     """Values by dest, and where each came from ("flag -x", "env X", XTCP_CONFIG_JSON)."""
-    values: dict[str, Any] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.sources: dict[str, str] = {}
 
     def put(self, dest: str, value: Any, source: str) -> None:
         self.values[dest] = value

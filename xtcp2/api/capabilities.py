@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..errors import Xtcp2Error
 
@@ -34,19 +34,19 @@ class CapabilityError(Xtcp2Error):
     """A hard requirement is missing; str() is the one-line message for the operator."""
 
 
-@dataclass
-class Missing:
+class Missing(NamedTuple):
     what: str         # e.g. "CAP_NET_ADMIN" or "BTF (/sys/kernel/btf/vmlinux)"
     needed_for: str
     cap: str | None = None  # capability name, when granting a capability fixes it
+    fix: str = ""           # how to fix it otherwise (a kernel feature)
 
 
-@dataclass
 class CapabilityReport:
-    mode: str
-    effective: set[int]
-    missing: list[Missing] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    def __init__(self, mode: str, effective: set[int]) -> None:
+        self.mode = mode
+        self.effective = effective
+        self.missing: list[Missing] = []
+        self.warnings: list[str] = []
 
     @property
     def ok(self) -> bool:
@@ -66,13 +66,8 @@ class CapabilityReport:
             c = " ".join(caps)
             fixes.append(f"grant {c}, e.g. add it to systemd AmbientCapabilities= and CapabilityBoundingSet= "
                          f"(deploy/systemd/xtcp2.service), or run as root without dropping it")
-        fixes += [m.fix for m in self.missing if isinstance(m, _KernelMissing)]
+        fixes += [m.fix for m in self.missing if m.fix]
         return f"--mode {self.mode} cannot start: missing {parts}; to fix: {'; '.join(fixes)}"
-
-
-@dataclass
-class _KernelMissing(Missing):
-    fix: str = ""
 
 
 def effective_caps(status_path: str = "/proc/self/status") -> set[int]:
@@ -121,8 +116,8 @@ def _bpf_requirements(eff: set[int], report: CapabilityReport, hard: bool) -> No
     if CAP_PERFMON not in eff and CAP_SYS_ADMIN not in eff:
         add(Missing("CAP_PERFMON", "attaching tracepoint programs", "CAP_PERFMON"), fallback)
     if not os.path.exists(BTF_PATH):
-        add(_KernelMissing(f"kernel BTF ({BTF_PATH})", "CO-RE relocations of the BPF programs",
-                           fix="boot a kernel built with CONFIG_DEBUG_INFO_BTF=y"), fallback)
+        add(Missing(f"kernel BTF ({BTF_PATH})", "CO-RE relocations of the BPF programs",
+                    fix="boot a kernel built with CONFIG_DEBUG_INFO_BTF=y"), fallback)
     if not _tracefs_mounted():
         report.warnings.append(
             "tracefs not mounted: the classic-tracepoint fallback is unavailable (tp_btf still works); "

@@ -10,7 +10,6 @@ Daemon, start_control_plane() once it exists.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 from ..config import Config
 from .capabilities import CapabilityReport, require
@@ -26,11 +25,11 @@ def preflight(config: Config) -> CapabilityReport:
     return report
 
 
-@dataclass
 class ControlPlane:
-    grpc: object | None = None
-    metrics: object | None = None
-    _stopped: bool = field(default=False)
+    def __init__(self) -> None:
+        self.grpc: object | None = None
+        self.metrics: object | None = None
+        self._stopped = False
 
     def stop(self) -> None:
         if self._stopped:

@@ -12,7 +12,6 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -34,15 +33,18 @@ log = logging.getLogger(__name__)
 FAMILIES = ((c.AF_INET, "ipv4"), (c.AF_INET6, "ipv6"))
 
 
-@dataclass
 class PollStats:
-    namespaces: int = 0
-    sockets: int = 0
-    records: int = 0
-    seconds: float = 0.0
-    errors: int = 0
-    interrupted: int = 0
-    per_ns: dict = field(default_factory=dict)
+    def __init__(self, namespaces: int = 0) -> None:
+        self.namespaces = namespaces
+        self.sockets = 0
+        self.records = 0
+        self.seconds = 0.0
+        self.errors = 0
+        self.interrupted = 0
+        self.per_ns: dict = {}
+
+    def __repr__(self) -> str:
+        return f"PollStats({self.summary()})"
 
     def summary(self) -> str:
         return (f"namespaces={self.namespaces} sockets={self.sockets} records={self.records} "

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,8 +32,7 @@ _SOCKET_PREFIX = "socket:["
 _NEVER = float("-inf")
 
 
-@dataclass(frozen=True)
-class Process:
+class Process(NamedTuple):
     pid: int
     comm: str
     start: int                    # clock ticks since boot: tells a reused pid apart

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import numpy as np
@@ -13,16 +12,17 @@ from ..netns.registry import NamespaceTable
 from ..records.sink import RecordSink
 
 
-@dataclass
 class Parts:
     """What both modes drive: the watched namespaces, a collector for full dumps,
     and the sink every record goes through."""
 
-    table: NamespaceTable
-    collector: NetlinkCollector
-    sink: RecordSink
-    # bpf mode hands it the owners it saw at connect()/listen(): (cookies, pids, comms)
-    learn_owners: Callable[[np.ndarray, np.ndarray, np.ndarray], int] | None = None
+    def __init__(self, table: NamespaceTable, collector: NetlinkCollector, sink: RecordSink,
+                 learn_owners: Callable[[np.ndarray, np.ndarray, np.ndarray], int] | None = None) -> None:
+        self.table = table
+        self.collector = collector
+        self.sink = sink
+        # bpf mode hands it the owners it saw at connect()/listen(): (cookies, pids, comms)
+        self.learn_owners = learn_owners
 
 
 class Mode(Protocol):

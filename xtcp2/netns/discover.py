@@ -10,7 +10,6 @@ name, else "netns:[<inode>]".
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Callable
 
 # (namespace key, its pids, procfs root) -> id of the container owning it, "" if none
@@ -20,18 +19,23 @@ NETNS_DIRS = ("/run/netns", "/run/docker/netns")
 HOST_NAME = "default"
 
 
-@dataclass
 class NetnsRef:
     """One namespace as discovered. `path` is what to open to enter it."""
 
-    name: str
-    path: str
-    inode: int
-    dev: int
-    source: str  # "netns", "docker", "proc", "self"
-    pids: list[int] = field(default_factory=list)
-    aliases: list[str] = field(default_factory=list)  # other names of the same namespace
-    mounts: list[tuple[str, str]] = field(default_factory=list)  # every (source, path) bind mount of it
+    def __init__(self, name: str, path: str, inode: int, dev: int, source: str,
+                 pids: list[int] | None = None, aliases: list[str] | None = None,
+                 mounts: list[tuple[str, str]] | None = None) -> None:
+        self.name = name
+        self.path = path
+        self.inode = inode
+        self.dev = dev
+        self.source = source                    # "netns", "docker", "proc", "self"
+        self.pids = pids if pids is not None else []
+        self.aliases = aliases if aliases is not None else []    # other names of the same namespace
+        self.mounts = mounts if mounts is not None else []       # every (source, path) bind mount of it
+
+    def __repr__(self) -> str:
+        return f"NetnsRef({self.name!r}, {self.path!r}, inode={self.inode}, source={self.source!r})"
 
     @property
     def key(self) -> tuple[int, int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
 
 from ..prom_light import Counter, Gauge
 
@@ -29,14 +28,17 @@ NAMESPACE_ERRORS = Counter(
 )
 
 
-@dataclass
 class Namespace:
-    ref: NetnsRef
-    diag: DiagSocket
-    cookie: int
-    nsid: int
-    lock: threading.Lock = field(default_factory=threading.Lock)  # one dump at a time per socket
-    broken: bool = False
+    def __init__(self, ref: NetnsRef, diag: DiagSocket, cookie: int, nsid: int) -> None:
+        self.ref = ref
+        self.diag = diag
+        self.cookie = cookie
+        self.nsid = nsid
+        self.lock = threading.Lock()   # one dump at a time per socket
+        self.broken = False
+
+    def __repr__(self) -> str:
+        return f"Namespace({self.ref.name!r}, inode={self.ref.inode}, cookie={self.cookie}, nsid={self.nsid})"
 
     @property
     def name(self) -> str:
