@@ -4,7 +4,8 @@ Builds N loopback connections (2N sockets) in a fresh namespace, then measures,
 interleaved, `--repeat` times each:
   raw      recv of the whole inet_diag dump (v4 + v6, default extensions), no parsing:
            the reference (bench_poll.py's `raw recv`)
-  read     every iterator record read into the collector's buffers, nothing built
+  read     every iterator record read into one reused buffer (as the collector's
+           are), nothing built
   convert  to_columns() over the records of one such read, chunk by chunk (the
            production buffer size): the part of the collection step that is Python
   collect  IterCollector.columns() as the poll runs it: read + convert on the reader
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import mmap
 import os
 import pstats
 import statistics
@@ -41,13 +43,14 @@ from xtcp2.netns.enter import NetnsEnterer  # noqa: E402
 NS = f"xtcp2itcol-{os.getpid()}"
 
 
-def read_all(fd: int) -> list[bytes]:
-    """Every record of the walk, as the collector's chunks (copies, kept for convert)."""
-    buf = bytearray(DEFAULT_BUFFER)
+def read_all(fd: int, buf: bytearray, keep: bool) -> list[bytes]:
+    """Every record of the walk, read chunk by chunk into buf; with keep, the chunks
+    (copies, kept for convert)."""
     chunks, carry, eof = [], b"", False
     while not eof:
         count, carry, eof = T._fill(fd, buf, carry)
-        chunks.append(bytes(buf[:count * ITER_DTYPE.itemsize]))
+        if keep:
+            chunks.append(bytes(buf[:count * ITER_DTYPE.itemsize]))
     return chunks
 
 
@@ -82,14 +85,16 @@ def main() -> int:
         def run_in(fn):
             return enter.run_in(path, fn)
 
-        def read() -> list[bytes]:
+        buf = mmap.mmap(-1, DEFAULT_BUFFER)
+
+        def read(keep: bool = False) -> list[bytes]:
             fd = run_in(prog.create_fd)
             try:
-                return read_all(fd)
+                return read_all(fd, buf, keep)
             finally:
                 os.close(fd)
 
-        chunks = read()
+        chunks = read(keep=True)
         recs = [np.frombuffer(b, ITER_DTYPE) for b in chunks]
         sockets = sum(len(r) for r in recs)
 

@@ -346,8 +346,8 @@ class IterCollector:
     """Reads one namespace through the iterator: the narrow interface the poll
     collector uses. `columns()` yields Columns chunks (like one netlink chunk each)."""
 
-    # records -> columns on the reader thread, after each read: the worker that
-    # consumes the chunks only encodes (the longer half). Benchmarks turn it off.
+    # records -> columns on a thread of their own beside the reader's: the worker that
+    # consumes the chunks only encodes (the longer half). False: the worker converts.
     convert_on_reader = True
 
     def __init__(self, program: TcpIterProgram, buffer_bytes: int = DEFAULT_BUFFER) -> None:
@@ -380,9 +380,11 @@ class IterCollector:
 
     def _read(self, fd: int, wanted: frozenset[int] | None) -> Iterator[Columns]:
         """A namespace that fits one buffer (nearly all) is read inline. A bigger one
-        continues on a reader thread, which reads the next buffer and converts it
-        while the caller encodes the previous one (read() and numpy's loops release
-        the GIL): the poll costs about the larger of the two instead of their sum."""
+        continues on a reader thread that only reads (read() releases the GIL: the
+        kernel's walk, most of the time), handing each filled buffer to a converter
+        thread that turns it into columns and hands the buffer back. The next read
+        overlaps converting the last one, and both overlap the caller encoding the
+        one before: the poll costs about the longest of the three, not a sum."""
         free = _buffers(self.buffer_bytes)
         buf = free.get()
         count, carry, eof = _fill(fd, buf, b"")
@@ -393,62 +395,86 @@ class IterCollector:
             finally:
                 free.put(buf)
             return
+        # (buffer, records) as read, then None; an exception of the reader instead
+        filled: queue.SimpleQueue = queue.SimpleQueue()
+        filled.put((buf, count))
         # converted chunks wait here; one at most, so memory stays a few chunks
-        full: queue.Queue = queue.Queue(maxsize=1 if self.convert_on_reader else 0)
+        full: queue.Queue = queue.Queue(maxsize=1)
         stop = threading.Event()
-
-        convert = self.convert_on_reader
 
         def reader(carry: bytes) -> None:
             try:
                 while not stop.is_set():
                     b = free.get()
                     n, carry, done = _fill(fd, b, carry)
-                    if convert:
-                        try:
-                            item = to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted) if n else None
-                        finally:
-                            free.put(b)
-                        if item is not None:
-                            full.put(item)
-                    else:
-                        full.put((b, n))
+                    filled.put((b, n))
                     if done:
                         break
-            except BaseException as e:  # handed to the consumer, raised there
-                full.put(e)
+            except BaseException as e:  # handed on to the caller, raised there
+                filled.put(e)
+            filled.put(None)
+
+        def converter() -> None:
+            # takes every item up to the reader's None, converting or not, so every
+            # buffer goes back to `free` and the reader never waits for one forever
+            failed = False
+            while (item := filled.get()) is not None:
+                if isinstance(item, BaseException):
+                    failed = True
+                    full.put(item)
+                    continue
+                b, n = item
+                try:
+                    cols = (to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted)
+                            if n and not failed and not stop.is_set() else None)
+                except BaseException as e:
+                    failed, cols = True, e
+                    stop.set()  # the reader stops after its current read
+                finally:
+                    free.put(b)
+                if cols is not None:
+                    full.put(cols)
             full.put(None)
 
-        t = threading.Thread(target=reader, args=(carry,), name=f"{threading.current_thread().name}-iter", daemon=True)
-        t.start()
+        threads = [threading.Thread(target=reader, args=(carry,), name=f"{threading.current_thread().name}-iter",
+                                    daemon=True)]
+        if self.convert_on_reader:
+            threads.append(threading.Thread(target=converter, name=f"{threading.current_thread().name}-iterconv",
+                                            daemon=True))
+        out: queue.Queue | queue.SimpleQueue = full if self.convert_on_reader else filled  # else: converted here
+        for t in threads:
+            t.start()
         try:
-            cols = to_columns(np.frombuffer(buf, ITER_DTYPE, count=count), wanted)
-            free.put(buf)
-            yield cols
-            while (item := full.get()) is not None:
+            while (item := out.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, Columns):
                     yield item
                     continue
                 b, n = item
-                cols = to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted) if n else None
-                free.put(b)
+                try:
+                    cols = to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted) if n else None
+                finally:
+                    free.put(b)
                 if cols is not None:
                     yield cols
         finally:
             stop.set()
-            while t.is_alive():  # hand buffers back so the reader never blocks forever
+            while any(t.is_alive() for t in threads):  # unblock a converter waiting on a full queue
                 try:
-                    item = full.get(timeout=0.05)
+                    item = out.get(timeout=0.05)
                 except queue.Empty:
                     continue
                 if isinstance(item, tuple):
                     free.put(item[0])
-            t.join()
-            # what the reader queued just before it ended is not drained by the loop above
-            while not full.empty():
-                item = full.get_nowait()
+            for t in threads:
+                t.join()
+            # what was queued just before the threads ended is not drained by the loop above
+            while True:
+                try:
+                    item = out.get_nowait()
+                except queue.Empty:
+                    break
                 if isinstance(item, tuple):
                     free.put(item[0])
 
