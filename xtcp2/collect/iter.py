@@ -11,6 +11,7 @@ whichever collector ran.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import mmap
 import os
@@ -22,7 +23,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..columns import BytesColumn, Columns, unique
+from ..columns import BytesColumn, Columns
 from ..ebpf.tcp_info import TO_RECORD
 from ..ebpf.tcp_iter import (CC_BBR, CC_DCTCP, CC_VEGAS, DEFAULT_BUFFER, ITER_DTYPE, KIND_FULL,
                              MEMINFO_FROM_SKMEMINFO, REC_SIZE, TcpIterProgram, object_path)
@@ -78,28 +79,6 @@ def read_records(fd: int, buf: bytearray) -> Iterator[np.ndarray]:
         used = tail
 
 
-def _cong(names: np.ndarray, has: np.ndarray) -> tuple[BytesColumn, np.ndarray]:
-    """congestion_algorithm_string / _enum as the decoder builds them (rows without a
-    name stay empty)."""
-    n = len(names)
-    data = np.frombuffer(names.tobytes(), np.uint8).reshape(n, 16)[:, :L.CONG_NAME_MAX].copy()
-    zero = data == 0
-    lengths = np.where(zero.any(axis=1), zero.argmax(axis=1), L.CONG_NAME_MAX).astype(np.uint8)
-    enum = np.zeros(n, np.uint8)
-    # a handful of distinct names: one u64 key per row, then one lookup per key
-    halves = data.view(np.uint64)
-    key = halves[:, 0] ^ (halves[:, 1] * np.uint64(0x9E3779B97F4A7C15))
-    for k in unique(key[has]).tolist():
-        rows = key == k
-        name = data[int(np.argmax(rows))].tobytes().split(b"\0", 1)[0]
-        enum[rows] = L.CONGESTION_ENUM.get(name, 0)
-    if not has.all():
-        data[~has] = 0
-        lengths[~has] = 0
-        enum[~has] = 0
-    return BytesColumn(data, lengths), enum
-
-
 def _leaf_offsets(dt: np.dtype, base: int = 0, prefix: str = "") -> dict[str, tuple[int, np.dtype]]:
     out = {}
     for name in dt.names:
@@ -112,35 +91,181 @@ def _leaf_offsets(dt: np.dtype, base: int = 0, prefix: str = "") -> dict[str, tu
 
 
 _OFFSETS = _leaf_offsets(ITER_DTYPE)
-_WORDS = REC_SIZE // 4
+_U4 = np.dtype("<u4")
+_U8 = np.dtype("<u8")
+_V16 = np.dtype("V16")
+_SADDR, _DADDR = _OFFSETS["saddr"][0], _OFFSETS["daddr"][0]
+# address length by family (4 unless AF_INET6): a lookup is the cheapest way to it
+_ADDR_LEN = np.full(256, 4, np.uint8)
+_ADDR_LEN[c.AF_INET6] = 16
+_AF_INET6 = int(c.AF_INET6)  # an IntEnum costs numpy a slow conversion in every compare
 
 
-class _Words:
-    """The records of one chunk transposed into rows of u32 words: one cache-friendly
-    pass, instead of one strided pass over the whole chunk per column (10x faster at
-    ~100 columns). A 4-byte field is then a contiguous row (no copy); the others are
-    shifted out of their word, or joined from two."""
+def _field(name: str, index: int = 0) -> tuple[int, np.dtype]:
+    """(byte offset, dtype) of a record field, or of element `index` of an array field."""
+    off, dt = _OFFSETS[name]
+    if dt.subdtype is not None:
+        dt = dt.subdtype[0]
+        off += index * dt.itemsize
+    return off, dt
 
-    BLOCK = 512  # rows per transposed block: source and target stay in cache
 
-    def __init__(self, recs: np.ndarray) -> None:
+# transposed a block of records at a time when a row is this wide or wider (bytes):
+# source and target stay in cache (1.3x faster at 32 words); narrower ones in one go
+_BLOCK_ROWS, _BLOCK_FROM = 256, 64
+
+
+class _Plan:
+    """What to_columns() reads for one (wanted, kernel tcp_info length), worked out once.
+
+    The fields it needs are grouped into blocks of neighbours of one dtype (13 for the
+    default attributes); each chunk transposes each block in one pass into rows, one
+    contiguous column each. A column is then a row as it is: per chunk, a dozen numpy
+    copies and list lookups instead of ~100 shifts, masks and casts, whose Python
+    overhead per call cost more than the copying (2,500 records a chunk)."""
+
+    def __init__(self, wanted: frozenset[int] | None, info_len: int) -> None:
+        def want(attr: int) -> bool:
+            return wanted is None or attr in wanted
+
+        slots: dict[tuple[int, np.dtype], int] = {}
+
+        def slot(name: str, index: int = 0) -> tuple[int, np.dtype]:
+            key = _field(name, index)
+            slots[key] = -1
+            return key
+
+        # (column, field) in the order to_columns() fills them; info: (column, field,
+        # dtype to cast to or None)
+        head = [(col, slot(f)) for col, f in (
+            ("inet_diag_msg_family", "family"), ("inet_diag_msg_state", "state"),
+            ("inet_diag_msg_timer", "timer"), ("inet_diag_msg_retrans", "retrans"),
+            ("inet_diag_msg_socket_interface", "ifindex"), ("inet_diag_msg_socket_cookie", "cookie"),
+            ("inet_diag_msg_expires", "expires"), ("inet_diag_msg_rqueue", "rqueue"),
+            ("inet_diag_msg_wqueue", "wqueue"), ("inet_diag_msg_uid", "uid"),
+            ("inet_diag_msg_inode", "inode"),
+            # network order, as inet_diag_msg holds them: the record's >u2 as it is
+            ("inet_diag_msg_socket_source_port", "sport"), ("inet_diag_msg_socket_destination_port", "dport"))]
+        family, kind, cc_kind = slot("family"), slot("kind"), slot("cc_kind")
+        info = []
+        self.info = want(c.INET_DIAG_INFO)
+        if self.info:
+            for src, col in TO_RECORD.items():
+                if DIAG_END.get(col, 0) > info_len:
+                    continue  # this kernel's struct tcp_info ends before it: inet_diag omits it too
+                key = slot("ti." + src)
+                info.append((col, key, None if key[1] == DIAG_DTYPE[col] else DIAG_DTYPE[col]))
+        attrs = []  # the attributes of full sockets after tcp_info, before traffic_class
+        if want(c.INET_DIAG_MEMINFO):
+            attrs += [(name, slot("skmeminfo", i)) for (name, _, _), i in zip(L.MEMINFO, MEMINFO_FROM_SKMEMINFO)]
+        if want(c.INET_DIAG_SKMEMINFO):
+            attrs += [(name, slot("skmeminfo", i)) for i, (name, _, _) in enumerate(L.SKMEMINFO)]
+        if want(c.INET_DIAG_SHUTDOWN):
+            attrs.append(("shutdown_state", slot("shutdown")))
+        if want(c.INET_DIAG_TOS):
+            attrs.append(("type_of_service", slot("tos")))
+        tclass = slot("tclass") if want(c.INET_DIAG_TCLASS) else None
+        late = []  # ... and after it
+        if want(c.INET_DIAG_CLASS_ID):
+            late.append(("class_id", slot("class_id")))
+        if want(c.INET_DIAG_CGROUP_ID):
+            late.append(("c_group", slot("cgroup_id")))
+        if want(c.INET_DIAG_SOCKOPT):
+            late.append(("sock_opt", slot("sockopt")))
+        # the name as two u64 halves: rows compare whole names with two compares
+        ca_off = _OFFSETS["ti.ca_name"][0]
+        cong = None
+        if want(c.INET_DIAG_CONG):
+            slots[(ca_off, _U8)] = slots[(ca_off + 8, _U8)] = -1
+            cong = ((ca_off, _U8), (ca_off + 8, _U8))
+        # cc_info, a union read per layout: its u32 words (each layout's fields are
+        # u32s at word boundaries but dctcp's first two, u16 halves of word 0)
+        cc = []
+        for kind_id, attr, layout in ((CC_BBR, c.INET_DIAG_BBRINFO, L.BBRINFO),
+                                      (CC_DCTCP, c.INET_DIAG_DCTCPINFO, L.DCTCPINFO),
+                                      (CC_VEGAS, c.INET_DIAG_VEGASINFO, L.VEGASINFO)):
+            if want(attr):
+                fields = [(name, slot("cc_info", off // 4), (off & 3) * 8, np.dtype(fmt)) for name, off, fmt in layout]
+                cc.append((kind_id, fields))
+
+        # blocks: runs of fields of one dtype, each following the last
+        self.blocks: list[tuple[int, np.dtype, int]] = []
+        end = -1
+        for off, dt in sorted(slots, key=lambda k: k[0]):
+            if self.blocks and off == end and dt == self.blocks[-1][1]:
+                o, d, count = self.blocks[-1]
+                self.blocks[-1] = (o, d, count + 1)
+            else:
+                self.blocks.append((off, dt, 1))
+            end = off + dt.itemsize
+        at = 0
+        for off, dt, count in self.blocks:
+            for i in range(count):
+                slots[(off + i * dt.itemsize, dt)] = at
+                at += 1
+
+        def rows(cols: list[tuple[str, tuple]]) -> list[tuple[str, int]]:
+            return [(col, slots[key]) for col, key in cols]
+
+        self.head, self.attrs, self.late = rows(head), rows(attrs), rows(late)
+        self.info_cols = [(col, slots[key], cast) for col, key, cast in info]
+        self.family, self.kind, self.cc_kind = slots[family], slots[kind], slots[cc_kind]
+        self.tclass = None if tclass is None else slots[tclass]
+        self.cong = None if cong is None else (slots[cong[0]], slots[cong[1]], ca_off)
+        self.cc = [(kind_id, [(name, slots[key], shift, dt) for name, key, shift, dt in fields])
+                   for kind_id, fields in cc]
+
+    def rows(self, recs: np.ndarray) -> list[np.ndarray]:
+        """Every field of the plan as a contiguous column (new memory, not recs'),
+        indexed by the plan's row numbers."""
         n = len(recs)
-        words = np.frombuffer(recs, "<u4").reshape(n, _WORDS)
-        self.t = np.empty((_WORDS, n), np.uint32)
-        for i in range(0, n, self.BLOCK):
-            self.t[:, i:i + self.BLOCK] = words[i:i + self.BLOCK].T
+        out = []
+        for off, dt, count in self.blocks:
+            src = np.ndarray((n, count), dt, recs, off, (REC_SIZE, dt.itemsize))
+            t = np.empty((count, n), dt)
+            if count * dt.itemsize < _BLOCK_FROM:
+                t[...] = src.T
+            else:
+                for i in range(0, n, _BLOCK_ROWS):
+                    t[:, i:i + _BLOCK_ROWS] = src[i:i + _BLOCK_ROWS].T
+            out.extend(t)
+        return out
 
-    def get(self, name: str, index: int = 0) -> np.ndarray:
-        off, dt = _OFFSETS[name]
-        size = dt.itemsize if dt.subdtype is None else dt.subdtype[0].itemsize
-        off += index * size
-        w, shift = off >> 2, (off & 3) * 8
-        if size == 4:
-            return self.t[w]
-        if size == 8:
-            return self.t[w].astype(np.uint64) | (self.t[w + 1].astype(np.uint64) << np.uint64(32))
-        mask = (1 << (size * 8)) - 1
-        return ((self.t[w] >> shift) & mask).astype(np.uint8 if size == 1 else "<u2")
+
+def _bytes16(recs: np.ndarray, off: int) -> np.ndarray:
+    """The 16-byte field at off of every record, copied out as (n, 16) uint8: copied
+    as one 16-byte item a record (5x faster than numpy's copy of an (n, 16) view,
+    whose inner loop runs over the 16 bytes)."""
+    n = len(recs)
+    return np.ndarray((n,), _V16, recs, off, (REC_SIZE,)).copy().view(np.uint8).reshape(n, L.CONG_NAME_MAX)
+
+
+@functools.lru_cache(maxsize=16)
+def _plan(wanted: frozenset[int] | None, info_len: int) -> _Plan:
+    return _Plan(wanted, info_len)
+
+
+def _cong(recs: np.ndarray, name_at: int, lo: np.ndarray, hi: np.ndarray,
+          has: np.ndarray) -> tuple[BytesColumn, np.ndarray]:
+    """congestion_algorithm_string / _enum as the decoder builds them (rows without a
+    name stay empty). lo, hi: the 16-byte names as two u64 halves. A handful of
+    distinct names: each is looked up once and given to its rows with two compares."""
+    n = len(recs)
+    data = _bytes16(recs, name_at)
+    lengths = np.zeros(n, np.uint8)
+    enum = np.zeros(n, np.uint8)
+    left = has
+    while left[i := int(left.argmax())]:
+        rows = (lo == lo[i]) & (hi == hi[i]) & has
+        name = data[i].tobytes().split(b"\0", 1)[0]
+        # the rows of two names are disjoint: adding sets each row once (cheaper
+        # than a masked assignment)
+        lengths += rows.view(np.uint8) * np.uint8(len(name))
+        enum += rows.view(np.uint8) * np.uint8(L.CONGESTION_ENUM.get(name, 0))
+        left = left & ~rows
+    if np.count_nonzero(has) != n:
+        data[~has] = 0
+    return BytesColumn(data, lengths), enum
 
 
 _info_len: int | None = None
@@ -168,81 +293,52 @@ def to_columns(recs: np.ndarray, wanted: frozenset[int] | None = None) -> Column
     cols = Columns(n)
     if n == 0:
         return cols
+    plan = _plan(wanted, kernel_tcp_info_len())
+    rows = plan.rows(recs)
+    for col, i in plan.head:
+        cols[col] = rows[i]
+    fam = rows[plan.family]
+    alen = _ADDR_LEN.take(fam)
+    cols["inet_diag_msg_socket_source"] = BytesColumn(_bytes16(recs, _SADDR), alen)
+    cols["inet_diag_msg_socket_destination"] = BytesColumn(_bytes16(recs, _DADDR), alen.copy())
 
-    def want(attr: int) -> bool:
-        return wanted is None or attr in wanted
-
-    w = _Words(recs)
-    fam = w.get("family")
-    for col, field in (("inet_diag_msg_family", "family"), ("inet_diag_msg_state", "state"),
-                       ("inet_diag_msg_timer", "timer"), ("inet_diag_msg_retrans", "retrans"),
-                       ("inet_diag_msg_socket_interface", "ifindex"), ("inet_diag_msg_socket_cookie", "cookie"),
-                       ("inet_diag_msg_expires", "expires"), ("inet_diag_msg_rqueue", "rqueue"),
-                       ("inet_diag_msg_wqueue", "wqueue"), ("inet_diag_msg_uid", "uid"),
-                       ("inet_diag_msg_inode", "inode")):
-        cols[col] = w.get(field)
-    # network order, as inet_diag_msg holds them: the same two bytes read big-endian
-    cols["inet_diag_msg_socket_source_port"] = w.get("sport").view(">u2")
-    cols["inet_diag_msg_socket_destination_port"] = w.get("dport").view(">u2")
-    alen = np.where(fam == c.AF_INET6, 16, 4).astype(np.uint8)
-    cols["inet_diag_msg_socket_source"] = BytesColumn(recs["saddr"].copy(), alen)
-    cols["inet_diag_msg_socket_destination"] = BytesColumn(recs["daddr"].copy(), alen.copy())
-
-    full = w.get("kind") == KIND_FULL
-    if not full.any():
+    full = rows[plan.kind] == KIND_FULL
+    nfull = np.count_nonzero(full)
+    if not nfull:
         return cols  # TIME_WAIT and request sockets carry no attributes
-    every = bool(full.all())
+    every = nfull == n
 
-    if want(c.INET_DIAG_INFO):
-        info_len = kernel_tcp_info_len()
-        for src, col in TO_RECORD.items():
-            if DIAG_END.get(col, 0) > info_len:
-                continue  # this kernel's struct tcp_info ends before it: inet_diag omits it too
-            v = w.get("ti." + src)
-            cols[col] = v if v.dtype == DIAG_DTYPE[col] else v.astype(DIAG_DTYPE[col])
+    if plan.info:
+        for col, i, cast in plan.info_cols:
+            cols[col] = rows[i] if cast is None else rows[i].astype(cast)
         state = cols["inet_diag_msg_state"]
         cols["tcp_info_state"] = state if every else np.where(full, state, 0).astype(np.uint8)
         # fields tcp_get_info() always leaves 0 (tcpi_fackets, tcpi_last_ack_sent)
         cols["tcp_info_fackets"] = np.zeros(n, "<u4")
         cols["tcp_info_last_ack_sent"] = np.zeros(n, "<u4")
-    if want(c.INET_DIAG_MEMINFO):
-        for (name, _, _), i in zip(L.MEMINFO, MEMINFO_FROM_SKMEMINFO):
-            cols[name] = w.get("skmeminfo", i)
-    if want(c.INET_DIAG_SKMEMINFO):
-        for i, (name, _, _) in enumerate(L.SKMEMINFO):
-            cols[name] = w.get("skmeminfo", i)
-    if want(c.INET_DIAG_SHUTDOWN):
-        cols["shutdown_state"] = w.get("shutdown")
-    if want(c.INET_DIAG_TOS):
-        cols["type_of_service"] = w.get("tos")
-    if want(c.INET_DIAG_TCLASS) and bool((full & (fam == c.AF_INET6)).any()):
-        cols["traffic_class"] = w.get("tclass")
-    if want(c.INET_DIAG_CLASS_ID):
-        cols["class_id"] = w.get("class_id")
-    if want(c.INET_DIAG_CGROUP_ID):
-        cols["c_group"] = w.get("cgroup_id")
-    if want(c.INET_DIAG_SOCKOPT):
-        cols["sock_opt"] = w.get("sockopt")
-    if want(c.INET_DIAG_CONG):
-        names = recs["ti"]["ca_name"]
-        has = full & (names != b"")
-        if has.any():
-            cols["congestion_algorithm_string"], cols["congestion_algorithm_enum"] = _cong(names, has)
-    cc = w.get("cc_kind")
-    for kind_id, attr, layout in ((CC_BBR, c.INET_DIAG_BBRINFO, L.BBRINFO),
-                                  (CC_DCTCP, c.INET_DIAG_DCTCPINFO, L.DCTCPINFO),
-                                  (CC_VEGAS, c.INET_DIAG_VEGASINFO, L.VEGASINFO)):
-        if not want(attr):
-            continue
-        mine = cc == kind_id
-        if not mine.any():
-            continue
-        whole = bool(mine.all())
-        raw = np.stack([w.get("cc_info", i) for i in range(5)], axis=1).view(np.uint8)  # (n, 20): the union
-        for name, off, fmt in layout:
-            dt = np.dtype(fmt)
-            vals = raw[:, off:off + dt.itemsize].copy().view(dt).reshape(-1)
-            cols[name] = vals if whole else np.where(mine, vals, 0).astype(dt)
+    for col, i in plan.attrs:
+        cols[col] = rows[i]
+    if plan.tclass is not None and np.count_nonzero(full & (fam == _AF_INET6)):
+        cols["traffic_class"] = rows[plan.tclass]
+    for col, i in plan.late:
+        cols[col] = rows[i]
+    if plan.cong is not None:
+        lo_at, hi_at, name_at = plan.cong
+        lo, hi = rows[lo_at], rows[hi_at]
+        has = full & ((lo | hi) != 0)  # a name that is all zero bytes is no name
+        if np.count_nonzero(has):
+            cols["congestion_algorithm_string"], cols["congestion_algorithm_enum"] = _cong(recs, name_at, lo, hi, has)
+    cc = rows[plan.cc_kind]
+    if plan.cc and np.count_nonzero(cc):
+        for kind_id, fields in plan.cc:
+            mine = cc == kind_id
+            count = np.count_nonzero(mine)
+            if not count:
+                continue
+            whole = count == n
+            for name, i, shift, dt in fields:
+                vals = rows[i] if dt == _U4 else ((rows[i] >> shift) & ((1 << (dt.itemsize * 8)) - 1)).astype(dt)
+                cols[name] = vals if whole else np.where(mine, vals, 0).astype(dt)
     return cols
 
 
@@ -250,8 +346,8 @@ class IterCollector:
     """Reads one namespace through the iterator: the narrow interface the poll
     collector uses. `columns()` yields Columns chunks (like one netlink chunk each)."""
 
-    # records -> columns on the reader thread, after each read: the worker that
-    # consumes the chunks only encodes (the longer half). Benchmarks turn it off.
+    # records -> columns on a thread of their own beside the reader's: the worker that
+    # consumes the chunks only encodes (the longer half). False: the worker converts.
     convert_on_reader = True
 
     def __init__(self, program: TcpIterProgram, buffer_bytes: int = DEFAULT_BUFFER) -> None:
@@ -284,9 +380,11 @@ class IterCollector:
 
     def _read(self, fd: int, wanted: frozenset[int] | None) -> Iterator[Columns]:
         """A namespace that fits one buffer (nearly all) is read inline. A bigger one
-        continues on a reader thread, which reads the next buffer and converts it
-        while the caller encodes the previous one (read() and numpy's loops release
-        the GIL): the poll costs about the larger of the two instead of their sum."""
+        continues on a reader thread that only reads (read() releases the GIL: the
+        kernel's walk, most of the time), handing each filled buffer to a converter
+        thread that turns it into columns and hands the buffer back. The next read
+        overlaps converting the last one, and both overlap the caller encoding the
+        one before: the poll costs about the longest of the three, not a sum."""
         free = _buffers(self.buffer_bytes)
         buf = free.get()
         count, carry, eof = _fill(fd, buf, b"")
@@ -297,62 +395,86 @@ class IterCollector:
             finally:
                 free.put(buf)
             return
+        # (buffer, records) as read, then None; an exception of the reader instead
+        filled: queue.SimpleQueue = queue.SimpleQueue()
+        filled.put((buf, count))
         # converted chunks wait here; one at most, so memory stays a few chunks
-        full: queue.Queue = queue.Queue(maxsize=1 if self.convert_on_reader else 0)
+        full: queue.Queue = queue.Queue(maxsize=1)
         stop = threading.Event()
-
-        convert = self.convert_on_reader
 
         def reader(carry: bytes) -> None:
             try:
                 while not stop.is_set():
                     b = free.get()
                     n, carry, done = _fill(fd, b, carry)
-                    if convert:
-                        try:
-                            item = to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted) if n else None
-                        finally:
-                            free.put(b)
-                        if item is not None:
-                            full.put(item)
-                    else:
-                        full.put((b, n))
+                    filled.put((b, n))
                     if done:
                         break
-            except BaseException as e:  # handed to the consumer, raised there
-                full.put(e)
+            except BaseException as e:  # handed on to the caller, raised there
+                filled.put(e)
+            filled.put(None)
+
+        def converter() -> None:
+            # takes every item up to the reader's None, converting or not, so every
+            # buffer goes back to `free` and the reader never waits for one forever
+            failed = False
+            while (item := filled.get()) is not None:
+                if isinstance(item, BaseException):
+                    failed = True
+                    full.put(item)
+                    continue
+                b, n = item
+                try:
+                    cols = (to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted)
+                            if n and not failed and not stop.is_set() else None)
+                except BaseException as e:
+                    failed, cols = True, e
+                    stop.set()  # the reader stops after its current read
+                finally:
+                    free.put(b)
+                if cols is not None:
+                    full.put(cols)
             full.put(None)
 
-        t = threading.Thread(target=reader, args=(carry,), name=f"{threading.current_thread().name}-iter", daemon=True)
-        t.start()
+        threads = [threading.Thread(target=reader, args=(carry,), name=f"{threading.current_thread().name}-iter",
+                                    daemon=True)]
+        if self.convert_on_reader:
+            threads.append(threading.Thread(target=converter, name=f"{threading.current_thread().name}-iterconv",
+                                            daemon=True))
+        out: queue.Queue | queue.SimpleQueue = full if self.convert_on_reader else filled  # else: converted here
+        for t in threads:
+            t.start()
         try:
-            cols = to_columns(np.frombuffer(buf, ITER_DTYPE, count=count), wanted)
-            free.put(buf)
-            yield cols
-            while (item := full.get()) is not None:
+            while (item := out.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, Columns):
                     yield item
                     continue
                 b, n = item
-                cols = to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted) if n else None
-                free.put(b)
+                try:
+                    cols = to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted) if n else None
+                finally:
+                    free.put(b)
                 if cols is not None:
                     yield cols
         finally:
             stop.set()
-            while t.is_alive():  # hand buffers back so the reader never blocks forever
+            while any(t.is_alive() for t in threads):  # unblock a converter waiting on a full queue
                 try:
-                    item = full.get(timeout=0.05)
+                    item = out.get(timeout=0.05)
                 except queue.Empty:
                     continue
                 if isinstance(item, tuple):
                     free.put(item[0])
-            t.join()
-            # what the reader queued just before it ended is not drained by the loop above
-            while not full.empty():
-                item = full.get_nowait()
+            for t in threads:
+                t.join()
+            # what was queued just before the threads ended is not drained by the loop above
+            while True:
+                try:
+                    item = out.get_nowait()
+                except queue.Empty:
+                    break
                 if isinstance(item, tuple):
                     free.put(item[0])
 
