@@ -8,8 +8,8 @@ interleaved, `--repeat` times each:
            are), nothing built
   convert  to_columns() over the records of one such read, chunk by chunk (the
            production buffer size): the part of the collection step that is Python
-  collect  IterCollector.columns() as the poll runs it: read + convert on the reader
-           thread (bench_poll.py's `iter collect`)
+  collect  IterCollector.columns() as the poll runs it: a reader thread that only
+           reads, a converter thread beside it (bench_poll.py's `iter collect`)
 Prints medians, per 100,000 sockets and as ratios to raw. With --profile, also a
 cProfile of convert (cumulative time, top functions).
 
