@@ -17,7 +17,7 @@ import threading
 from typing import Sequence
 
 from . import __version__
-from .config import COLLECTORS, MARSHALLERS, MODES, Config, parse_deserializers
+from .config import COLLECTORS, FIELDS, MARSHALLERS, MODES, Config, parse_deserializers
 from .dest import known_schemes
 from .errors import ConfigError, Xtcp2Error
 from .argparse_go import parse_duration
@@ -224,7 +224,7 @@ def resolve(args: argparse.Namespace, environ=None) -> tuple[Config, Layers]:
     flags = _flag_layer(args)
     given.values.update(flags.values)
     given.sources.update(flags.sources)
-    fields = {f for f in Config.__dataclass_fields__}
+    fields = set(FIELDS)
     changes = {k: v for k, v in given.values.items() if k in fields}
     changes["once"] = args.once
     if "poll_timeout" not in changes and changes.get("poll_frequency", Config.poll_timeout) < Config.poll_timeout:
@@ -392,8 +392,6 @@ ONCE_ITER_MIN_SOCKETS = 50_000
 
 def _once_collector(cfg: Config) -> Config:
     """-collector auto for one poll: netlink unless the host holds enough sockets."""
-    import dataclasses
-
     from .netns.sockstat import tcp_sockets_allocated, walked_sockets
     try:
         # our own namespace alone: its table; any other: the host's (the most a walk visits)
@@ -406,7 +404,7 @@ def _once_collector(cfg: Config) -> Config:
     # debug: the collector's own line (info) says which runs, after the destination opened
     log.debug("collector auto (--once): netlink; a walk visits %d TCP sockets, under the %d that pay for "
               "loading the BPF iterator", walked, ONCE_ITER_MIN_SOCKETS)
-    return dataclasses.replace(cfg, collector="netlink")
+    return cfg.copy(collector="netlink")
 
 
 def _loss_interval(text: str) -> float:

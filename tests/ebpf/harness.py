@@ -5,7 +5,7 @@ import contextlib
 import threading
 
 from xtcp2.collect import NetlinkCollector
-from xtcp2.config import Config
+from xtcp2.config import FIELDS, Config
 from xtcp2.modes import Parts
 from xtcp2.modes.bpf import BpfMode
 from xtcp2.gen.xtcp_flat_record.v1 import xtcp_flat_record_pb2 as pb
@@ -36,7 +36,7 @@ class Capture:
 
 @contextlib.contextmanager
 def running(names: list[str], frequency: float = 10.0, resync: float | None = None, **kw):
-    settings = {k: kw.pop(k) for k in list(kw) if k in Config.__dataclass_fields__}  # e.g. bpf_close_wait
+    settings = {k: kw.pop(k) for k in list(kw) if k in FIELDS}  # e.g. bpf_close_wait
     if resync is not None:
         settings["resync_frequency"] = resync
     cfg = Config(mode="bpf", dest="null", poll_frequency=frequency, poll_timeout=min(5.0, frequency), netns=names,

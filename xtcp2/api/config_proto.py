@@ -10,19 +10,18 @@ INVALID_ARGUMENT; nothing is applied unless the whole request is valid.
 """
 from __future__ import annotations
 
-import dataclasses
 
 from google.protobuf import duration_pb2
 
 from .. import __version__, values
-from ..config import ALL_DESERIALIZERS, Config
+from ..config import ALL_DESERIALIZERS, FIELDS, Config
 from ..errors import ConfigError
 from ..gen.xtcp_config.v1 import xtcp_config_pb2 as pb
 
 MAX_DURATION_S = values.MAX_DURATION_S  # upstream's bound for its durations
 MAX_STRING = 4096
 
-_CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_CONFIG_FIELDS = FIELDS
 _PROTO_FIELDS = {f.name: f for f in pb.XtcpConfig.DESCRIPTOR.fields}
 
 # Never handed out, not even to allowed callers; an empty value in Set means "unchanged".
