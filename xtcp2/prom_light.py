@@ -201,42 +201,38 @@ class _Metric:
         raise NotImplementedError
 
 
-class Counter(_Metric):
-    _kind = "counter"
+class _Scalar(_Metric):
+    """A metric whose series hold one number: a counter or a gauge."""
+
+    _family: type = Metric
 
     def _new_series(self) -> _Series:
-        return _Series(counter=True)
+        return _Series(counter=self._kind == "counter")
 
     def inc(self, amount: float = 1) -> None:
         self._unlabelled().inc(amount)
 
     def collect(self) -> list[Metric]:
-        fam = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        fam = self._family(self._name, self._documentation, labels=self._labelnames)
         for key, series in self._items():
             fam.add_metric(key, series.get())
         return [fam]
 
 
-class Gauge(_Metric):
+class Counter(_Scalar):
+    _kind = "counter"
+    _family = CounterMetricFamily
+
+
+class Gauge(_Scalar):
     _kind = "gauge"
-
-    def _new_series(self) -> _Series:
-        return _Series(counter=False)
-
-    def inc(self, amount: float = 1) -> None:
-        self._unlabelled().inc(amount)
+    _family = GaugeMetricFamily
 
     def dec(self, amount: float = 1) -> None:
         self._unlabelled().dec(amount)
 
     def set(self, value: float) -> None:
         self._unlabelled().set(value)
-
-    def collect(self) -> list[Metric]:
-        fam = GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
-        for key, series in self._items():
-            fam.add_metric(key, series.get())
-        return [fam]
 
 
 class Histogram(_Metric):
