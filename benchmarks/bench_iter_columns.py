@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
 
-from bench_poll import raw_dump, stop_population  # noqa: E402
+from bench_poll import raw_dump, start_population, stop_population  # noqa: E402
 from xtcp2.collect import iter as T  # noqa: E402
 from xtcp2.config import DEFAULT_DESERIALIZERS  # noqa: E402
 from xtcp2.ebpf.tcp_iter import DEFAULT_BUFFER, ITER_DTYPE, TcpIterProgram  # noqa: E402
@@ -61,19 +61,11 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
-    procs = max(1, -(-args.connections // 8500))
     load0 = os.getloadavg()[0]
     subprocess.run(["ip", "netns", "add", NS], check=True)
     pop = enter = None
     try:
-        subprocess.run(["ip", "-n", NS, "link", "set", "lo", "up"], check=True)
-        pop = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable,
-                                os.path.join(os.path.dirname(__file__), "population.py"),
-                                "--connections", str(args.connections), "--procs", str(procs),
-                                "--v6-share", str(args.v6_share)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        if not pop.stdout.readline().startswith("READY"):
-            raise SystemExit("population failed")
+        pop = start_population(NS, args.connections, args.v6_share)
         enter = NetnsEnterer()
         path = f"/run/netns/{NS}"
         diag = enter.run_in(path, DiagSocket.open)

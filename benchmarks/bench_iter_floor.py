@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from bench_poll import raw_dump, stop_population  # noqa: E402
+from bench_poll import raw_dump, start_population, stop_population  # noqa: E402
 from xtcp2.config import DEFAULT_DESERIALIZERS  # noqa: E402
 from xtcp2.ebpf.tcp_iter import REC_SIZE, TcpIterProgram  # noqa: E402
 from xtcp2.netlink import constants as c  # noqa: E402
@@ -86,15 +86,7 @@ def main() -> int:
     pop = enter = None
     progs: dict[str, TcpIterProgram] = {}
     try:
-        subprocess.run(["ip", "-n", NS, "link", "set", "lo", "up"], check=True)
-        pop = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable,
-                                os.path.join(os.path.dirname(__file__), "population.py"),
-                                "--connections", str(args.connections),
-                                "--procs", str(max(1, -(-args.connections // 8500))),
-                                "--v6-share", str(args.v6_share)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        if not pop.stdout.readline().startswith("READY"):
-            raise SystemExit("population failed")
+        pop = start_population(NS, args.connections, args.v6_share)
         enter = NetnsEnterer()
         path = f"/run/netns/{NS}"
         diag = enter.run_in(path, DiagSocket.open)

@@ -89,20 +89,11 @@ def main() -> int:
     ap.add_argument("--v6-share", type=float, default=0.34)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    procs = args.procs or max(1, -(-args.connections // 8500))
     load0 = os.getloadavg()[0]
     subprocess.run(["ip", "netns", "add", NS], check=True)
     pop = None
     try:
-        subprocess.run(["ip", "-n", NS, "link", "set", "lo", "up"], check=True)
-        pop = subprocess.Popen(["ip", "netns", "exec", NS, sys.executable,
-                                os.path.join(os.path.dirname(__file__), "population.py"),
-                                "--connections", str(args.connections), "--procs", str(procs),
-                                "--v6-share", str(args.v6_share)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = pop.stdout.readline()
-        if not line.startswith("READY"):
-            raise SystemExit(f"population failed: {line!r}")
+        pop = start_population(NS, args.connections, args.v6_share, args.procs)
         cfg = Config(netns=[NS], dest="null", marshal_to="protobufList", once=True, debug_level=0,
                      collector="netlink")
         daemon = Daemon(cfg)
@@ -176,6 +167,23 @@ def main() -> int:
         return 0 if os.waitstatus_to_exitcode(status) == 0 else 1
     finally:
         stop_population(pop, NS)
+
+
+def start_population(ns: str, connections: int, v6_share: float, procs: int = 0) -> subprocess.Popen:
+    """population.py in namespace ns (already added), its loopback up; returns once its
+    connections are established. End it with stop_population()."""
+    subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+    pop = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable,
+                            os.path.join(os.path.dirname(os.path.abspath(__file__)), "population.py"),
+                            "--connections", str(connections), "--procs", str(procs or max(1, -(-connections // 8500))),
+                            "--v6-share", str(v6_share)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = pop.stdout.readline()
+    if not line.startswith("READY"):
+        pop.kill()
+        pop.wait()
+        raise SystemExit(f"population failed: {line!r}")
+    return pop
 
 
 def stop_population(pop: subprocess.Popen | None, ns: str) -> None:
