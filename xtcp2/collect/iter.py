@@ -348,7 +348,7 @@ class IterCollector:
 
     # records -> columns on a thread of their own beside the reader's: the worker that
     # consumes the chunks only encodes (the longer half). False: the worker converts.
-    convert_on_reader = True
+    convert_on_thread = True
 
     def __init__(self, program: TcpIterProgram, buffer_bytes: int = DEFAULT_BUFFER) -> None:
         self.program = program
@@ -438,10 +438,10 @@ class IterCollector:
 
         threads = [threading.Thread(target=reader, args=(carry,), name=f"{threading.current_thread().name}-iter",
                                     daemon=True)]
-        if self.convert_on_reader:
+        if self.convert_on_thread:
             threads.append(threading.Thread(target=converter, name=f"{threading.current_thread().name}-iterconv",
                                             daemon=True))
-        out: queue.Queue | queue.SimpleQueue = full if self.convert_on_reader else filled  # else: converted here
+        out: queue.Queue | queue.SimpleQueue = full if self.convert_on_thread else filled  # else: converted here
         for t in threads:
             t.start()
         try:
