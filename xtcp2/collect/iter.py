@@ -237,7 +237,7 @@ def _bytes16(recs: np.ndarray, off: int) -> np.ndarray:
     as one 16-byte item a record (5x faster than numpy's copy of an (n, 16) view,
     whose inner loop runs over the 16 bytes)."""
     n = len(recs)
-    return np.ndarray((n,), _V16, recs, off, (REC_SIZE,)).copy().view(np.uint8).reshape(n, L.CONG_NAME_MAX)
+    return np.ndarray((n,), _V16, recs, off, (REC_SIZE,)).copy().view(np.uint8).reshape(n, _V16.itemsize)
 
 
 @functools.lru_cache(maxsize=16)
@@ -346,10 +346,6 @@ class IterCollector:
     """Reads one namespace through the iterator: the narrow interface the poll
     collector uses. `columns()` yields Columns chunks (like one netlink chunk each)."""
 
-    # records -> columns on a thread of their own beside the reader's: the worker that
-    # consumes the chunks only encodes (the longer half). False: the worker converts.
-    convert_on_thread = True
-
     def __init__(self, program: TcpIterProgram, buffer_bytes: int = DEFAULT_BUFFER) -> None:
         self.program = program
         self.buffer_bytes = max(buffer_bytes, REC_SIZE * 16)
@@ -436,47 +432,27 @@ class IterCollector:
                     full.put(cols)
             full.put(None)
 
-        threads = [threading.Thread(target=reader, args=(carry,), name=f"{threading.current_thread().name}-iter",
-                                    daemon=True)]
-        if self.convert_on_thread:
-            threads.append(threading.Thread(target=converter, name=f"{threading.current_thread().name}-iterconv",
-                                            daemon=True))
-        out: queue.Queue | queue.SimpleQueue = full if self.convert_on_thread else filled  # else: converted here
+        # records -> columns on a thread of their own beside the reader's: the worker that
+        # consumes the chunks only encodes (the longer half)
+        name = threading.current_thread().name
+        threads = [threading.Thread(target=reader, args=(carry,), name=f"{name}-iter", daemon=True),
+                   threading.Thread(target=converter, name=f"{name}-iterconv", daemon=True)]
         for t in threads:
             t.start()
         try:
-            while (item := out.get()) is not None:
+            while (item := full.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                if isinstance(item, Columns):
-                    yield item
-                    continue
-                b, n = item
-                try:
-                    cols = to_columns(np.frombuffer(b, ITER_DTYPE, count=n), wanted) if n else None
-                finally:
-                    free.put(b)
-                if cols is not None:
-                    yield cols
+                yield item
         finally:
             stop.set()
             while any(t.is_alive() for t in threads):  # unblock a converter waiting on a full queue
                 try:
-                    item = out.get(timeout=0.05)
+                    full.get(timeout=0.05)
                 except queue.Empty:
-                    continue
-                if isinstance(item, tuple):
-                    free.put(item[0])
+                    pass
             for t in threads:
                 t.join()
-            # what was queued just before the threads ended is not drained by the loop above
-            while True:
-                try:
-                    item = out.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(item, tuple):
-                    free.put(item[0])
 
     def close(self) -> None:
         self.program.close()
