@@ -76,18 +76,9 @@ from prometheus_client.metrics_core import (  # noqa: E402
     CounterMetricFamily, GaugeHistogramMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
 )
 from prometheus_client.registry import REGISTRY, Collector  # noqa: E402
+from prometheus_client.utils import INF, floatToGoString  # noqa: E402
 
-INF = float("inf")
 DEFAULT_BUCKETS = (.005, .01, .025, .05, .075, .1, .25, .5, .75, 1.0, 2.5, 5.0, 7.5, 10.0, INF)
-
-
-def _go_float(v: float) -> str:
-    """A bucket bound as the `le` label prometheus_client writes (Go's formatting)."""
-    if v == INF:
-        return "+Inf"
-    if v == -INF:
-        return "-Inf"
-    return repr(float(v))
 
 
 class _Series:
@@ -256,7 +247,7 @@ class Histogram(_Metric):
 
     def collect(self) -> list[Metric]:
         fam = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
-        les = [_go_float(b) for b in self._bounds]
+        les = [floatToGoString(b) for b in self._bounds]   # the `le` labels as prometheus_client writes them
         for key, series in self._items():
             counts, total = series.snapshot()
             fam.add_metric(key, list(zip(les, itertools.accumulate(counts))), total)

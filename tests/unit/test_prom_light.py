@@ -36,8 +36,8 @@ def test_counter_and_labels_read_as_prometheus_client_writes_them():
 
 def test_histogram_buckets_are_cumulative_with_le_labels_as_prometheus_client_writes_them():
     ours, theirs = _name("h"), _name("h")
-    h = Histogram(ours, "h", buckets=(0.1, 1, 5))
-    p = PromHistogram(theirs, "h", buckets=(0.1, 1, 5))
+    h = Histogram(ours, "h", buckets=(0.1, 1, 5, 1e7))   # 1e7: Go writes it 1e+07
+    p = PromHistogram(theirs, "h", buckets=(0.1, 1, 5, 1e7))
     for v in (0.05, 0.1, 0.7, 3, 99):
         h.observe(v)
         p.observe(v)
