@@ -59,23 +59,16 @@ class OwnerEvents:
         found = np.zeros(n, bool)
         pids = np.zeros(n, np.uint32)
         comms = np.zeros(n, COMM)
-        recent = now - self.ttl
-        big = self._big
-        if len(big["keys"]):
-            keys = big["keys"]
+        # the small part is newer than anything in the big one: its answers overwrite
+        for part in (self._big, self._small_sorted() if self._small else None):
+            if part is None or not len(part["keys"]):
+                continue
+            keys = part["keys"]
             pos = np.searchsorted(keys, cookies, side="right") - 1   # the last of equal keys: the latest
             ok = (pos >= 0) & (keys[np.maximum(pos, 0)] == cookies)
-            ok[ok] &= big["at"][pos[ok]] >= recent
+            ok[ok] &= part["at"][pos[ok]] >= now - self.ttl
             found |= ok
-            pids[ok], comms[ok] = big["pids"][pos[ok]], big["comms"][pos[ok]]
-        if self._small:
-            small = self._small_sorted()
-            keys = small["keys"]
-            pos = np.searchsorted(keys, cookies, side="right") - 1
-            ok = (pos >= 0) & (keys[np.maximum(pos, 0)] == cookies)
-            ok[ok] &= small["at"][pos[ok]] >= recent
-            found |= ok   # newer than anything in the big part: overwrites it
-            pids[ok], comms[ok] = small["pids"][pos[ok]], small["comms"][pos[ok]]
+            pids[ok], comms[ok] = part["pids"][pos[ok]], part["comms"][pos[ok]]
         return found, pids, comms
 
     def _small_sorted(self) -> dict[str, np.ndarray]:
