@@ -98,12 +98,17 @@ HEALTH_PATHS = ("/healthz", "/readyz")
 
 
 # ---- xtcp2 -healthcheck --------------------------------------------------------------------
-def probe_base(prom_listen: str, tls: bool = False) -> str:
-    """The URL base that reaches a listener bound to prom_listen from this host."""
+def parse_listen(value: str) -> tuple[str, int]:
+    """-promListen -> (host, port); ConfigError naming the flag."""
     try:
-        host, port = values.listen_address(prom_listen)
+        return values.listen_address(value)
     except ValueError as e:
         raise ConfigError("prom_listen", str(e)) from None
+
+
+def probe_base(prom_listen: str, tls: bool = False) -> str:
+    """The URL base that reaches a listener bound to prom_listen from this host."""
+    host, port = parse_listen(prom_listen)
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"
     elif host == "::":

@@ -36,10 +36,9 @@ from urllib.parse import unquote
 
 from prometheus_client import REGISTRY, Counter, make_wsgi_app
 
-from .. import values
 from ..config import Config
-from ..errors import ConfigError, Xtcp2Error
-from .health import HEALTH_PATHS
+from ..errors import Xtcp2Error
+from .health import HEALTH_PATHS, parse_listen
 from .process_metrics import register_process_metrics
 from .profile import MAX_SECONDS as MAX_PROFILE_SECONDS
 from .profile import PROFILES, Profiler, ProfileError
@@ -68,14 +67,6 @@ def import_metric_modules() -> list[str]:
             log.debug("metrics: %s not available: %s", name, e)
             missing.append(name)
     return missing
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """-promListen -> (host, port); ConfigError naming the flag."""
-    try:
-        return values.listen_address(value)
-    except ValueError as e:
-        raise ConfigError("prom_listen", str(e)) from None
 
 
 # Bounds of the listener. It runs as root next to the collector and any local user can
