@@ -224,8 +224,7 @@ def resolve(args: argparse.Namespace, environ=None) -> tuple[Config, Layers]:
     flags = _flag_layer(args)
     given.values.update(flags.values)
     given.sources.update(flags.sources)
-    fields = set(FIELDS)
-    changes = {k: v for k, v in given.values.items() if k in fields}
+    changes = {k: v for k, v in given.values.items() if k in FIELDS}
     changes["once"] = args.once
     if "poll_timeout" not in changes and changes.get("poll_frequency", Config.poll_timeout) < Config.poll_timeout:
         changes["poll_timeout"] = changes["poll_frequency"]  # a short -frequency implies a short timeout
