@@ -285,7 +285,11 @@ class Config:
 
     def as_dict(self) -> dict:
         """Every field by name; lists are copies."""
-        return {name: list(v) if type(v) is list else v for name in FIELDS for v in (getattr(self, name),)}
+        out = {}
+        for name in FIELDS:
+            value = getattr(self, name)
+            out[name] = list(value) if type(value) is list else value
+        return out
 
 
 # field name -> default, in declaration order (the annotated class attributes)
