@@ -23,7 +23,6 @@ import mmap
 import os
 import pstats
 import statistics
-import subprocess
 import sys
 import time
 
@@ -32,13 +31,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
 
-from bench_poll import raw_dump, start_population, stop_population  # noqa: E402
+from bench_poll import populated_netns, raw_dump  # noqa: E402
 from xtcp2.collect import iter as T  # noqa: E402
 from xtcp2.config import DEFAULT_DESERIALIZERS  # noqa: E402
 from xtcp2.ebpf.tcp_iter import DEFAULT_BUFFER, ITER_DTYPE, TcpIterProgram  # noqa: E402
 from xtcp2.netlink import constants as c  # noqa: E402
-from xtcp2.netlink.diag import DiagSocket  # noqa: E402
-from xtcp2.netns.enter import NetnsEnterer  # noqa: E402
 
 NS = f"xtcp2itcol-{os.getpid()}"
 
@@ -62,20 +59,11 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     load0 = os.getloadavg()[0]
-    subprocess.run(["ip", "netns", "add", NS], check=True)
-    pop = enter = None
-    try:
-        pop = start_population(NS, args.connections, args.v6_share)
-        enter = NetnsEnterer()
-        path = f"/run/netns/{NS}"
-        diag = enter.run_in(path, DiagSocket.open)
+    with populated_netns(NS, args.connections, args.v6_share) as (run_in, diag):
         prog = TcpIterProgram.load()
         itc = T.IterCollector(prog)
         ext = c.ext_mask(DEFAULT_DESERIALIZERS)
         wanted = c.wanted_attrs(DEFAULT_DESERIALIZERS)
-
-        def run_in(fn):
-            return enter.run_in(path, fn)
 
         buf = mmap.mmap(-1, DEFAULT_BUFFER)
 
@@ -121,13 +109,8 @@ def main() -> int:
                 convert()
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(20)
-        diag.close()
         itc.close()
         return 0
-    finally:
-        if enter is not None:
-            enter.close()
-        stop_population(pop, NS)
 
 
 if __name__ == "__main__":

@@ -30,12 +30,10 @@ from pathlib import Path
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from bench_poll import raw_dump, start_population, stop_population  # noqa: E402
+from bench_poll import populated_netns, raw_dump  # noqa: E402
 from xtcp2.config import DEFAULT_DESERIALIZERS  # noqa: E402
 from xtcp2.ebpf.tcp_iter import REC_SIZE, TcpIterProgram  # noqa: E402
 from xtcp2.netlink import constants as c  # noqa: E402
-from xtcp2.netlink.diag import DiagSocket  # noqa: E402
-from xtcp2.netns.enter import NetnsEnterer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = f"xtcp2itfloor-{os.getpid()}"
@@ -82,54 +80,45 @@ def main() -> int:
     load0 = os.getloadavg()[0]
     tmp = tempfile.TemporaryDirectory(prefix="xtcp2-itfloor-")
     objects = build(Path(tmp.name))
-    subprocess.run(["ip", "netns", "add", NS], check=True)
-    pop = enter = None
     progs: dict[str, TcpIterProgram] = {}
     try:
-        pop = start_population(NS, args.connections, args.v6_share)
-        enter = NetnsEnterer()
-        path = f"/run/netns/{NS}"
-        diag = enter.run_in(path, DiagSocket.open)
-        ext = c.ext_mask(DEFAULT_DESERIALIZERS)
-        progs = {name: TcpIterProgram.load(obj) for name, obj in objects.items()}
-        buf = mmap.mmap(-1, 1 << 20)
-        mv = memoryview(buf)
-        segments = [mv[i:i + 32768] for i in range(0, len(buf), 32768)]
+        with populated_netns(NS, args.connections, args.v6_share) as (run_in, diag):
+            ext = c.ext_mask(DEFAULT_DESERIALIZERS)
+            progs = {name: TcpIterProgram.load(obj) for name, obj in objects.items()}
+            buf = mmap.mmap(-1, 1 << 20)
+            mv = memoryview(buf)
+            segments = [mv[i:i + 32768] for i in range(0, len(buf), 32768)]
 
-        def read(prog: TcpIterProgram) -> int:
-            fd = enter.run_in(path, prog.create_fd)
-            total = 0
-            try:
-                while n := os.readv(fd, segments):
-                    total += n
-            finally:
-                os.close(fd)
-            return total
+            def read(prog: TcpIterProgram) -> int:
+                fd = run_in(prog.create_fd)
+                total = 0
+                try:
+                    while n := os.readv(fd, segments):
+                        total += n
+                finally:
+                    os.close(fd)
+                return total
 
-        fns = {"raw": lambda: raw_dump(diag.sock, ext)} | {name: (lambda p=p: read(p)) for name, p in progs.items()}
-        for fn in fns.values():  # warm up
-            fn()
-        times: dict[str, list[float]] = {k: [] for k in fns}
-        for _ in range(args.repeat):
-            for k, fn in fns.items():
-                t = time.perf_counter()
+            fns = {"raw": lambda: raw_dump(diag.sock, ext)} | {name: (lambda p=p: read(p)) for name, p in progs.items()}
+            for fn in fns.values():  # warm up
                 fn()
-                times[k].append(time.perf_counter() - t)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"population: {args.connections} connections, {read(progs['full']) // REC_SIZE} sockets in {NS}")
-        for k in fns:
-            delta = "" if k in ("raw", "full") else f"   full - this = {(med['full'] - med[k]) / med['raw']:+.3f}x"
-            print(f"{k:14s} {med[k] * 1e3:8.1f} ms   {med[k] / med['raw']:.3f}x raw   "
-                  f"min {min(times[k]) * 1e3:.1f} ms{delta}")
-        print(f"load average at the start {load0:.2f}, at the end {os.getloadavg()[0]:.2f}")
-        diag.close()
-        return 0
+            times: dict[str, list[float]] = {k: [] for k in fns}
+            for _ in range(args.repeat):
+                for k, fn in fns.items():
+                    t = time.perf_counter()
+                    fn()
+                    times[k].append(time.perf_counter() - t)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            print(f"population: {args.connections} connections, {read(progs['full']) // REC_SIZE} sockets in {NS}")
+            for k in fns:
+                delta = "" if k in ("raw", "full") else f"   full - this = {(med['full'] - med[k]) / med['raw']:+.3f}x"
+                print(f"{k:14s} {med[k] * 1e3:8.1f} ms   {med[k] / med['raw']:.3f}x raw   "
+                      f"min {min(times[k]) * 1e3:.1f} ms{delta}")
+            print(f"load average at the start {load0:.2f}, at the end {os.getloadavg()[0]:.2f}")
+            return 0
     finally:
         for p in progs.values():
             p.close()
-        if enter is not None:
-            enter.close()
-        stop_population(pop, NS)
         tmp.cleanup()
 
 

@@ -22,6 +22,7 @@ the owner of every socket (the first polls after start read /proc for them).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -34,7 +35,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from xtcp2.config import Config  # noqa: E402
 from xtcp2.daemon import Daemon  # noqa: E402
 from xtcp2.netlink import constants as c  # noqa: E402
-from xtcp2.netlink.diag import build_request  # noqa: E402
+from xtcp2.netlink.diag import DiagSocket, build_request  # noqa: E402
+from xtcp2.netns.enter import NetnsEnterer  # noqa: E402
 
 NS = f"xtcp2bench-{os.getpid()}"  # unique: two runs never share (or delete) one namespace
 
@@ -184,6 +186,26 @@ def start_population(ns: str, connections: int, v6_share: float, procs: int = 0)
         pop.wait()
         raise SystemExit(f"population failed: {line!r}")
     return pop
+
+
+@contextlib.contextmanager
+def populated_netns(ns: str, connections: int, v6_share: float):
+    """A new namespace ns holding a population; yields (run_in, diag): run_in(fn) runs fn
+    inside it, diag is an inet_diag socket opened there. All of it goes at the end."""
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    pop = enter = diag = None
+    try:
+        pop = start_population(ns, connections, v6_share)
+        enter = NetnsEnterer()
+        path = f"/run/netns/{ns}"
+        diag = enter.run_in(path, DiagSocket.open)
+        yield (lambda fn: enter.run_in(path, fn)), diag
+    finally:
+        if diag is not None:
+            diag.close()
+        if enter is not None:
+            enter.close()
+        stop_population(pop, ns)
 
 
 def stop_population(pop: subprocess.Popen | None, ns: str) -> None:
