@@ -39,6 +39,8 @@ class FlatRecordService:
         self._max_clients = max_clients
         self._poll_grace = poll_grace
         self.stopping = asyncio.Event()
+        # the handlers running now, and their request readers: what a stop may cancel
+        self.tasks: set[asyncio.Task] = set()
 
     def handler(self) -> grpc.GenericRpcHandler:
         ident = lambda b: b  # noqa: E731 - responses arrive serialized
@@ -50,7 +52,12 @@ class FlatRecordService:
                 response_serializer=ident),
         })
 
+    def _track(self, task: asyncio.Task) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     async def _admit(self, method: str, context) -> Subscriber:
+        self._track(asyncio.current_task())
         if len(self._fanout.subscribers()) >= self._max_clients:
             STREAM_REFUSED.inc()
             REQUESTS.labels(method, "RESOURCE_EXHAUSTED").inc()
@@ -143,6 +150,7 @@ class FlatRecordService:
                 reading_done.set()
 
         reader = asyncio.create_task(read_requests())
+        self._track(reader)
         code = "CANCELLED"
         try:
             while not self.stopping.is_set() and not sub.closed:

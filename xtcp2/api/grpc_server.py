@@ -4,6 +4,12 @@ Runs a grpc.aio server on one dedicated thread with its own event loop. One thre
 serves every client, so however many stream clients connect, the collector competes
 with a single thread for the interpreter, and a stalled client only stalls its own
 coroutine.
+
+That loop is the process's one gRPC loop: it is started once and never closed. grpc.aio
+keeps one completion queue for the process, and the events of a server that has stopped
+can still arrive after its stop. On a loop closed under them grpc raised "Event loop is
+closed" from its poller; a test run that started and stopped servers dozens of times in
+one process, each on a loop of its own, died of a segfault.
 """
 from __future__ import annotations
 
@@ -51,7 +57,6 @@ class GrpcServer:
     fanout: FanOut
     config_service: ConfigService
     _loop: asyncio.AbstractEventLoop
-    _thread: threading.Thread
     _server: grpc.aio.Server
     _records: FlatRecordService
     _daemon: object
@@ -80,8 +85,9 @@ class GrpcServer:
             self._records.stopping.set()
             self.fanout.close_all()
             await self._server.stop(grace)
-            # cancelled streams can leave handler tasks behind; end them before the loop stops
-            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            # cancelled streams can leave their handlers behind: end this server's own
+            # (the loop is shared with any other server of the process)
+            rest = [t for t in self._records.tasks if not t.done()]
             for t in rest:
                 t.cancel()
             if rest:
@@ -91,11 +97,29 @@ class GrpcServer:
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=grace + 5)
         except Exception as e:
             log.warning("gRPC server shutdown: %s", e)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._auth is not None:
             self._auth.close()
+
+
+_loop_lock = threading.Lock()
+_shared_loop: asyncio.AbstractEventLoop | None = None
+
+
+def grpc_loop() -> asyncio.AbstractEventLoop:
+    """The process's gRPC event loop, running on its own thread from the first call on."""
+    global _shared_loop
+    with _loop_lock:
+        if _shared_loop is None:
+            loop = asyncio.new_event_loop()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.run_forever()
+
+            threading.Thread(target=run, name="xtcp2-grpc", daemon=True).start()
+            _shared_loop = loop
+        return _shared_loop
 
 
 def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE_ROWS,
@@ -111,11 +135,9 @@ def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE
     tls = server_credentials(config)  # None: plain; Xtcp2Error: half a TLS setup, unreadable files
     if auth.kind == "unix":
         prepare_unix_listener(address[len("unix:"):])
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    result: dict = {}
+    loop = grpc_loop()
 
-    async def build() -> None:
+    async def build() -> dict:
         server = grpc.aio.server(options=[
             ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
             ("grpc.max_concurrent_streams", max_clients + 16),
@@ -134,44 +156,32 @@ def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE
             (CONFIG_SERVICE, RECORD_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), server)
         try:
-            port = server.add_secure_port(address, tls) if tls else server.add_insecure_port(address)
-        except RuntimeError as e:
-            raise Xtcp2Error(f"gRPC: cannot listen on {address}: {e}") from None
-        if not port:
-            raise Xtcp2Error(f"gRPC: cannot listen on {address} (address in use or not local)")
-        auth.bound(port)
-        if auth.kind == "unix":
-            os.chmod(address[len("unix:"):], 0o600)
-        await server.start()
-        result.update(server=server, port=port, fanout=fanout, config_service=config_service,
-                      records=records, executor=executor, health=health)
+            try:
+                port = server.add_secure_port(address, tls) if tls else server.add_insecure_port(address)
+            except RuntimeError as e:
+                raise Xtcp2Error(f"gRPC: cannot listen on {address}: {e}") from None
+            if not port:
+                raise Xtcp2Error(f"gRPC: cannot listen on {address} (address in use or not local)")
+            auth.bound(port)
+            if auth.kind == "unix":
+                os.chmod(address[len("unix:"):], 0o600)
+            await server.start()
+        except BaseException:
+            # stopped here, on its loop, not torn down later by whichever thread collects it
+            await server.stop(None)
+            executor.shutdown(wait=False)
+            raise
+        return dict(server=server, port=port, fanout=fanout, config_service=config_service,
+                    records=records, executor=executor, health=health)
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(build())
-        except BaseException as e:
-            result["error"] = e
-            started.set()
-            loop.close()
-            return
-        started.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=run, name="xtcp2-grpc", daemon=True)
-    thread.start()
-    started.wait()
-    if "error" in result:
-        thread.join()
-        err = result["error"]
-        if isinstance(err, Xtcp2Error):
-            raise err
-        raise Xtcp2Error(f"gRPC: could not start on {address}: {err}") from None
+    try:
+        result = asyncio.run_coroutine_threadsafe(build(), loop).result()
+    except Xtcp2Error:
+        raise
+    except Exception as e:
+        raise Xtcp2Error(f"gRPC: could not start on {address}: {e}") from None
     handle = GrpcServer(address=address, port=result["port"], fanout=result["fanout"],
-                        config_service=result["config_service"], _loop=loop, _thread=thread,
+                        config_service=result["config_service"], _loop=loop,
                         _server=result["server"], _records=result["records"], _daemon=daemon,
                         _executor=result["executor"], _health=result["health"], _auth=auth)
     daemon.add_listener(handle.fanout.publish)
