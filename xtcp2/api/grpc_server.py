@@ -118,8 +118,23 @@ def grpc_loop() -> asyncio.AbstractEventLoop:
                 loop.run_forever()
 
             threading.Thread(target=run, name="xtcp2-grpc", daemon=True).start()
+            asyncio.run_coroutine_threadsafe(_hold_grpc_aio(), loop).result()
             _shared_loop = loop
         return _shared_loop
+
+
+async def _hold_grpc_aio() -> None:
+    """One reference to grpc.aio's process state, never given back. Each aio server
+    takes one and gives it back when it is collected, on whatever thread collects it;
+    the last one back shut the completion queue and its poller thread down, and the
+    next server started them again: a teardown and a restart per test where a process
+    starts many servers. Held, the queue and its poller live as long as the process,
+    as they do in a daemon that starts one server."""
+    from grpc._cython import cygrpc  # where grpc.aio's servers and channels take it
+
+    init = getattr(cygrpc, "init_grpc_aio", None)
+    if init is not None:
+        init()
 
 
 def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE_ROWS,
