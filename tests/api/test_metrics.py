@@ -18,6 +18,7 @@ from xtcp2.config import Config
 from xtcp2.errors import ConfigError, Xtcp2Error
 
 from .. import need
+from ..daemon_process import end
 
 pytestmark = pytest.mark.root
 
@@ -146,9 +147,4 @@ def test_scraped_by_real_prometheus(daemon_with_metrics, tmp_path):
         assert query("xtcp2_poll_duration_seconds_count")
         assert float(query("sum(xtcp2_sockets_total)")[0]["value"][1]) > 0
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end(proc)

@@ -21,6 +21,7 @@ from xtcp2.api.metrics_http import start_metrics_server
 from xtcp2.config import Config
 from xtcp2.errors import Xtcp2Error
 
+from ..daemon_process import end
 from .pki import make_pki
 
 bcrypt = module("bcrypt")
@@ -321,9 +322,4 @@ def test_real_prometheus_scrapes_it_and_reads_the_same_web_config(serve, pki, ha
         # and Prometheus' own listener refuses what ours refuses
         assert get(port, "/api/v1/query?query=up", ctx=client_context(pki, cert="client"))[0] == 401
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end(proc)

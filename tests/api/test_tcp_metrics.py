@@ -14,6 +14,8 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..daemon_process import end
+
 pytestmark = pytest.mark.root
 
 # Holds: 1 listener, `est` established pairs (1000 bytes each way moved), `half` pairs
@@ -135,12 +137,7 @@ class Xtcp2Process:
         raise AssertionError(f"fewer than {n} polls in {timeout} s")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end(self.proc, 15)
 
 
 @pytest.fixture

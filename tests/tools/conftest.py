@@ -8,6 +8,8 @@ import uuid
 
 import pytest
 
+from ..daemon_process import end
+
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
 
@@ -83,13 +85,7 @@ class DaemonUnderTest:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end(self.proc, 20)
         self.log.close()
         return self.proc.returncode
 
