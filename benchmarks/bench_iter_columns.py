@@ -24,14 +24,13 @@ import os
 import pstats
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np  # noqa: E402
 
-from bench_poll import populated_netns, raw_dump  # noqa: E402
+from bench_poll import interleaved, populated_netns, raw_dump  # noqa: E402
 from xtcp2.collect import iter as T  # noqa: E402
 from xtcp2.config import DEFAULT_DESERIALIZERS  # noqa: E402
 from xtcp2.ebpf.tcp_iter import DEFAULT_BUFFER, ITER_DTYPE, TcpIterProgram  # noqa: E402
@@ -84,16 +83,8 @@ def main() -> int:
         def collect() -> int:
             return sum(cols.n for cols in itc.columns(run_in, wanted))
 
-        times: dict[str, list[float]] = {k: [] for k in ("raw", "read", "convert", "collect")}
         fns = {"raw": lambda: raw_dump(diag.sock, ext), "read": read, "convert": convert, "collect": collect}
-        for _ in range(2):
-            for fn in fns.values():
-                fn()
-        for _ in range(args.repeat):
-            for k, fn in fns.items():
-                t = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t)
+        times = interleaved(fns, args.repeat, warmup=2)
         med = {k: statistics.median(v) for k, v in times.items()}
         per = 100_000 / sockets
         print(f"population: {args.connections} connections, {sockets} sockets in {len(recs)} chunks "

@@ -24,13 +24,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from bench_poll import populated_netns, raw_dump  # noqa: E402
+from bench_poll import interleaved, populated_netns, raw_dump  # noqa: E402
 from xtcp2.config import DEFAULT_DESERIALIZERS  # noqa: E402
 from xtcp2.ebpf.tcp_iter import REC_SIZE, TcpIterProgram  # noqa: E402
 from xtcp2.netlink import constants as c  # noqa: E402
@@ -100,14 +99,7 @@ def main() -> int:
                 return total
 
             fns = {"raw": lambda: raw_dump(diag.sock, ext)} | {name: (lambda p=p: read(p)) for name, p in progs.items()}
-            for fn in fns.values():  # warm up
-                fn()
-            times: dict[str, list[float]] = {k: [] for k in fns}
-            for _ in range(args.repeat):
-                for k, fn in fns.items():
-                    t = time.perf_counter()
-                    fn()
-                    times[k].append(time.perf_counter() - t)
+            times = interleaved(fns, args.repeat)
             med = {k: statistics.median(v) for k, v in times.items()}
             print(f"population: {args.connections} connections, {read(progs['full']) // REC_SIZE} sockets in {NS}")
             for k in fns:

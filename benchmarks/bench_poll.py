@@ -84,6 +84,21 @@ def timed(fn, *a, cpu: str = "", **kw):
     return wall, r
 
 
+def interleaved(fns: dict, repeat: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall seconds of each fn, `repeat` times, taking turns (so a change of load falls on
+    all of them alike), after `warmup` untimed rounds."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return times
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--connections", type=int, default=50000)
