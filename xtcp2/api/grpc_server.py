@@ -152,7 +152,7 @@ def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE
         prepare_unix_listener(address[len("unix:"):])
     loop = grpc_loop()
 
-    async def build() -> dict:
+    async def build() -> GrpcServer:
         server = grpc.aio.server(options=[
             ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
             ("grpc.max_concurrent_streams", max_clients + 16),
@@ -186,19 +186,16 @@ def start_grpc_server(daemon, config: Config, *, queue_rows: int = DEFAULT_QUEUE
             await server.stop(None)
             executor.shutdown(wait=False)
             raise
-        return dict(server=server, port=port, fanout=fanout, config_service=config_service,
-                    records=records, executor=executor, health=health)
+        return GrpcServer(address=address, port=port, fanout=fanout, config_service=config_service, _loop=loop,
+                          _server=server, _records=records, _daemon=daemon, _executor=executor, _health=health,
+                          _auth=auth)
 
     try:
-        result = asyncio.run_coroutine_threadsafe(build(), loop).result()
+        handle = asyncio.run_coroutine_threadsafe(build(), loop).result()
     except Xtcp2Error:
         raise
     except Exception as e:
         raise Xtcp2Error(f"gRPC: could not start on {address}: {e}") from None
-    handle = GrpcServer(address=address, port=result["port"], fanout=result["fanout"],
-                        config_service=result["config_service"], _loop=loop,
-                        _server=result["server"], _records=result["records"], _daemon=daemon,
-                        _executor=result["executor"], _health=result["health"], _auth=auth)
     daemon.add_listener(handle.fanout.publish)
     log.info("gRPC API listening on %s (%s)", listen_address(config.grpc_listen, handle.port), auth.describe())
     return handle
