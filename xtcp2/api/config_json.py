@@ -6,6 +6,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from ..config import FIELDS
 from ..config_sources import CONFIG_JSON, EnvValueError
 from ..errors import ConfigError
 from ..gen.xtcp_config.v1 import xtcp_config_pb2 as pb
@@ -41,7 +42,7 @@ def config_json(text: str) -> dict[str, Any]:
         name = fd.name
         if name in cp.READ_ONLY_FIELDS or name in cp.IGNORED_TUNING:
             continue
-        if name not in cp._CONFIG_FIELDS:
+        if name not in FIELDS:
             raise bad(f"{name}: not supported by xtcp2; leave it out")
         value = getattr(msg, name)
         try:

@@ -10,7 +10,6 @@ INVALID_ARGUMENT; nothing is applied unless the whole request is valid.
 """
 from __future__ import annotations
 
-
 from google.protobuf import duration_pb2
 
 from .. import __version__, values
@@ -21,7 +20,6 @@ from ..gen.xtcp_config.v1 import xtcp_config_pb2 as pb
 MAX_DURATION_S = values.MAX_DURATION_S  # upstream's bound for its durations
 MAX_STRING = 4096
 
-_CONFIG_FIELDS = FIELDS
 _PROTO_FIELDS = {f.name: f for f in pb.XtcpConfig.DESCRIPTOR.fields}
 
 # Never handed out, not even to allowed callers; an empty value in Set means "unchanged".
@@ -91,7 +89,7 @@ def config_to_proto(cfg: Config) -> pb.XtcpConfig:
     """The XtcpConfig Get returns: every mapped field, secrets blank, daemon_version filled."""
     out = pb.XtcpConfig()
     for name, fd in _PROTO_FIELDS.items():
-        if name not in _CONFIG_FIELDS or name in SECRET_FIELDS:
+        if name not in FIELDS or name in SECRET_FIELDS:
             continue
         value = getattr(cfg, name)
         if _is_duration(fd):
@@ -133,7 +131,7 @@ def config_from_proto(msg: pb.XtcpConfig, current: Config) -> Config:
             raise ConfigError(name, f"longer than {MAX_STRING} characters")
         if name in READ_ONLY_FIELDS:
             continue
-        if name not in _CONFIG_FIELDS:
+        if name not in FIELDS:
             if present and name not in IGNORED_TUNING:
                 raise ConfigError(name, "not supported by xtcp2; leave it unset (0/empty/false)")
             continue
